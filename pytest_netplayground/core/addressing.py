@@ -1,0 +1,210 @@
+"""Value types for addresses and the address plan of a sandbox.
+
+Host *i* (0-based, in creation order) owns the subnet's address *i + 1*, so
+cassettes recorded on one run match the next. The proxy namespace owns an
+*alias* of every subnet address, the bitwise inverse (as the original tool
+did): an address no host ever sees, so the router can steer a TCP segment to
+the proxy by rewriting its destination, and back by rewriting its source.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+
+import attrs
+
+from ..errors import ConfigError
+
+__all__ = ["Subnet", "Endpoint", "ConnectionKey", "AddressPlan", "DEFAULT_SUBNET"]
+
+DEFAULT_SUBNET = "10.0.0.0/24"
+
+_FORBIDDEN = [
+    (ipaddress.IPv4Network("0.0.0.0/8"), "the 'this network' range 0.0.0.0/8"),
+    (ipaddress.IPv4Network("127.0.0.0/8"), "the loopback range 127.0.0.0/8"),
+    (ipaddress.IPv4Network("224.0.0.0/4"), "the multicast range 224.0.0.0/4"),
+    (ipaddress.IPv4Network("255.255.255.255/32"), "the broadcast address"),
+]
+
+
+def _to_network(value: object) -> ipaddress.IPv4Network:
+    if isinstance(value, Subnet):
+        return value.network
+    if isinstance(value, ipaddress.IPv4Network):
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"subnet must be a string like '10.0.0.0/24', got {value!r}")
+    text = value.strip()
+    if "/" not in text:
+        raise ConfigError(
+            f"malformed subnet {value!r}: give a network with its prefix length, like '10.0.0.0/24'"
+        )
+    try:
+        return ipaddress.IPv4Network(text, strict=True)
+    except ValueError as exc:
+        if "host bits set" in str(exc):
+            fixed = ipaddress.IPv4Network(text, strict=False)
+            raise ConfigError(
+                f"malformed subnet {value!r}: it has host bits set; did you mean '{fixed}'?"
+            ) from exc
+        raise ConfigError(
+            f"malformed subnet {value!r}: {exc}; give an IPv4 network like '10.0.0.0/24'"
+        ) from exc
+
+
+def _check_usable(net: ipaddress.IPv4Network, original: object) -> None:
+    if net.prefixlen > 30:
+        raise ConfigError(
+            f"subnet {original!r} is too small: a /{net.prefixlen} has no room for two hosts; "
+            "use a prefix length of 30 or less, like '10.0.0.0/24'"
+        )
+    if net.prefixlen < 8:
+        raise ConfigError(
+            f"subnet {original!r} is too large: use a prefix length of 8 or more, like '10.0.0.0/24'"
+        )
+    alias = _inverse_network(net)
+    for forbidden, what in _FORBIDDEN:
+        if net.overlaps(forbidden):
+            raise ConfigError(
+                f"subnet {original!r} overlaps {what}; choose a private range like '10.0.0.0/24'"
+            )
+        if alias.overlaps(forbidden):
+            raise ConfigError(
+                f"subnet {original!r} cannot be used: its proxy alias range {alias} overlaps "
+                f"{what}; choose a private range like '10.0.0.0/24'"
+            )
+
+
+def _inverse_network(net: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+    inverted = (~int(net.network_address)) & 0xFFFFFFFF
+    mask = int(net.netmask)
+    return ipaddress.IPv4Network((inverted & mask, net.prefixlen))
+
+
+@attrs.frozen
+class Subnet:
+    """An IPv4 network whose addresses the sandbox hands to its hosts."""
+
+    network: ipaddress.IPv4Network = attrs.field(converter=_to_network)
+
+    def __attrs_post_init__(self) -> None:
+        _check_usable(self.network, str(self.network))
+
+    @classmethod
+    def parse(cls, value: object) -> "Subnet":
+        """Parse user input, raising :class:`ConfigError` naming the value."""
+        net = _to_network(value)
+        _check_usable(net, value)
+        return cls(net)
+
+    @property
+    def capacity(self) -> int:
+        """How many hosts fit: every address but the network and broadcast ones."""
+        return self.network.num_addresses - 2
+
+    def host_address(self, index: int) -> str:
+        """Address of the host made *index*-th (0-based)."""
+        if not 0 <= index < self.capacity:
+            raise ConfigError(
+                f"subnet {self.network} has room for {self.capacity} hosts; "
+                f"host number {index + 1} does not fit: use a larger subnet"
+            )
+        return str(self.network.network_address + index + 1)
+
+    def index_of(self, address: str) -> int | None:
+        """Inverse of :meth:`host_address`, or None for an address outside the host range."""
+        ip = ipaddress.IPv4Address(address)
+        offset = int(ip) - int(self.network.network_address) - 1
+        if 0 <= offset < self.capacity:
+            return offset
+        return None
+
+    @property
+    def alias_network(self) -> ipaddress.IPv4Network:
+        return _inverse_network(self.network)
+
+    def __str__(self) -> str:
+        return str(self.network)
+
+
+def _check_port(instance, attribute, value) -> None:
+    if not 0 <= value <= 65535:
+        raise ConfigError(f"{attribute.name} must be a port number 0..65535, got {value}")
+
+
+def _to_ip(value: object) -> str:
+    try:
+        return str(ipaddress.IPv4Address(value if not isinstance(value, bytes) else socket.inet_ntoa(value)))
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"not an IPv4 address: {value!r}") from exc
+
+
+@attrs.frozen(order=True)
+class Endpoint:
+    """One end of a TCP connection: an IPv4 address and a port."""
+
+    host: str = attrs.field(converter=_to_ip)
+    port: int = attrs.field(converter=int, validator=_check_port)
+
+    @classmethod
+    def of(cls, value: "Endpoint | tuple[str, int]") -> "Endpoint":
+        if isinstance(value, Endpoint):
+            return value
+        host, port = value
+        return cls(host, port)
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@attrs.frozen(order=True)
+class ConnectionKey:
+    """What identifies a recorded connection across runs.
+
+    The client's ephemeral port changes from run to run, so it is not part of
+    the key; connections of one key are told apart by their opening order.
+    """
+
+    client_host: str = attrs.field(converter=_to_ip)
+    server_host: str = attrs.field(converter=_to_ip)
+    server_port: int = attrs.field(converter=int, validator=_check_port)
+
+    @classmethod
+    def of(cls, client: Endpoint, server: Endpoint) -> "ConnectionKey":
+        return cls(client.host, server.host, server.port)
+
+    def __str__(self) -> str:
+        return f"{self.client_host} -> {self.server_host}:{self.server_port}"
+
+
+@attrs.frozen
+class AddressPlan:
+    """Maps between host addresses and their proxy aliases, as 4-byte values.
+
+    Precomputes, for every address, the one's-complement checksum adjustment
+    that rewriting it to its alias (or back) causes, so the hot path does one
+    dict lookup and a few integer operations per packet.
+    """
+
+    subnet: Subnet = attrs.field(converter=Subnet.parse)
+
+    @property
+    def alias_network(self) -> ipaddress.IPv4Network:
+        return self.subnet.alias_network
+
+    def alias(self, address: str) -> str:
+        return socket.inet_ntoa(invert(socket.inet_aton(address)))
+
+    def unalias(self, alias: str) -> str:
+        return socket.inet_ntoa(invert(socket.inet_aton(alias)))
+
+    def is_alias(self, address: str) -> bool:
+        return ipaddress.IPv4Address(address) in self.alias_network
+
+
+def invert(packed: bytes) -> bytes:
+    """Bitwise inverse of a packed IPv4 address: the alias mapping, its own inverse."""
+    (value,) = struct.unpack("!I", packed)
+    return struct.pack("!I", (~value) & 0xFFFFFFFF)

@@ -1,0 +1,128 @@
+"""The events of a recorded run: what a cassette holds, in time order.
+
+Every event carries ``t``, seconds since the sandbox started, and (except the
+header) ``conn``, the connection's number in order of opening. These are the
+values the codec encodes, the recorder emits and the replayer consumes.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+from .addressing import ConnectionKey, Endpoint
+
+__all__ = [
+    "Direction",
+    "Outcome",
+    "HostInfo",
+    "Header",
+    "ConnectionOpened",
+    "Data",
+    "HalfClosed",
+    "Reset",
+    "Closed",
+    "Event",
+    "FORMAT_VERSION",
+]
+
+FORMAT_VERSION = 1
+
+
+class Direction(str, enum.Enum):
+    """Which way bytes flow: client to server, or server to client."""
+
+    C2S = "c2s"
+    S2C = "s2c"
+
+    @property
+    def reverse(self) -> "Direction":
+        return Direction.S2C if self is Direction.C2S else Direction.C2S
+
+
+class Outcome(str, enum.Enum):
+    """How a connection attempt ended when it was recorded."""
+
+    ESTABLISHED = "established"
+    REFUSED = "refused"
+    TIMED_OUT = "timeout"
+    UNREACHABLE = "unreachable"
+
+
+def _endpoint(value: object) -> Endpoint:
+    return Endpoint.of(value)  # type: ignore[arg-type]
+
+
+def _tuple(value: object) -> tuple:
+    return tuple(value)  # type: ignore[arg-type]
+
+
+@attrs.frozen
+class HostInfo:
+    address: str
+    name: str = ""
+    command: str = ""
+
+
+@attrs.frozen
+class Header:
+    """First record of a cassette: what made it and for which sandbox."""
+
+    subnet: str
+    hosts: tuple[HostInfo, ...] = attrs.field(converter=_tuple, default=())
+    started: float = 0.0
+    tool_version: str = ""
+    version: int = FORMAT_VERSION
+
+
+@attrs.frozen
+class ConnectionOpened:
+    t: float
+    conn: int
+    client: Endpoint = attrs.field(converter=_endpoint)
+    server: Endpoint = attrs.field(converter=_endpoint)
+    outcome: Outcome = attrs.field(converter=Outcome, default=Outcome.ESTABLISHED)
+
+    @property
+    def key(self) -> ConnectionKey:
+        return ConnectionKey.of(self.client, self.server)
+
+
+@attrs.frozen
+class Data:
+    """Bytes one side sent; ``direction`` says which side."""
+
+    t: float
+    conn: int
+    direction: Direction = attrs.field(converter=Direction)
+    data: bytes = attrs.field(converter=bytes)
+
+
+@attrs.frozen
+class HalfClosed:
+    """The sending side of ``direction`` shut down writing: the peer reads EOF."""
+
+    t: float
+    conn: int
+    direction: Direction = attrs.field(converter=Direction)
+
+
+@attrs.frozen
+class Reset:
+    """The sending side of ``direction`` aborted the connection (RST)."""
+
+    t: float
+    conn: int
+    direction: Direction = attrs.field(converter=Direction)
+
+
+@attrs.frozen
+class Closed:
+    """Both directions are finished; nothing more will happen on ``conn``."""
+
+    t: float
+    conn: int
+
+
+Event = ConnectionOpened | Data | HalfClosed | Reset | Closed

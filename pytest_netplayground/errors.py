@@ -1,0 +1,61 @@
+"""One exception hierarchy for everything the product raises on purpose.
+
+Callers catch :class:`NetplayError`; the subclasses say which part failed so
+the plugin and the command line can print a message that names the thing and
+says what to do.
+"""
+
+from __future__ import annotations
+
+
+class NetplayError(Exception):
+    """Base of every error Net Playground raises deliberately."""
+
+
+class ConfigError(NetplayError, ValueError):
+    """A value given by the user (subnet, mode, option) is malformed."""
+
+
+class PermissionProblem(NetplayError, PermissionError):
+    """The sandbox cannot be built with the privileges this process has."""
+
+
+class SandboxError(NetplayError):
+    """The sandbox failed while running (supervisor died, host missing, ...)."""
+
+
+class SandboxClosed(SandboxError):
+    """An operation was attempted on a sandbox that is already torn down."""
+
+
+class NetplayTimeout(NetplayError, TimeoutError):
+    """Something the caller waited for did not happen in time."""
+
+
+class CassetteError(NetplayError):
+    """A cassette cannot be read or written."""
+
+
+class CassetteFormatError(CassetteError):
+    """A cassette is corrupt, truncated or of an unknown version.
+
+    ``path`` and ``offset`` locate the problem so the message can name them.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, offset: int | None = None):
+        where = ""
+        if path is not None:
+            where = f"{path}"
+            if offset is not None:
+                where += f" at byte {offset}"
+            where += ": "
+        elif offset is not None:
+            where = f"at byte {offset}: "
+        super().__init__(where + message)
+        self.path = path
+        self.offset = offset
+        self.reason = message
+
+
+class CassetteMissing(CassetteError, FileNotFoundError):
+    """Replay was asked for but the cassette file does not exist."""
