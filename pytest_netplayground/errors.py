@@ -59,3 +59,7 @@ class CassetteFormatError(CassetteError):
 
 class CassetteMissing(CassetteError, FileNotFoundError):
     """Replay was asked for but the cassette file does not exist."""
+
+
+class CommandNotFound(SandboxError, FileNotFoundError):
+    """A command to run in a host does not exist (or is not executable)."""

@@ -1,0 +1,436 @@
+"""Cassette files: crash-safe writing and streaming reading around the codec.
+
+A recording goes to ``<path>.partial`` and is renamed onto ``<path>`` only
+when it finishes cleanly, so an interrupted or failed run never damages the
+cassette a previous run left. Each record reaches the kernel in one unbuffered
+write loop, so a killed recorder leaves whole lines and at most one partial
+one. Readers stream the file in bounded chunks and can index it, so replay
+memory grows with the number of records, never with the bytes recorded.
+"""
+
+from __future__ import annotations
+
+import array
+import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+
+from .core import codec
+from .core.addressing import ConnectionKey
+from .core.codec import Decoder, End, Record, decode_record, encode_end, encode_event, encode_header
+from .core.events import ConnectionOpened, Event, Header
+from .errors import CassetteError, CassetteFormatError, CassetteMissing
+
+__all__ = [
+    "CHUNK_SIZE",
+    "Cassette",
+    "CassetteIndex",
+    "CassetteWriter",
+    "ConnectionIndex",
+    "partial_path_for",
+    "read_cassette",
+]
+
+#: How much a reader asks the kernel for at a time.
+CHUNK_SIZE = 1024 * 1024
+
+
+def partial_path_for(path: str | os.PathLike) -> Path:
+    """Where a recording of *path* lives until it is committed."""
+    path = Path(path)
+    return path.with_name(path.name + ".partial")
+
+
+def _io_error(action: str, path: Path, exc: OSError) -> CassetteError:
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        advice = "free some disk space or record the cassette to another directory"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        advice = f"make {path.parent} writable by this user or record the cassette elsewhere"
+    elif exc.errno == errno.ENOENT:
+        advice = f"check that {path.parent} exists and is not removed while recording"
+    elif exc.errno == errno.EISDIR:
+        advice = "a directory is in the way; remove it or choose another cassette path"
+    else:
+        advice = "check the file system holding the cassette"
+    return CassetteError(f"cannot {action} cassette {path}: {reason}; {advice}")
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename itself durable. Some file systems refuse to sync a
+    # directory; the rename has already happened, so that is not worth failing for.
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class CassetteWriter:
+    """Writes one recording; only :meth:`commit` makes it the cassette at ``path``.
+
+    Leaving the ``with`` block without committing aborts: the ``.partial``
+    file stays for inspection and any existing cassette is untouched.
+    """
+
+    def __init__(self, path: str | os.PathLike, header: Header):
+        self.path = Path(path)
+        self.partial_path = partial_path_for(self.path)
+        self._fd: int | None = None
+        self._state = "open"
+        directory = self.path.parent
+        if self.path.is_dir():
+            raise CassetteError(
+                f"cannot record cassette {self.path}: it is a directory; choose a file name for the cassette"
+            )
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CassetteError(
+                f"cannot create the cassette directory {directory}: {exc.strerror or exc}; "
+                "create it yourself or choose another cassette path"
+            ) from exc
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise CassetteError(
+                f"cannot record cassette {self.path}: directory {directory} is not writable by this user; "
+                "make it writable or choose another cassette path"
+            )
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        try:
+            self._fd = os.open(self.partial_path, flags, 0o666)
+        except OSError as exc:
+            self._state = "failed"
+            raise _io_error("create", self.partial_path, exc) from exc
+        self._write(encode_header(header))
+
+    @property
+    def state(self) -> str:
+        """One of ``open``, ``committed``, ``aborted``, ``kept`` or ``failed``."""
+        return self._state
+
+    def _write(self, data: bytes) -> None:
+        if self._state != "open" or self._fd is None:
+            raise CassetteError(f"cannot write to cassette {self.partial_path}: the recording is {self._state}")
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            self._fail()
+            raise _io_error("write", self.partial_path, exc) from exc
+
+    def _fail(self) -> None:
+        self._state = "failed"
+        self._close()
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _finish_file(self, t_end: float | None) -> None:
+        if t_end is not None:
+            self._write(encode_end(t_end))
+        try:
+            os.fsync(self._fd)  # type: ignore[arg-type]
+        except OSError as exc:
+            self._fail()
+            raise _io_error("sync", self.partial_path, exc) from exc
+        self._close()
+
+    def write(self, event: Event) -> None:
+        """Append one event."""
+        self._write(encode_event(event))
+
+    def commit(self, t_end: float) -> Path:
+        """Write the end marker and atomically replace ``path`` with the recording."""
+        if self._state != "open":
+            raise CassetteError(f"cannot commit cassette {self.path}: the recording is {self._state}")
+        self._finish_file(t_end)
+        try:
+            os.replace(self.partial_path, self.path)
+        except OSError as exc:
+            self._state = "failed"
+            raise _io_error("replace", self.path, exc) from exc
+        self._state = "committed"
+        _fsync_directory(self.path.parent)
+        return self.path
+
+    def abort(self) -> Path | None:
+        """Stop recording, keeping the ``.partial`` file; returns its path (None once committed or kept)."""
+        if self._state in ("committed", "kept"):
+            return None
+        self._close()
+        if self._state == "open":
+            self._state = "aborted"
+        return self.partial_path
+
+    def keep_as(self, other_path: str | os.PathLike, t_end: float | None = None) -> Path:
+        """Move the recording to *other_path* instead of ``path``, e.g. beside a good cassette.
+
+        With *t_end*, a still-open recording first gets its end marker, so the
+        kept file reads as complete.
+        """
+        other = Path(other_path)
+        if self._state in ("committed", "kept"):
+            raise CassetteError(f"cannot keep cassette {self.partial_path}: the recording is {self._state}")
+        if self._state == "open":
+            self._finish_file(t_end)
+            self._state = "aborted"
+        try:
+            other.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.partial_path, other)
+        except OSError as exc:
+            raise _io_error("keep", other, exc) from exc
+        self._state = "kept"
+        _fsync_directory(other.parent)
+        return other
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._state == "open":
+            self.abort()
+
+    def __repr__(self) -> str:
+        return f"<CassetteWriter {str(self.path)!r} {self._state}>"
+
+
+@attrs.define
+class ConnectionIndex:
+    """Where one connection's records lie in the file: enough to replay it on demand."""
+
+    opened: ConnectionOpened
+    offsets: array.array = attrs.field(factory=lambda: array.array("q"))
+    lengths: array.array = attrs.field(factory=lambda: array.array("q"))
+
+    @property
+    def conn(self) -> int:
+        return self.opened.conn
+
+    @property
+    def key(self) -> ConnectionKey:
+        return self.opened.key
+
+    def spans(self) -> Iterator[tuple[int, int]]:
+        """(offset, length) of each later record, in file order."""
+        return zip(self.offsets, self.lengths)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+
+@attrs.define
+class CassetteIndex:
+    """The result of one streaming pass over a cassette."""
+
+    header: Header
+    connections: dict[int, ConnectionIndex]
+    complete: bool
+    truncated_at: int | None = None
+    end_time: float | None = None
+
+    def by_key(self) -> dict[ConnectionKey, list[ConnectionIndex]]:
+        """Connections grouped by key, each group in opening order, as a replayer matches them."""
+        groups: dict[ConnectionKey, list[ConnectionIndex]] = {}
+        for entry in self.connections.values():
+            groups.setdefault(entry.key, []).append(entry)
+        return groups
+
+
+class Cassette:
+    """A cassette file opened for reading; events are streamed, never all loaded.
+
+    With ``tolerate_truncation`` an incomplete last line (a recording killed
+    half-way) ends iteration quietly and is reported in ``truncated_at``;
+    otherwise it raises. A corrupt complete line always raises.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, tolerate_truncation: bool = False):
+        self.path = Path(path)
+        self.tolerate_truncation = tolerate_truncation
+        #: Whether the end marker was seen; None until a full pass has been made.
+        self.complete: bool | None = None
+        #: Offset of the incomplete last line a tolerant pass stopped at.
+        self.truncated_at: int | None = None
+        self._index: CassetteIndex | None = None
+        scan = self._scan()
+        try:
+            _, _, header = next(scan)
+        finally:
+            scan.close()
+        assert isinstance(header, Header)
+        self.header: Header = header
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, *, tolerate_truncation: bool = False) -> Cassette:
+        return cls(path, tolerate_truncation=tolerate_truncation)
+
+    def _open_file(self):
+        try:
+            return open(self.path, "rb", buffering=0)
+        except FileNotFoundError as exc:
+            raise CassetteMissing(
+                f"cassette {self.path} does not exist; record it first, or check the cassette path"
+            ) from exc
+        except OSError as exc:
+            raise _io_error("open", self.path, exc) from exc
+
+    def _located(self, exc: CassetteFormatError) -> CassetteFormatError:
+        return CassetteFormatError(exc.reason, path=str(self.path), offset=exc.offset)
+
+    def _scan(self) -> Iterator[tuple[int, int, Record]]:
+        """Every record with its (offset, length), header and end marker included."""
+        decoder = Decoder(max_line=codec.MAX_LINE)
+        with self._open_file() as f:
+            while True:
+                try:
+                    chunk = f.read(CHUNK_SIZE)
+                except OSError as exc:
+                    raise _io_error("read", self.path, exc) from exc
+                if not chunk:
+                    break
+                try:
+                    decoder.receive(chunk)
+                    while (record := decoder.next_record()) is not None:
+                        yield decoder.last_offset, decoder.last_length, record  # type: ignore[misc]
+                except CassetteFormatError as exc:
+                    raise self._located(exc) from None
+        try:
+            decoder.finish()
+        except CassetteFormatError as exc:
+            if not (self.tolerate_truncation and decoder.header is not None and decoder.buffered):
+                raise self._located(exc) from None
+            self.truncated_at = decoder.offset
+        else:
+            self.truncated_at = None
+        self.complete = decoder.complete
+
+    def events(self) -> Iterator[Event]:
+        """Iterate the events from the start of the file; each call re-reads it."""
+        for _, _, record in self._scan():
+            if not isinstance(record, (Header, End)):
+                yield record
+
+    __iter__ = events
+
+    def index(self) -> CassetteIndex:
+        """Locate every connection's records in one pass (cached on the instance)."""
+        if self._index is not None:
+            return self._index
+        connections: dict[int, ConnectionIndex] = {}
+        end_time = None
+        for offset, length, record in self._scan():
+            if isinstance(record, ConnectionOpened):
+                connections[record.conn] = ConnectionIndex(record)
+            elif isinstance(record, End):
+                end_time = record.t
+            elif not isinstance(record, Header):
+                entry = connections[record.conn]  # the decoder guarantees it was opened
+                entry.offsets.append(offset)
+                entry.lengths.append(length)
+        self._index = CassetteIndex(
+            header=self.header,
+            connections=connections,
+            complete=bool(self.complete),
+            truncated_at=self.truncated_at,
+            end_time=end_time,
+        )
+        return self._index
+
+    def read_record(self, offset: int, length: int | None = None) -> Event:
+        """Decode the event whose line starts at *offset* (as found by :meth:`index`)."""
+        with self._open_file() as f:
+            return self._read_at(f, offset, length)
+
+    def _read_at(self, f, offset: int, length: int | None) -> Event:
+        try:
+            f.seek(offset)
+            if length is not None:
+                line = f.read(length)
+            else:
+                line = self._read_line(f, offset)
+        except OSError as exc:
+            raise _io_error("read", self.path, exc) from exc
+        if not line.endswith(b"\n"):
+            raise CassetteFormatError(
+                "no complete record here; expected a newline-terminated JSON record "
+                "(has the cassette changed since it was indexed?)",
+                path=str(self.path),
+                offset=offset,
+            )
+        try:
+            record = decode_record(line, offset=offset)
+        except CassetteFormatError as exc:
+            raise self._located(exc) from None
+        if isinstance(record, (Header, End)):
+            raise CassetteFormatError(
+                f"found a {'header' if isinstance(record, Header) else 'end marker'}, expected an event "
+                "(has the cassette changed since it was indexed?)",
+                path=str(self.path),
+                offset=offset,
+            )
+        return record
+
+    def _read_line(self, f, offset: int) -> bytes:
+        parts: list[bytes] = []
+        size = 0
+        while size <= codec.MAX_LINE:
+            chunk = f.read(min(CHUNK_SIZE, 64 * 1024))
+            if not chunk:
+                break
+            newline = chunk.find(b"\n")
+            if newline >= 0:
+                parts.append(chunk[: newline + 1])
+                break
+            parts.append(chunk)
+            size += len(chunk)
+        else:
+            raise CassetteFormatError(
+                f"line longer than the {codec.MAX_LINE}-byte limit; expected a JSON record",
+                path=str(self.path),
+                offset=offset,
+            )
+        return b"".join(parts)
+
+    def iter_connection(self, conn: int) -> Iterator[Event]:
+        """One connection's events, read one by one from their indexed offsets."""
+        entry = self.index().connections.get(conn)
+        if entry is None:
+            raise CassetteError(
+                f"cassette {self.path} has no connection #{conn}; "
+                f"it has {len(self.index().connections)} connections"
+            )
+        yield entry.opened
+        with self._open_file() as f:
+            for offset, length in entry.spans():
+                event = self._read_at(f, offset, length)
+                if event.conn != conn:
+                    raise CassetteFormatError(
+                        f"found an event of connection {event.conn}, expected connection {conn} "
+                        "(has the cassette changed since it was indexed?)",
+                        path=str(self.path),
+                        offset=offset,
+                    )
+                yield event
+
+    def __repr__(self) -> str:
+        return f"<Cassette {str(self.path)!r}>"
+
+
+def read_cassette(path: str | os.PathLike, *, tolerate_truncation: bool = False) -> Cassette:
+    """Open a cassette for streaming reads; raises :class:`CassetteMissing` if there is none."""
+    return Cassette(path, tolerate_truncation=tolerate_truncation)

@@ -1,0 +1,205 @@
+"""The router's decisions: where each packet goes, and how it is rewritten.
+
+Packets from a host: TCP gets ``dst := alias(dst)`` and goes to the proxy,
+where a pair of sockets terminates the connection; anything else is delivered
+to the host owning ``dst``. Packets from the proxy get ``src := unalias(src)``
+and are delivered by ``dst``. The only per-connection state is the SYN gate:
+a client's first SYN is held until the proxy has connected the server leg, so
+a refused connection is refused (RST) rather than accepted and then closed.
+
+The shell calls :meth:`Router.from_host` / :meth:`Router.from_proxy` with a
+buffer it owns; they edit it in place and return a small verdict.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections import Counter
+
+import attrs
+
+from .addressing import AddressPlan, Endpoint
+from .packets import (
+    ICMP_HOST_UNREACHABLE,
+    PROTO_ICMP,
+    PROTO_TCP,
+    TCP_ACK,
+    TCP_SYN,
+    adjust_checksum,
+    checksum_delta,
+    make_icmp_unreachable,
+    make_tcp_reset_reply,
+)
+
+__all__ = ["Router", "Verdict", "decode_key"]
+
+_H = struct.Struct("!H")
+_HH = struct.Struct("!HH")
+
+
+class Verdict:
+    """What to do with a packet (small ints: compared on the hot path)."""
+
+    DROP = 0  # counted in Router.dropped under a reason
+    DELIVER = 1  # write to the tun of host ``Router.target``
+    TO_PROXY = 2  # write to the proxy tun
+    NEW_CONNECTION = 3  # SYN held; open a server leg for ``Router.key``
+    HELD = 4  # retransmitted SYN of a connection still being set up
+    REPLY = 5  # write ``Router.reply`` back to the sending host's tun
+
+
+def decode_key(key: bytes) -> tuple[Endpoint, Endpoint]:
+    """Client and server endpoints of a connection key (src, dst, sport, dport)."""
+    sport, dport = _HH.unpack(key[8:12])
+    return (
+        Endpoint(socket.inet_ntoa(key[0:4]), sport),
+        Endpoint(socket.inet_ntoa(key[4:8]), dport),
+    )
+
+
+@attrs.define
+class Router:
+    """Routing tables and SYN gate of one sandbox; see the module docstring."""
+
+    plan: AddressPlan
+    hosts: dict[bytes, int] = attrs.field(factory=dict)
+    _to_alias: dict[bytes, tuple[bytes, int]] = attrs.field(factory=dict)
+    _from_alias: dict[bytes, tuple[bytes, int]] = attrs.field(factory=dict)
+    pending: dict[bytes, bytes] = attrs.field(factory=dict)
+    open: set[bytes] = attrs.field(factory=set)
+    dropped: Counter = attrs.field(factory=Counter)
+    # Out-values of the last call, set instead of returning tuples (hot path).
+    target: int = 0
+    key: bytes = b""
+    reply: bytes = b""
+    _net: int = 0
+    _mask: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        net = self.plan.subnet.network
+        self._net = int(net.network_address)
+        self._mask = int(net.netmask)
+
+    def add_host(self, index: int, address: str) -> None:
+        """Make ``address`` reachable as host ``index``; precompute its alias deltas."""
+        packed = socket.inet_aton(address)
+        alias = socket.inet_aton(self.plan.alias(address))
+        self.hosts[packed] = index
+        self._to_alias[packed] = (alias, checksum_delta(packed, alias))
+        self._from_alias[alias] = (packed, checksum_delta(alias, packed))
+
+    def _in_subnet(self, packed: bytes) -> bool:
+        return (int.from_bytes(packed, "big") & self._mask) == self._net
+
+    def from_host(self, buf: bytearray, n: int) -> int:
+        """Route a packet of ``n`` bytes that a host wrote to its tun."""
+        if n < 20:
+            self.dropped["too short"] += 1
+            return Verdict.DROP
+        vihl = buf[0]
+        if vihl >> 4 != 4:
+            self.dropped["ipv6" if vihl >> 4 == 6 else "not ipv4"] += 1
+            return Verdict.DROP
+        ihl = (vihl & 0x0F) << 2
+        total = (buf[2] << 8) | buf[3]
+        if ihl < 20 or total != n or ihl > n:
+            self.dropped["bad ip length"] += 1
+            return Verdict.DROP
+        dst = bytes(buf[16:20])
+        target = self.hosts.get(dst)
+        proto = buf[9]
+        if target is None:
+            if self._in_subnet(dst) and not (proto == PROTO_ICMP and n > ihl and buf[ihl] not in (0, 8)):
+                # An address of the subnet no host owns: answer as a router
+                # would after ARP failed, so connect() fails promptly.
+                self.reply = make_icmp_unreachable(memoryview(buf)[:n], ICMP_HOST_UNREACHABLE)
+                self.dropped["no such host"] += 1
+                return Verdict.REPLY
+            self.dropped["outside subnet"] += 1
+            return Verdict.DROP
+        if proto != PROTO_TCP:
+            self.target = target
+            return Verdict.DELIVER
+        if buf[6] & 0x3F or buf[7]:
+            # TCP fragments carry no ports to gate on; TCP sets DF, so this is hostile.
+            self.dropped["tcp fragment"] += 1
+            return Verdict.DROP
+        if n < ihl + 20 or n < ihl + ((buf[ihl + 12] >> 4) << 2) or (buf[ihl + 12] >> 4) < 5:
+            self.dropped["bad tcp header"] += 1
+            return Verdict.DROP
+        if buf[ihl + 13] & (TCP_SYN | TCP_ACK) == TCP_SYN:
+            key = bytes(buf[12:20]) + bytes(buf[ihl : ihl + 4])
+            if key not in self.open:
+                if key in self.pending:
+                    self.pending[key] = bytes(buf[:n])
+                    return Verdict.HELD
+                src = bytes(buf[12:16])
+                if src not in self.hosts:
+                    self.dropped["spoofed source"] += 1
+                    return Verdict.DROP
+                self.pending[key] = bytes(buf[:n])
+                self.key = key
+                return Verdict.NEW_CONNECTION
+        alias, delta = self._to_alias[dst]
+        buf[16:20] = alias
+        _H.pack_into(buf, 10, adjust_checksum((buf[10] << 8) | buf[11], delta))
+        c = ihl + 16
+        _H.pack_into(buf, c, adjust_checksum((buf[c] << 8) | buf[c + 1], delta))
+        return Verdict.TO_PROXY
+
+    def from_proxy(self, buf: bytearray, n: int) -> int:
+        """Route a packet the proxy namespace wrote to its tun."""
+        if n < 20 or buf[0] >> 4 != 4:
+            self.dropped["proxy: not ipv4"] += 1
+            return Verdict.DROP
+        ihl = (buf[0] & 0x0F) << 2
+        target = self.hosts.get(bytes(buf[16:20]))
+        if target is None:
+            self.dropped["proxy: no such host"] += 1
+            return Verdict.DROP
+        if buf[9] != PROTO_TCP:
+            self.dropped["proxy: not tcp"] += 1
+            return Verdict.DROP
+        entry = self._from_alias.get(bytes(buf[12:16]))
+        if entry is None:
+            self.dropped["proxy: source not an alias"] += 1
+            return Verdict.DROP
+        addr, delta = entry
+        buf[12:16] = addr
+        _H.pack_into(buf, 10, adjust_checksum((buf[10] << 8) | buf[11], delta))
+        c = ihl + 16
+        _H.pack_into(buf, c, adjust_checksum((buf[c] << 8) | buf[c + 1], delta))
+        self.target = target
+        return Verdict.DELIVER
+
+    # --- the SYN gate, driven by the proxy's server legs -------------------
+
+    def release(self, key: bytes) -> bytes | None:
+        """The server leg connected: the held SYN, rewritten for the proxy tun."""
+        syn = self.pending.pop(key, None)
+        if syn is None:
+            return None
+        self.open.add(key)
+        buf = bytearray(syn)
+        verdict = self.from_host(buf, len(buf))
+        return bytes(buf) if verdict == Verdict.TO_PROXY else None
+
+    def refuse(self, key: bytes) -> tuple[int, bytes] | None:
+        """The server leg was refused: (client host, RST for the client)."""
+        syn = self.pending.pop(key, None)
+        if syn is None:
+            return None
+        return self.hosts[key[0:4]], make_tcp_reset_reply(syn)
+
+    def unreachable(self, key: bytes) -> tuple[int, bytes] | None:
+        """The server leg got no route: (client host, ICMP host unreachable)."""
+        syn = self.pending.pop(key, None)
+        if syn is None:
+            return None
+        return self.hosts[key[0:4]], make_icmp_unreachable(syn, ICMP_HOST_UNREACHABLE)
+
+    def forget(self, key: bytes) -> None:
+        """The connection is over (or never came to be): new SYNs start afresh."""
+        self.pending.pop(key, None)
+        self.open.discard(key)

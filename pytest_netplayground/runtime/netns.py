@@ -1,0 +1,145 @@
+"""Anonymous network namespaces and TUN devices, made from inside the supervisor.
+
+A namespace is created with ``unshare(CLONE_NEWNET)`` and kept alive only by a
+file descriptor the supervisor holds (no ``/run/netns`` entry), so it vanishes
+with the supervisor and its children whatever way they die. Sockets, TUN
+devices and netlink sockets belong to the namespace that was current when they
+were made; :func:`entered` switches the calling thread there and back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import os
+import struct
+
+from ..errors import PermissionProblem, SandboxError
+
+CLONE_NEWNET = 0x40000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNS = 0x00020000
+CLONE_NEWPID = 0x20000000
+
+TUNSETIFF = 0x400454CA
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+
+PR_SET_PDEATHSIG = 1
+
+# Large MTU: TCP then moves ~64 KiB segments through the router instead of
+# 1.5 KiB ones, which is worth about 10x in throughput.
+TUN_MTU = 65000
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+NEEDS = (
+    "creating network namespaces needs CAP_SYS_ADMIN and CAP_NET_ADMIN: run as root, "
+    "or as a user where unprivileged user namespaces are allowed"
+)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        exc = OSError(err, os.strerror(err))
+        if err in (errno.EPERM, errno.EACCES):
+            raise PermissionProblem(f"{what} failed: {os.strerror(err)}; {NEEDS}") from exc
+        raise SandboxError(f"{what} failed: {os.strerror(err)}") from exc
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(flags), f"unshare({flags:#x})")
+
+
+def setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
+    _check(_libc.setns(fd, nstype), "setns")
+
+
+def set_parent_death_signal(signum: int) -> None:
+    """Ask the kernel to send ``signum`` to this process when its parent dies."""
+    _libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
+
+
+def current_netns() -> int:
+    return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+
+
+def new_netns() -> int:
+    """Create a namespace, enter it, and return a descriptor that keeps it alive."""
+    unshare(CLONE_NEWNET)
+    return current_netns()
+
+
+@contextlib.contextmanager
+def entered(ns_fd: int, home_fd: int):
+    """Run the body inside namespace ``ns_fd``, then go back to ``home_fd``."""
+    setns(ns_fd)
+    try:
+        yield
+    finally:
+        setns(home_fd)
+
+
+def open_tun(name: str) -> int:
+    """Create a TUN device (no packet info header) in the current namespace."""
+    try:
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError as exc:
+        raise SandboxError(
+            "/dev/net/tun does not exist: load the tun module (modprobe tun) "
+            "or, in a container, pass the device through (--device /dev/net/tun)"
+        ) from exc
+    except PermissionError as exc:
+        raise PermissionProblem(
+            f"/dev/net/tun is not accessible ({exc.strerror}): the sandbox needs read and write "
+            "access to it"
+        ) from exc
+    try:
+        ifr = struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI)
+        fcntl.ioctl(fd, TUNSETIFF, ifr)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EPERM, errno.EACCES):
+            raise PermissionProblem(f"creating TUN device {name!r} failed: {exc.strerror}; {NEEDS}") from exc
+        raise SandboxError(f"creating TUN device {name!r} failed: {exc.strerror}") from exc
+    return fd
+
+
+def write_sysctl(path: str, value: str) -> None:
+    """Set a per-namespace sysctl (``/proc/sys/net/...``) of the current namespace."""
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError:
+        pass  # an optional tuning; the sandbox works without it
+
+
+def configure_host(tun_name: str, address: str, prefixlen: int) -> None:
+    """Bring up ``lo`` and the host's TUN with its address (current namespace)."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        lo = ipr.link_lookup(ifname="lo")[0]
+        ipr.link("set", index=lo, state="up")
+        idx = ipr.link_lookup(ifname=tun_name)[0]
+        ipr.link("set", index=idx, mtu=TUN_MTU, state="up")
+        ipr.addr("add", index=idx, address=address, prefixlen=prefixlen)
+
+
+def configure_proxy(tun_name: str, subnet: str, alias_network: str) -> None:
+    """Route the subnet out of the proxy TUN and the alias range as local."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        lo = ipr.link_lookup(ifname="lo")[0]
+        ipr.link("set", index=lo, state="up")
+        idx = ipr.link_lookup(ifname=tun_name)[0]
+        ipr.link("set", index=idx, mtu=TUN_MTU, state="up")
+        ipr.route("add", dst=subnet, oif=idx, scope="link")
+        ipr.route("add", dst=alias_network, oif=lo, type="local", table=255, scope="host")

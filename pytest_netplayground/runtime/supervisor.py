@@ -1,0 +1,579 @@
+"""The supervisor: one process, one thread, one epoll loop per sandbox.
+
+It owns everything the sandbox is made of: the namespaces (held only by its
+file descriptors), the TUN devices, the proxy sockets, the child processes.
+It lives in the proxy namespace, so every proxy socket it makes is there. The
+caller talks to it over the control channel; when that channel reaches EOF
+(the caller died) or says ``close``, the supervisor stops the children and
+exits, and the kernel reclaims the namespaces.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import itertools
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+
+from ..core.addressing import AddressPlan, Endpoint
+from ..core.router import Router, Verdict, decode_key
+from ..errors import CommandNotFound, NetplayError, SandboxError
+from . import control, netns
+from .pipes import Leg, Pipe, Tap
+
+HOST_TUN = "eth0"
+PROXY_TUN = "netplay0"
+_CONNECT_FAILURES = {
+    errno.ECONNREFUSED: "refused",
+    errno.EHOSTUNREACH: "unreachable",
+    errno.ENETUNREACH: "unreachable",
+    errno.ETIMEDOUT: "timeout",
+}
+
+
+class Loop:
+    """A minimal epoll reactor with deadlines; handlers take the event mask."""
+
+    def __init__(self) -> None:
+        self.epoll = select.epoll()
+        self.handlers: dict[int, object] = {}
+        self.timers: list[tuple[float, int, object]] = []
+        self._seq = itertools.count()
+        self.read_buffer = bytearray(256 * 1024)
+        self.finished_pipes: list[Pipe] = []
+        self.on_pipe_finished = None
+
+    @staticmethod
+    def now() -> float:
+        return time.monotonic()
+
+    def watch(self, fd: int, mask: int, handler, registered: bool = False) -> None:
+        self.handlers[fd] = handler
+        if registered:
+            self.epoll.modify(fd, mask)
+        else:
+            self.epoll.register(fd, mask)
+
+    def unwatch(self, fd: int) -> None:
+        if self.handlers.pop(fd, None) is not None:
+            try:
+                self.epoll.unregister(fd)
+            except (OSError, ValueError):
+                pass
+
+    def call_at(self, when: float, callback) -> None:
+        heapq.heappush(self.timers, (when, next(self._seq), callback))
+
+    def pipe_finished(self, pipe: Pipe) -> None:
+        if self.on_pipe_finished is not None:
+            self.on_pipe_finished(pipe)
+
+    def run_once(self, max_wait: float | None) -> None:
+        timeout = -1.0 if max_wait is None else max_wait
+        if self.timers:
+            until = self.timers[0][0] - time.monotonic()
+            timeout = max(0.0, until) if timeout < 0 else max(0.0, min(timeout, until))
+        try:
+            ready = self.epoll.poll(timeout)
+        except InterruptedError:
+            ready = []
+        handlers = self.handlers
+        for fd, events in ready:
+            handler = handlers.get(fd)
+            if handler is not None:
+                handler(events)
+        if self.timers:
+            now = time.monotonic()
+            while self.timers and self.timers[0][0] <= now:
+                _, _, callback = heapq.heappop(self.timers)
+                callback()
+
+
+class ChildProcess:
+    __slots__ = ("pid", "pidfd", "popen", "host", "returncode")
+
+    def __init__(self, popen: subprocess.Popen, host: int):
+        self.popen = popen
+        self.pid = popen.pid
+        self.host = host
+        self.pidfd = os.pidfd_open(popen.pid)
+        self.returncode: int | None = None
+
+
+class Supervisor:
+    """See the module docstring. Built in the forked child; :meth:`serve` never returns."""
+
+    def __init__(self, channel: socket.socket, subnet: str, verbose: bool = False, tap_factory=None):
+        self.channel = channel
+        self.plan = AddressPlan(subnet)
+        self.router = Router(self.plan)
+        self.verbose = verbose
+        self.loop = Loop()
+        self.loop.on_pipe_finished = self._pipe_finished
+        self.tap_factory = tap_factory or (lambda client, server: Tap())
+        self.host_ns: list[int] = []
+        self.host_tun: list[int] = []
+        self.host_names: list[str] = []
+        self.pipes: dict[bytes, Pipe] = {}
+        self.connecting: dict[int, Pipe] = {}
+        self.listeners: dict[tuple[str, int], socket.socket] = {}
+        self.children: dict[int, ChildProcess] = {}
+        self.outbox: list[tuple[bytes, list[int]]] = []
+        self.stopping = False
+        self.started = time.time()
+        self._build_proxy()
+
+    # -- building ---------------------------------------------------------------
+
+    def _build_proxy(self) -> None:
+        self.proxy_ns = netns.new_netns()
+        netns.write_sysctl("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1")
+        netns.write_sysctl("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1")
+        netns.write_sysctl("/proc/sys/net/ipv4/tcp_tw_reuse", "1")
+        self.proxy_tun = netns.open_tun(PROXY_TUN)
+        netns.configure_proxy(PROXY_TUN, str(self.plan.subnet), str(self.plan.alias_network))
+        self.loop.watch(self.proxy_tun, select.EPOLLIN, self._proxy_readable)
+        self.loop.watch(self.channel.fileno(), select.EPOLLIN, self._control_readable)
+
+    def add_host(self, name: str | None = None) -> dict:
+        index = len(self.host_ns)
+        address = self.plan.subnet.host_address(index)
+        ns = netns.new_netns()
+        try:
+            netns.write_sysctl("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1")
+            netns.write_sysctl("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1")
+            tun = netns.open_tun(HOST_TUN)
+            netns.configure_host(HOST_TUN, address, self.plan.subnet.network.prefixlen)
+        finally:
+            netns.setns(self.proxy_ns)
+        self.host_ns.append(ns)
+        self.host_tun.append(tun)
+        self.host_names.append(name or f"host{index + 1}")
+        self.router.add_host(index, address)
+        self.loop.watch(tun, select.EPOLLIN, self._host_reader(index, tun))
+        return {"index": index, "address": address, "name": self.host_names[-1]}
+
+    # -- the router ---------------------------------------------------------------
+
+    def _host_reader(self, index: int, tun: int):
+        buf = bytearray(65536)
+        view = memoryview(buf)
+        readv = os.readv
+        write = os.write
+        router = self.router
+        from_host = router.from_host
+        host_tun = self.host_tun
+        proxy_tun = self.proxy_tun
+        DELIVER, TO_PROXY = Verdict.DELIVER, Verdict.TO_PROXY
+
+        def readable(events: int) -> None:
+            for _ in range(64):
+                try:
+                    n = readv(tun, [buf])
+                except BlockingIOError:
+                    return
+                verdict = from_host(buf, n)
+                if self.verbose:
+                    self._log_packet(f"host{index + 1}", view[:n], verdict)
+                try:
+                    if verdict == TO_PROXY:
+                        write(proxy_tun, view[:n])
+                    elif verdict == DELIVER:
+                        write(host_tun[router.target], view[:n])
+                    elif verdict == Verdict.NEW_CONNECTION:
+                        self._open_server_leg(router.key)
+                    elif verdict == Verdict.REPLY:
+                        write(tun, router.reply)
+                except OSError:
+                    router.dropped["write failed"] += 1
+
+        return readable
+
+    def _proxy_readable(self, events: int) -> None:
+        buf = self.loop.read_buffer
+        view = memoryview(buf)[:65536]
+        router = self.router
+        for _ in range(64):
+            try:
+                n = os.readv(self.proxy_tun, [view])
+            except BlockingIOError:
+                return
+            verdict = router.from_proxy(buf, n)
+            if self.verbose:
+                self._log_packet("proxy", view[:n], verdict)
+            if verdict == Verdict.DELIVER:
+                try:
+                    os.write(self.host_tun[router.target], view[:n])
+                except OSError:
+                    router.dropped["write failed"] += 1
+
+    def _log_packet(self, origin: str, packet, verdict: int) -> None:
+        from ..core.describe import describe_packet
+
+        names = {v: k for k, v in vars(Verdict).items() if not k.startswith("_")}
+        sys.stderr.write(f"netplay: {origin}: {describe_packet(bytes(packet))} -> {names.get(verdict)}\n")
+
+    # -- proxy pipes --------------------------------------------------------------
+
+    def _open_server_leg(self, key: bytes) -> None:
+        client, server = decode_key(key)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.bind((self.plan.alias(client.host), client.port))
+        except OSError:
+            sock.close()
+            self.router.forget(key)
+            self.router.dropped["server leg bind failed"] += 1
+            return
+        pipe = Pipe(self.loop, key, client, server, self.tap_factory(client, server))
+        pipe.server_leg = Leg(sock)
+        self.pipes[key] = pipe
+        err = sock.connect_ex((server.host, server.port))
+        if err not in (0, errno.EINPROGRESS):
+            self._server_leg_failed(pipe, err)
+            return
+        self.connecting[sock.fileno()] = pipe
+        self.loop.watch(sock.fileno(), select.EPOLLOUT, lambda ev, p=pipe: self._server_leg_ready(p))
+        pipe.server_leg.mask = select.EPOLLOUT
+
+    def _server_leg_ready(self, pipe: Pipe) -> None:
+        leg = pipe.server_leg
+        err = leg.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        self.connecting.pop(leg.fd, None)
+        if err:
+            self._server_leg_failed(pipe, err)
+            return
+        # Idle until the client leg is accepted: a server that greets first
+        # must not have its banner read before there is someone to give it to.
+        self.loop.watch(leg.fd, 0, lambda ev: None, registered=True)
+        leg.mask = 0
+        self._ensure_listener(self.plan.alias(pipe.server.host), pipe.server.port)
+        syn = self.router.release(pipe.key)
+        if syn is not None:
+            os.write(self.proxy_tun, syn)
+
+    def _server_leg_failed(self, pipe: Pipe, err: int) -> None:
+        outcome = _CONNECT_FAILURES.get(err, "refused")
+        if outcome == "refused":
+            answer = self.router.refuse(pipe.key)
+        elif outcome == "unreachable":
+            answer = self.router.unreachable(pipe.key)
+        else:
+            answer = None
+            self.router.forget(pipe.key)
+        if answer is not None:
+            host, packet = answer
+            os.write(self.host_tun[host], packet)
+        notify = getattr(pipe.tap, "failed", None)
+        if notify is not None:
+            notify(pipe, outcome, self.loop.now())
+        pipe.close()
+
+    def _ensure_listener(self, address: str, port: int) -> None:
+        if (address, port) in self.listeners:
+            return
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address, port))
+        sock.listen(4096)
+        self.listeners[(address, port)] = sock
+        self.loop.watch(sock.fileno(), select.EPOLLIN, lambda ev, s=sock: self._accept(s))
+
+    def _accept(self, listener: socket.socket) -> None:
+        for _ in range(64):
+            try:
+                sock, peer = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            local = sock.getsockname()
+            key = (
+                socket.inet_aton(peer[0])
+                + socket.inet_aton(self.plan.unalias(local[0]))
+                + peer[1].to_bytes(2, "big")
+                + local[1].to_bytes(2, "big")
+            )
+            pipe = self.pipes.get(key)
+            if pipe is None or pipe.client_leg is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+                sock.close()
+                continue
+            pipe.client_leg = Leg(sock)
+            pipe.start(self.loop.now())
+
+    def _pipe_finished(self, pipe: Pipe) -> None:
+        self.connecting.pop(pipe.server_leg.fd if pipe.server_leg else -1, None)
+        if self.pipes.get(pipe.key) is pipe:
+            del self.pipes[pipe.key]
+        self.router.forget(pipe.key)
+
+    # -- processes ----------------------------------------------------------------
+
+    def spawn(self, host: int, argv, env, cwd, user, group, stdio_fds, kill_signal) -> ChildProcess:
+        stdin, stdout, stderr = stdio_fds
+
+        def in_child() -> None:
+            netns.set_parent_death_signal(signal.SIGKILL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+
+        kwargs = {}
+        if user is not None:
+            kwargs["user"] = user
+            kwargs["extra_groups"] = []
+        if group is not None:
+            kwargs["group"] = group
+        netns.setns(self.host_ns[host])
+        try:
+            popen = subprocess.Popen(
+                argv,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+                preexec_fn=in_child,
+                **kwargs,
+            )
+        finally:
+            netns.setns(self.proxy_ns)
+        child = ChildProcess(popen, host)
+        self.children[child.pid] = child
+        self.loop.watch(child.pidfd, select.EPOLLIN, lambda ev, c=child: self._child_exited(c))
+        return child
+
+    def _child_exited(self, child: ChildProcess) -> None:
+        self.loop.unwatch(child.pidfd)
+        os.close(child.pidfd)
+        try:
+            _, status = os.waitpid(child.pid, 0)
+            child.returncode = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:
+            child.returncode = -signal.SIGKILL
+        del self.children[child.pid]
+        self._post(("exit", child.pid, child.returncode))
+
+    def listening(self, host: int, port: int) -> bool:
+        """Whether a TCP socket in ``host`` listens on ``port`` (any address)."""
+        netns.setns(self.host_ns[host])
+        try:
+            tables = []
+            for name in ("tcp", "tcp6"):
+                try:
+                    with open(f"/proc/thread-self/net/{name}") as f:
+                        tables.append(f.read())
+                except OSError:
+                    pass
+        finally:
+            netns.setns(self.proxy_ns)
+        for table in tables:
+            for line in table.splitlines()[1:]:
+                fields = line.split()
+                if len(fields) > 3 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    return True
+        return False
+
+    def make_socket(self, host: int, family: int, type_: int) -> socket.socket:
+        netns.setns(self.host_ns[host])
+        try:
+            return socket.socket(family, type_)
+        finally:
+            netns.setns(self.proxy_ns)
+
+    # -- control channel ------------------------------------------------------------
+
+    def _post(self, message: object, fds: list[int] = (), close_after: list[int] = ()) -> None:
+        self.outbox.append((control.encode(message), list(fds), list(close_after)))
+        self._flush_outbox()
+
+    def _flush_outbox(self) -> None:
+        while self.outbox:
+            data, fds, close_after = self.outbox[0]
+            try:
+                if fds:
+                    socket.send_fds(self.channel, [data], fds, socket.MSG_DONTWAIT)
+                else:
+                    self.channel.send(data, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                self.loop.watch(self.channel.fileno(), select.EPOLLIN | select.EPOLLOUT, self._control_readable,
+                                registered=True)
+                return
+            except OSError:
+                self.outbox.clear()
+                self.stopping = True
+                return
+            self.outbox.pop(0)
+            for fd in close_after:
+                os.close(fd)
+        self.loop.watch(self.channel.fileno(), select.EPOLLIN, self._control_readable, registered=True)
+
+    def _control_readable(self, events: int) -> None:
+        if events & select.EPOLLOUT:
+            self._flush_outbox()
+        if not events & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
+            return
+        try:
+            message, fds = control.receive(self.channel)
+        except (EOFError, ConnectionResetError):
+            self.stopping = True
+            self.kill_signal = signal.SIGKILL
+            return
+        except BlockingIOError:
+            return
+        request_id, op, args = message
+        try:
+            result, send_fds, close_fds = self._dispatch(op, args, fds)
+        except NetplayError as exc:
+            self._post(("reply", request_id, False, exc), [], [])
+            return
+        except Exception as exc:  # report, never die on one bad request
+            err = SandboxError(f"supervisor failed on {op!r}: {exc!r}\n{traceback.format_exc()}")
+            self._post(("reply", request_id, False, err), [], [])
+            return
+        finally:
+            pass
+        self._post(("reply", request_id, True, result), send_fds, close_fds)
+
+    def _dispatch(self, op: str, args: dict, fds: list[int]):
+        if op == "add_host":
+            return self.add_host(args.get("name")), [], []
+        if op == "spawn":
+            modes = args["stdio"]
+            fd_iter = iter(fds)
+            child_ends: list[object] = []
+            give: list[int] = []
+            close_here: list[int] = []
+            for i, mode in enumerate(modes):
+                if mode == "fd":
+                    fd = next(fd_iter)
+                    child_ends.append(fd)
+                    close_here.append(fd)
+                elif mode == "pipe":
+                    r, w = os.pipe2(os.O_CLOEXEC)
+                    mine, theirs = (w, r) if i == 0 else (r, w)
+                    child_ends.append(theirs)
+                    close_here.append(theirs)
+                    give.append(mine)
+                elif mode == "devnull":
+                    child_ends.append(subprocess.DEVNULL)
+                elif mode == "stdout":
+                    child_ends.append(subprocess.STDOUT)
+                else:
+                    child_ends.append(None)
+            try:
+                child = self.spawn(args["host"], args["argv"], args["env"], args["cwd"], args.get("user"),
+                                   args.get("group"), child_ends, args.get("kill_signal"))
+            except (FileNotFoundError, PermissionError) as exc:
+                for fd in close_here + give:
+                    os.close(fd)
+                what = "not found" if isinstance(exc, FileNotFoundError) else "not executable"
+                name = self.host_names[args["host"]]
+                raise CommandNotFound(
+                    f"command {args['argv'][0]!r} {what} in host {name} (cwd {args['cwd']!r})"
+                ) from exc
+            except OSError as exc:
+                for fd in close_here + give:
+                    os.close(fd)
+                raise SandboxError(f"cannot start {args['argv']!r}: {exc}") from exc
+            for fd in close_here:
+                os.close(fd)
+            return {"pid": child.pid}, give, give
+        if op == "socket":
+            sock = self.make_socket(args["host"], args["family"], args["type"])
+            fd = sock.detach()
+            return None, [fd], [fd]
+        if op == "listening":
+            return self.listening(args["host"], args["port"]), [], []
+        if op == "signal":
+            child = self.children.get(args["pid"])
+            if child is not None:
+                try:
+                    if args.get("group"):
+                        os.killpg(child.pid, args["signal"])
+                    else:
+                        os.kill(child.pid, args["signal"])
+                except ProcessLookupError:
+                    pass
+            return None, [], []
+        if op == "stats":
+            return {"dropped": dict(self.router.dropped), "pipes": len(self.pipes)}, [], []
+        if op == "close":
+            self.stopping = True
+            self.kill_signal = args.get("signal", signal.SIGTERM)
+            self.grace = args.get("grace", 5.0)
+            return None, [], []
+        raise SandboxError(f"unknown supervisor request {op!r}")
+
+    # -- the loop and teardown ----------------------------------------------------------
+
+    def serve(self) -> None:
+        self.kill_signal = signal.SIGTERM
+        self.grace = 5.0
+        while not self.stopping:
+            self.loop.run_once(None)
+        self._teardown()
+
+    def _teardown(self) -> None:
+        for child in list(self.children.values()):
+            try:
+                os.killpg(child.pid, self.kill_signal)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + self.grace
+        while self.children and time.monotonic() < deadline:
+            self.loop.run_once(min(0.05, max(0.0, deadline - time.monotonic())))
+        for child in list(self.children.values()):
+            try:
+                os.killpg(child.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                os.waitpid(child.pid, 0)
+            except ChildProcessError:
+                pass
+        for pipe in list(self.pipes.values()):
+            pipe.close()
+        finish = getattr(self, "on_teardown", None)
+        if finish is not None:
+            finish()
+
+
+def run_supervisor(channel: socket.socket, subnet: str, verbose: bool, ready_fd: int | None = None, **extra) -> None:
+    """Entry point of the forked supervisor: build, report, serve, exit."""
+    code = 0
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        netns.set_parent_death_signal(signal.SIGKILL)
+        try:
+            sup = Supervisor(channel, subnet, verbose=verbose, **extra)
+        except NetplayError as exc:
+            control.send(channel, ("ready", False, exc))
+            return
+        except Exception as exc:
+            control.send(channel, ("ready", False, SandboxError(f"building the sandbox failed: {exc!r}")))
+            return
+        control.send(channel, ("ready", True, None))
+        sup.serve()
+        try:
+            control.send(channel, ("closed", sup.router.dropped and dict(sup.router.dropped)))
+        except OSError:
+            pass
+    except BaseException:
+        code = 1
+        traceback.print_exc()
+    finally:
+        os._exit(code)
