@@ -527,6 +527,15 @@ class Sandbox:
                 return host
         raise KeyError(name_or_address)
 
+    def namespace_inodes(self) -> list[int]:
+        """Inode numbers of the sandbox's network namespaces (proxy first): for leak checks."""
+        value, _ = self._channel.call("namespaces")
+        return value
+
+    @property
+    def supervisor_pid(self) -> int | None:
+        return self._supervisor_pid
+
     def stats(self) -> dict:
         value, _ = self._channel.call("stats")
         return value

@@ -508,6 +508,8 @@ class Supervisor:
                 except ProcessLookupError:
                     pass
             return None, [], []
+        if op == "namespaces":
+            return [os.fstat(fd).st_ino for fd in [self.proxy_ns, *self.host_ns]], [], []
         if op == "stats":
             return {"dropped": dict(self.router.dropped), "pipes": len(self.pipes)}, [], []
         if op == "close":

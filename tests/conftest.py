@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.support import leaks
+
+
+def _privileged() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root: network namespaces and /dev/net/tun (see README, 'Privileges')"
+    if not os.path.exists("/dev/net/tun"):
+        return "needs /dev/net/tun"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = _privileged()
+    if reason is None:
+        return
+    for item in items:
+        if item.get_closest_marker("root"):
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(autouse=True)
+def _host_untouched(request):
+    """Every root test must leave the root namespace's network and mounts as it found them."""
+    if request.node.get_closest_marker("root") is None or _privileged():
+        yield
+        return
+    before = leaks.root_network_state()
+    mounts_before = leaks.mounts()
+    yield
+    assert leaks.root_network_state() == before, "the root namespace's network configuration changed"
+    assert leaks.mounts() == mounts_before, "mounts changed"
+
+
+@pytest.fixture
+def sandbox():
+    """A started sandbox that is checked for leaks after the test."""
+    from pytest_netplayground import Sandbox
+
+    sb = Sandbox()
+    sb.start()
+    inodes = sb.namespace_inodes()
+    supervisor = sb.supervisor_pid
+    try:
+        yield sb
+    finally:
+        pids = [p.pid for p in sb._processes]
+        sb.close()
+        left = leaks.wait_until_gone(inodes, pids + [supervisor])
+        assert not left, f"left behind after teardown: {left}"

@@ -1,0 +1,67 @@
+"""What "nothing leaks" means, as checks: namespaces, processes, mounts, host network."""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def root_network_state() -> dict:
+    """Links, addresses and routes of the current (root) namespace, comparable by value."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        links = sorted((link.get_attr("IFLA_IFNAME"), link["flags"] & 1) for link in ipr.get_links())
+        addrs = sorted((a.get_attr("IFA_ADDRESS"), a["prefixlen"], a["index"]) for a in ipr.get_addr())
+        routes = sorted(
+            (str(r.get_attr("RTA_DST")), r["dst_len"], r.get_attr("RTA_OIF") or 0, r["table"], r["type"])
+            for r in ipr.get_routes(family=2, table=254)
+        )
+    return {"links": links, "addrs": addrs, "routes": routes}
+
+
+def mounts() -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return sorted(line.split(" ", 5)[4] + " " + line.split(" ")[2] for line in f)
+
+
+def netns_holders(inodes: set[int]) -> list[str]:
+    """Every process or open descriptor that still refers to one of ``inodes``."""
+    wanted = {f"net:[{ino}]" for ino in inodes}
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{pid}/ns/net") in wanted:
+                found.append(f"process {pid}")
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") in wanted:
+                        found.append(f"fd {fd} of process {pid}")
+                except OSError:
+                    pass
+        except OSError:
+            pass
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("State:"):
+                    return "Z" not in line.split()[1]
+    except OSError:
+        return False
+    return False
+
+
+def wait_until_gone(inodes=(), pids=(), timeout: float = 10.0) -> list[str]:
+    """Poll until no holder of ``inodes`` and no live ``pids`` remain; return what is left."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = netns_holders(set(inodes)) + [f"process {p} alive" for p in pids if alive(p)]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
