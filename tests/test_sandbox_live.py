@@ -279,19 +279,23 @@ def test_64_concurrent_connections_among_3_hosts_arrive_intact(sandbox):
     while open_socks and time.monotonic() < deadline:
         for key, events in sel.select(1):
             sock, st = key.fileobj, state[key.fileobj]
-            if events & selectors.EVENT_WRITE:
-                if st["sent"] < size:
-                    st["sent"] += sock.send(st["out"][st["sent"] : st["sent"] + 1 << 20])
+            if events & selectors.EVENT_WRITE and st["sent"] < size:
+                st["sent"] += sock.send(st["out"][st["sent"] : st["sent"] + (1 << 20)])
                 if st["sent"] >= size:
                     sock.shutdown(socket.SHUT_WR)
-                    sel.modify(sock, selectors.EVENT_READ)
             if events & selectors.EVENT_READ:
                 data = sock.recv(1 << 20)
                 st["hash"].update(data)
                 st["got"] += len(data)
-                if not data:
-                    sel.unregister(sock)
-                    open_socks -= 1
+                st["eof"] = not data
+            wanted = (selectors.EVENT_WRITE if st["sent"] < size else 0) | (
+                0 if st.get("eof") else selectors.EVENT_READ
+            )
+            if not wanted:
+                sel.unregister(sock)
+                open_socks -= 1
+            elif wanted != key.events:
+                sel.modify(sock, wanted)
     assert open_socks == 0, "transfer did not finish in time"
     for sock, st in state.items():
         assert st["got"] == size
