@@ -327,6 +327,11 @@ class Cassette:
 
     __iter__ = events
 
+    def records(self) -> Iterator[Record]:
+        """Every record from the start of the file, the header and end marker included."""
+        for _, _, record in self._scan():
+            yield record
+
     def index(self) -> CassetteIndex:
         """Locate every connection's records in one pass (cached on the instance)."""
         if self._index is not None:

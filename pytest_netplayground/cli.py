@@ -7,6 +7,7 @@ import os
 import selectors
 import signal
 import sys
+import time
 from typing import Sequence
 
 from . import __version__
@@ -114,14 +115,24 @@ def run_commands(sandbox, commands: Sequence[str], *, uid=None, gid=None, out=No
         for stream, sink in ((proc.stdout, out), (proc.stderr, err)):
             sel.register(stream, selectors.EVENT_READ, [prefix, sink, b""])
     first_failure = 0
+    stopped_by: int | None = None
+    deadline = None
     with _Stopper() as stopper:
         sel.register(stopper.r, selectors.EVENT_READ, None)
         while len(sel.get_map()) > 1:
+            if deadline is not None and time.monotonic() > deadline:
+                break
             for key, _ in sel.select(0.5):
                 if key.data is None:
                     os.read(stopper.r, 64)
-                    sel.close()
-                    return 128 + (stopper.signum or signal.SIGINT)
+                    if stopped_by is None:
+                        # Stop the commands with the kill signal, keep relaying
+                        # what they print on the way out, SIGKILL after grace.
+                        stopped_by = stopper.signum or signal.SIGINT
+                        deadline = time.monotonic() + sandbox.grace
+                        for proc in processes:
+                            proc.send_signal(sandbox.kill_signal, group=True)
+                    continue
                 prefix, sink, partial = key.data
                 data = os.read(key.fd, 65536)
                 if not data:
@@ -137,6 +148,8 @@ def run_commands(sandbox, commands: Sequence[str], *, uid=None, gid=None, out=No
                     sink.write(b"".join(prefix + line + b"\n" for line in lines))
                     sink.flush()
         sel.close()
+        if stopped_by is not None:
+            return 128 + stopped_by
         exits: list[tuple[int, int]] = []
         for proc in processes:
             code = proc.wait()

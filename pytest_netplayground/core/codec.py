@@ -193,6 +193,18 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a valid JSON number")
 
 
+def _show(value: Any) -> str:
+    """A short rendering of a decoded JSON value for an error message."""
+    # Containers are not repr'd: a deeply nested one could exhaust the stack.
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str) and len(value) > 50:
+        return repr(value[:50]) + "..."
+    return repr(value)
+
+
 class _Fields:
     """Typed access to one decoded JSON object, raising errors that name the field."""
 
@@ -210,10 +222,7 @@ class _Fields:
         return self.obj[key]
 
     def _bad(self, key: str, value: Any, expected: str) -> CassetteFormatError:
-        shown = repr(value)
-        if len(shown) > 60:
-            shown = shown[:57] + "..."
-        return self.fail(f'{self.what} record has field "{key}" = {shown}; expected {expected}')
+        return self.fail(f'{self.what} record has field "{key}" = {_show(value)}; expected {expected}')
 
     def string(self, key: str, expected: str = "a string", default: str | None = None) -> str:
         if default is not None and key not in self.obj:
@@ -360,8 +369,7 @@ def decode_record(line: bytes, *, offset: int | None = None) -> Record:
         expected = "one of " + ", ".join(f'"{n}"' for n in _EVENT_NAMES)
         if "ev" not in obj:
             raise CassetteFormatError(f'record has no "ev" field; expected {expected}', offset=offset)
-        shown = repr(ev) if len(repr(ev)) <= 60 else repr(ev)[:57] + "..."
-        raise CassetteFormatError(f"unknown event type ev={shown}; expected {expected}", offset=offset)
+        raise CassetteFormatError(f"unknown event type ev={_show(ev)}; expected {expected}", offset=offset)
     fields = _Fields(obj, f'"{ev}"', offset)
     t = fields.time("t")
     if ev == "end":

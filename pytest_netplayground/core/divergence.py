@@ -14,18 +14,18 @@ from .addressing import ConnectionKey, Endpoint
 from .events import Direction
 
 __all__ = [
-    "CONTEXT_BEFORE",
     "CONTEXT_AFTER",
+    "CONTEXT_BEFORE",
     "ByteMismatch",
-    "ExtraBytes",
-    "MissingBytes",
-    "UnexpectedReset",
-    "MissingReset",
-    "UnrecordedConnection",
-    "UnusedRecording",
-    "Stall",
     "Divergence",
     "DivergenceReport",
+    "ExtraBytes",
+    "MissingBytes",
+    "MissingReset",
+    "Stall",
+    "UnexpectedReset",
+    "UnrecordedConnection",
+    "UnusedRecording",
     "ordinal_word",
 ]
 
@@ -179,7 +179,7 @@ class UnrecordedConnection:
 
     @property
     def summary(self) -> str:
-        return "opened on replay but not in the recording; it was refused"
+        return "opened on replay but no recording matches it; it was refused"
 
 
 @attrs.frozen
@@ -242,7 +242,7 @@ def _plural(n: int, word: str) -> str:
 
 def _connection_label(item: Divergence) -> str:
     if isinstance(item, UnrecordedConnection):
-        return f"unrecorded {item.client.host} -> {item.server} (client port {item.client.port})"
+        return f"{item.client} -> {item.server}"
     return f"#{item.conn} {item.key} ({ordinal_word(item.ordinal)} of that key)"
 
 
@@ -303,7 +303,7 @@ class DivergenceReport:
         for item in self.items:
             conn = None if isinstance(item, UnrecordedConnection) else item.conn
             groups.setdefault(conn, []).append(item)
-        order = sorted((c for c in groups if c is not None)) + ([None] if None in groups else [])
+        order = sorted(c for c in groups if c is not None) + ([None] if None in groups else [])
         return {conn: tuple(groups[conn]) for conn in order}
 
     def _connection_count(self) -> int:
@@ -315,10 +315,9 @@ class DivergenceReport:
         """A summary line, then one line per finding with a hex view where bytes differ."""
         if self.ok:
             return "replay matched the recording: no divergences"
-        lines = [
-            f"{_plural(len(self.items), 'divergence')} in "
-            f"{_plural(self._connection_count(), 'connection')}"
-        ]
+        summary = f"{_plural(len(self.items), 'divergence')} in "
+        summary += _plural(self._connection_count(), "connection")
+        lines = [summary]
         for items in self.by_connection().values():
             for item in items:
                 lines.append(f"{_connection_label(item)}, {item.summary}")

@@ -147,9 +147,10 @@ class Process:
             self.returncode = code
         return self.returncode
 
-    def send_signal(self, sig: int) -> None:
+    def send_signal(self, sig: int, group: bool = False) -> None:
+        """Send ``sig`` to the process (or, with ``group``, to its whole process group)."""
         if self.returncode is None:
-            self.host.sandbox._channel.call("signal", pid=self.pid, signal=int(sig))
+            self.host.sandbox._channel.call("signal", pid=self.pid, signal=int(sig), group=group)
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)

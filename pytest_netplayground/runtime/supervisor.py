@@ -129,6 +129,48 @@ class Supervisor:
         self.stopping = False
         self.started = time.time()
         self._build_proxy()
+        self._start_reaper()
+        self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self._wakeup_w)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        self.loop.watch(self._wakeup_r, select.EPOLLIN, self._drain_wakeup)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        # Our parent died (PR_SET_PDEATHSIG) or someone asked us to stop.
+        self.stopping = True
+        self.kill_signal = signal.SIGKILL
+        self.grace = 0.0
+
+    def _drain_wakeup(self, events: int) -> None:
+        try:
+            os.read(self._wakeup_r, 4096)
+        except OSError:
+            pass
+
+    def _start_reaper(self) -> None:
+        """Make a PID namespace whose init is a tiny reaper forked from here.
+
+        Every process spawned later lands in that namespace. When the reaper
+        dies (at teardown, or with the supervisor through PR_SET_PDEATHSIG), the
+        kernel kills everything left in it, daemons that double-forked included.
+        """
+        netns.unshare(netns.CLONE_NEWPID)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs as PID 1 of the namespace
+            try:
+                netns.set_parent_death_signal(signal.SIGKILL)
+                os.closerange(0, 65536)
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT})
+                while True:
+                    try:
+                        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                            pass
+                    except ChildProcessError:
+                        pass
+                    signal.sigwaitinfo({signal.SIGCHLD})
+            finally:
+                os._exit(0)
+        self.reaper_pid = pid
 
     # -- building ---------------------------------------------------------------
 
@@ -356,6 +398,8 @@ class Supervisor:
         return child
 
     def _child_exited(self, child: ChildProcess) -> None:
+        if child.pid not in self.children:
+            return
         self.loop.unwatch(child.pidfd)
         os.close(child.pidfd)
         try:
@@ -543,9 +587,19 @@ class Supervisor:
             except (ProcessLookupError, PermissionError):
                 pass
             try:
-                os.waitpid(child.pid, 0)
+                _, status = os.waitpid(child.pid, 0)
+                code = os.waitstatus_to_exitcode(status)
             except ChildProcessError:
-                pass
+                code = -signal.SIGKILL
+            self.loop.unwatch(child.pidfd)
+            os.close(child.pidfd)
+            del self.children[child.pid]
+            self._post(("exit", child.pid, code))
+        try:
+            os.kill(self.reaper_pid, signal.SIGKILL)
+            os.waitpid(self.reaper_pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
         for pipe in list(self.pipes.values()):
             pipe.close()
         finish = getattr(self, "on_teardown", None)
@@ -559,7 +613,7 @@ def run_supervisor(channel: socket.socket, subnet: str, verbose: bool, ready_fd:
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        netns.set_parent_death_signal(signal.SIGKILL)
+        netns.set_parent_death_signal(signal.SIGTERM)
         try:
             sup = Supervisor(channel, subnet, verbose=verbose, **extra)
         except NetplayError as exc:

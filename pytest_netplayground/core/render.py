@@ -1,0 +1,197 @@
+"""Human-readable rendering of a cassette, one conversation at a time.
+
+Like Wireshark's "Follow TCP Stream": each connection is shown on its own
+with what each side sent, in order, so a reader can see what a test talked
+about without decoding JSON or base64. Text stays text (control characters
+escaped so nothing invisible hides in the output); binary becomes a hexdump.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable
+
+import attrs
+
+from .codec import End, is_text
+from .events import Closed, ConnectionOpened, Data, Direction, HalfClosed, Header, Outcome, Reset
+
+__all__ = ["escape_text", "hexdump", "render_connection", "render_conversations", "render_header"]
+
+_INDENT = "  "
+_BODY_INDENT = "      "
+_ARROW = {Direction.C2S: "-->", Direction.S2C: "<--"}
+_SIDE = {Direction.C2S: "client", Direction.S2C: "server"}
+_ESCAPES = {"\\": "\\\\", "\r": "\\r", "\n": "\\n", "\t": "\\t"}
+
+
+def _escape_char(ch: str) -> str:
+    if ch in _ESCAPES:
+        return _ESCAPES[ch]
+    if ch == " " or ch.isprintable():
+        return ch
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def escape_text(text: str) -> str:
+    """Text with backslashes, tab, CR, LF and anything unprintable written as escapes."""
+    return "".join(_escape_char(ch) for ch in text)
+
+
+def _text_lines(data: bytes, width: int) -> list[str]:
+    room = max(width - len(_BODY_INDENT), 16)
+    lines = []
+    for line in data.decode("utf-8").splitlines(keepends=True):
+        piece = ""
+        for ch in line:
+            escaped = _escape_char(ch)
+            if piece and len(piece) + len(escaped) > room:
+                lines.append(_BODY_INDENT + piece)
+                piece = ""
+            piece += escaped
+        lines.append(_BODY_INDENT + piece)
+    return lines
+
+
+def hexdump(data: bytes, *, width: int = 80, indent: str = "") -> list[str]:
+    """Classic offset / hex / ASCII rows, as many bytes per row as *width* allows (4, 8 or 16)."""
+    digits = 4 if len(data) <= 0x10000 else 8
+    per_row = 4
+    for candidate in (16, 8):
+        if len(indent) + digits + 4 * candidate + 5 <= width:
+            per_row = candidate
+            break
+    rows = []
+    for start in range(0, len(data), per_row):
+        chunk = data[start : start + per_row]
+        hex_part = " ".join(f"{b:02x}" for b in chunk)
+        ascii_part = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in chunk)
+        rows.append(f"{indent}{start:0{digits}x}  {hex_part:<{3 * per_row - 1}}  |{ascii_part}|")
+    return rows
+
+
+def _seconds(t: float) -> str:
+    return f"{t:.6f}s"
+
+
+def render_header(header: Header) -> str:
+    """What was recorded, when and on which hosts."""
+    when = datetime.datetime.fromtimestamp(header.started, tz=datetime.timezone.utc)
+    lines = [
+        f"Cassette of subnet {header.subnet}, recorded {when:%Y-%m-%d %H:%M:%S.%f} UTC"
+        + (f" by Net Playground {header.tool_version}" if header.tool_version else "")
+    ]
+    if header.hosts:
+        lines.append("Hosts:")
+        for host in header.hosts:
+            parts = [host.address, host.name or "-"]
+            if host.command:
+                parts.append(host.command)
+            lines.append(_INDENT + "  ".join(parts))
+    return "\n".join(lines)
+
+
+def _heading(conn: int, opened: ConnectionOpened | None) -> str:
+    if opened is None:
+        return f"#{conn} (opening not recorded)"
+    return f"#{conn} {opened.client} -> {opened.server} {opened.outcome.value}"
+
+
+def render_connection(
+    conn: int, opened: ConnectionOpened | None, events: Iterable, *, width: int = 80
+) -> str:
+    """One conversation: heading, each event with its time and direction, then a summary.
+
+    *events* are the connection's events after its opening, in time order.
+    """
+    lines = [_heading(conn, opened)]
+    sent = {Direction.C2S: 0, Direction.S2C: 0}
+    first_t = opened.t if opened is not None else None
+    last_t = first_t
+    closed = False
+    if opened is not None:
+        lines.append(f"{_INDENT}{_seconds(opened.t)}  opened")
+    for event in events:
+        if first_t is None:
+            first_t = event.t
+        last_t = event.t
+        stamp = f"{_INDENT}{_seconds(event.t)}"
+        if isinstance(event, Data):
+            arrow = _ARROW[event.direction]
+            size = len(event.data)
+            sent[event.direction] += size
+            lines.append(f"{stamp}  client {arrow} server  {size} byte{'s' if size != 1 else ''}")
+            if is_text(event.data):
+                lines.extend(_text_lines(event.data, width))
+            else:
+                lines.extend(hexdump(event.data, width=width, indent=_BODY_INDENT))
+        elif isinstance(event, HalfClosed):
+            side = _SIDE[event.direction]
+            lines.append(f"{stamp}  client {_ARROW[event.direction]} server  FIN: {side} shut down writing")
+        elif isinstance(event, Reset):
+            side = _SIDE[event.direction]
+            lines.append(f"{stamp}  client {_ARROW[event.direction]} server  RST: {side} reset the connection")
+        elif isinstance(event, Closed):
+            closed = True
+            lines.append(f"{stamp}  closed")
+    duration = (last_t - first_t) if first_t is not None and last_t is not None else 0.0
+    summary = (
+        f"{_INDENT}= {sent[Direction.C2S]} bytes client -> server, "
+        f"{sent[Direction.S2C]} bytes server -> client, {_seconds(duration)}"
+    )
+    if not closed and (opened is None or opened.outcome is Outcome.ESTABLISHED):
+        summary += ", still open when the recording stopped"
+    lines.append(summary)
+    return "\n".join(lines)
+
+
+@attrs.define
+class _Conversation:
+    opened: ConnectionOpened | None
+    events: list = attrs.field(factory=list)
+
+
+def render_conversations(
+    header: Header, events: Iterable, *, width: int = 80, complete: bool | None = None
+) -> str:
+    """The whole cassette as text: header, then every connection in opening order.
+
+    *events* may be the full record stream, header and end marker included
+    (as ``Cassette.records()`` yields it): then whether the recording
+    finished cleanly is known and said on the last line. Otherwise pass
+    *complete* to have it said.
+    """
+    conversations: dict[int, _Conversation] = {}
+    full_stream = False
+    ended = False
+    for event in events:
+        if isinstance(event, Header):
+            full_stream = True
+            continue
+        if isinstance(event, End):
+            ended = True
+            continue
+        if isinstance(event, ConnectionOpened):
+            conversations[event.conn] = _Conversation(event)
+        else:
+            conversations.setdefault(event.conn, _Conversation(None)).events.append(event)
+    if ended:
+        complete = True
+    elif full_stream and complete is None:
+        complete = False
+    sections = [render_header(header)]
+    for conn, conversation in conversations.items():
+        sections.append(render_connection(conn, conversation.opened, conversation.events, width=width))
+    count = len(conversations)
+    footer = f"{count} connection{'s' if count != 1 else ''}"
+    if complete is True:
+        footer += "; the recording finished cleanly"
+    elif complete is False:
+        footer += "; no end marker: the recording was cut short"
+    sections.append(footer)
+    return "\n\n".join(sections) + "\n"
