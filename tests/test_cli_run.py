@@ -107,3 +107,16 @@ def test_no_permission_to_make_namespaces_says_what_is_needed():
 
 
 _ = leaks
+
+
+@pytest.mark.root
+def test_shipped_demo_runs_server_and_client():
+    r = netplay(
+        "run",
+        f"{sys.executable} -m pytest_netplayground.examples.echo_server",
+        f"{sys.executable} -m pytest_netplayground.examples.echo_client 10.0.0.1 hi",
+    )
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert "10.0.0.2 | HI" in lines
+    assert any(line.startswith("10.0.0.1 | connection from 10.0.0.2:") for line in lines)
