@@ -56,6 +56,14 @@ class CassetteFormatError(CassetteError):
         self.offset = offset
         self.reason = message
 
+    def __reduce__(self):
+        # Keep path and offset when the error crosses the control channel.
+        return (_restore_format_error, (self.reason, self.path, self.offset))
+
+
+def _restore_format_error(reason: str, path: str | None, offset: int | None) -> "CassetteFormatError":
+    return CassetteFormatError(reason, path=path, offset=offset)
+
 
 class CassetteMissing(CassetteError, FileNotFoundError):
     """Replay was asked for but the cassette file does not exist."""

@@ -318,8 +318,12 @@ class ConnectionReplay:
 
     # -- output -------------------------------------------------------------
 
-    def poll(self, now: float) -> list[Action]:
-        """The actions due at ``now``, in recorded order; notes a stall if one is due."""
+    def poll(self, now: float, limit: int | None = None) -> list[Action]:
+        """The actions due at ``now``, in recorded order; notes a stall if one is due.
+
+        With ``limit``, at most that many actions are returned, so a shell can
+        stop pulling recorded bytes while the receiver is not keeping up.
+        """
         actions: list[Action] = []
         if self._finished or self._closed:
             return actions
@@ -337,6 +341,9 @@ class ConnectionReplay:
             self._stall_reported = False
             if action is not None:
                 actions.append(action)
+                if limit is not None and len(actions) >= limit:
+                    self._head_since = now
+                    return actions
                 # A passed-over step takes no time, so the step after it has
                 # been waiting as long as the passed-over one.
                 self._head_since = now

@@ -184,6 +184,9 @@ class Pipe:
         if not leg.out:
             if leg.shut_pending:
                 self._shutdown(leg)
+            drained = getattr(self.tap, "drained", None)
+            if drained is not None:
+                drained(self, C2S if leg is self.server_leg else S2C, self.loop.now())
             source = self._source_leg(C2S if leg is self.server_leg else S2C)
             if source is not None and not source.reading and not source.closed:
                 source.reading = True
@@ -222,11 +225,13 @@ class Pipe:
         self.close()
 
     def _maybe_finish(self, now: float) -> None:
+        if self.finished:
+            return
         legs = [leg for leg in (self.client_leg, self.server_leg) if leg is not None]
-        if all(leg.read_eof and (leg.shut_done or leg.closed) and not leg.out for leg in legs):
-            if getattr(self.tap, "holds_open", lambda: False)():
-                return
+        if legs and all(leg.read_eof and (leg.shut_done or leg.closed) and not leg.out for leg in legs):
             self.close()
+
+    check_finished = _maybe_finish
 
     def close(self) -> None:
         if self.finished:

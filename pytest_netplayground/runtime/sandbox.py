@@ -22,12 +22,15 @@ from typing import Any, Sequence
 import attrs
 
 from ..core.addressing import DEFAULT_SUBNET, Subnet
-from ..errors import CommandNotFound, NetplayTimeout, SandboxClosed, SandboxError
+from ..core.divergence import DivergenceReport
+from ..errors import CassetteMissing, CommandNotFound, ConfigError, NetplayTimeout, SandboxClosed, SandboxError
 from . import control
 
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
 STDOUT = subprocess.STDOUT
+
+MODES = ("live", "record", "replay")
 
 __all__ = ["Sandbox", "Host", "Process", "PIPE", "DEVNULL", "STDOUT"]
 
@@ -410,8 +413,25 @@ class Sandbox:
         kill_signal: int | str = signal.SIGTERM,
         grace: float = 5.0,
         verbose: bool = False,
+        mode: str = "live",
+        cassette: str | os.PathLike | None = None,
+        pace: str = "causal",
+        speed: float = 1.0,
+        stall_timeout: float = 5.0,
     ):
+        from ..core.replay import ReplayConfig
+
         self.subnet = Subnet.parse(subnet)
+        if mode not in MODES:
+            raise ConfigError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
+        if mode != "live" and cassette is None:
+            raise ConfigError(f"mode {mode!r} needs a cassette path")
+        self.mode = mode
+        self.cassette = None if cassette is None else os.path.abspath(os.fspath(cassette))
+        self.replay_config = ReplayConfig(pacing=pace, speed=speed, stall_timeout=stall_timeout)
+        self.divergences = DivergenceReport(())
+        self.cassette_written: str | None = None
+        self.truncated_at: int | None = None
         self.kill_signal = _signal_number(kill_signal)
         self.grace = grace
         self.verbose = verbose
@@ -426,8 +446,22 @@ class Sandbox:
     # -- life cycle -----------------------------------------------------------
 
     def _supervisor_options(self) -> dict:
-        """Extra keyword arguments for the supervisor (record/replay hook in here)."""
-        return {}
+        if self.mode == "live":
+            return {}
+        if self.mode == "replay" and not os.path.exists(self.cassette):
+            raise CassetteMissing(
+                f"no cassette at {self.cassette} to replay: record it first "
+                f"(pytest --netplay=record, or netplay record -f {self.cassette} ...)"
+            )
+        return {
+            "session": {
+                "mode": self.mode,
+                "cassette": self.cassette,
+                "pace": self.replay_config.pacing.value,
+                "speed": self.replay_config.speed,
+                "stall_timeout": self.replay_config.stall_timeout,
+            }
+        }
 
     def start(self) -> "Sandbox":
         if self._channel is not None:
@@ -476,8 +510,14 @@ class Sandbox:
                 pass
             self._supervisor_pid = None
 
-    def close(self) -> None:
-        """Stop every process (kill signal, then SIGKILL after ``grace``) and tear down."""
+    def close(self, cassette: str | tuple = "commit") -> None:
+        """Stop every process (kill signal, then SIGKILL after ``grace``) and tear down.
+
+        In record mode ``cassette`` says what becomes of the recording:
+        ``"commit"`` replaces the cassette atomically, ``"abort"`` leaves it as
+        a ``.partial`` file beside it, ``("keep_as", path)`` moves it there.
+        Raises :class:`CassetteError` if the recording could not be written.
+        """
         if self.closed:
             return
         self.closed = True
@@ -485,25 +525,36 @@ class Sandbox:
         if channel is None:
             return
         try:
-            channel.call("close", signal=self.kill_signal, grace=self.grace)
+            channel.call("close", signal=self.kill_signal, grace=self.grace, cassette=cassette)
             while not channel.gone:
                 channel._receive_one(None)
         except SandboxClosed:
             pass
-        if isinstance(channel.closed_info, dict):
-            self.dropped = channel.closed_info
+        info = channel.closed_info if isinstance(channel.closed_info, dict) else {}
+        self.dropped = info.get("dropped", {})
+        self.divergences = info.get("divergences", self.divergences)
+        self.cassette_written = info.get("cassette")
+        self.truncated_at = info.get("truncated_at")
+        error = info.get("error")
         for process in self._processes:
             if process.returncode is None and process.pid in channel.exits:
                 process.returncode = channel.exits[process.pid]
         if self._finalizer is not None:
             self._finalizer()
         self._reap()
+        if error is not None:
+            raise error
+
+    @property
+    def is_recording(self) -> bool:
+        return self.mode == "record"
 
     def __enter__(self) -> "Sandbox":
         return self.start()
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # A recording cut short by an exception never replaces a good cassette.
+        self.close("commit" if exc_type is None else "abort")
 
     # -- hosts ----------------------------------------------------------------------
 

@@ -23,9 +23,11 @@ import time
 import traceback
 
 from ..core.addressing import AddressPlan, Endpoint
+from ..core.replay import ReplayConfig
 from ..core.router import Router, Verdict, decode_key
 from ..errors import CommandNotFound, NetplayError, SandboxError
 from . import control, netns
+from . import sessions
 from .pipes import Leg, Pipe, Tap
 
 HOST_TUN = "eth0"
@@ -110,14 +112,13 @@ class ChildProcess:
 class Supervisor:
     """See the module docstring. Built in the forked child; :meth:`serve` never returns."""
 
-    def __init__(self, channel: socket.socket, subnet: str, verbose: bool = False, tap_factory=None):
+    def __init__(self, channel: socket.socket, subnet: str, verbose: bool = False, session: dict | None = None):
         self.channel = channel
         self.plan = AddressPlan(subnet)
         self.router = Router(self.plan)
         self.verbose = verbose
         self.loop = Loop()
         self.loop.on_pipe_finished = self._pipe_finished
-        self.tap_factory = tap_factory or (lambda client, server: Tap())
         self.host_ns: list[int] = []
         self.host_tun: list[int] = []
         self.host_names: list[str] = []
@@ -128,12 +129,29 @@ class Supervisor:
         self.outbox: list[tuple[bytes, list[int]]] = []
         self.stopping = False
         self.started = time.time()
+        self.session = self._make_session(session or {})
+        self.cassette_action: object = "abort"
+        self.result: dict = {}
         self._build_proxy()
         self._start_reaper()
         self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wakeup_w)
         signal.signal(signal.SIGTERM, self._on_sigterm)
         self.loop.watch(self._wakeup_r, select.EPOLLIN, self._drain_wakeup)
+
+    def _make_session(self, spec: dict) -> sessions.Session:
+        origin = time.monotonic()
+        mode = spec.get("mode", "live")
+        if mode == "record":
+            return sessions.Recorder(origin, spec["cassette"], str(self.plan.subnet))
+        if mode == "replay":
+            config = ReplayConfig(
+                pacing=spec.get("pace", "causal"),
+                speed=spec.get("speed", 1.0),
+                stall_timeout=spec.get("stall_timeout", 5.0),
+            )
+            return sessions.Replayer(origin, spec["cassette"], self.loop, config)
+        return sessions.Session(origin)
 
     def _on_sigterm(self, signum, frame) -> None:
         # Our parent died (PR_SET_PDEATHSIG) or someone asked us to stop.
@@ -199,6 +217,7 @@ class Supervisor:
         self.host_tun.append(tun)
         self.host_names.append(name or f"host{index + 1}")
         self.router.add_host(index, address)
+        self.session.note_host(address, self.host_names[-1])
         self.loop.watch(tun, select.EPOLLIN, self._host_reader(index, tun))
         return {"index": index, "address": address, "name": self.host_names[-1]}
 
@@ -266,6 +285,17 @@ class Supervisor:
 
     def _open_server_leg(self, key: bytes) -> None:
         client, server = decode_key(key)
+        decision = self.session.on_syn(client, server)
+        if decision != sessions.Decision.LIVE:
+            if decision == sessions.Decision.REFUSE:
+                answer = self.router.refuse(key)
+            elif decision == sessions.Decision.UNREACHABLE:
+                answer = self.router.unreachable(key)
+            else:
+                answer = None  # recorded as timed out: hold the SYN, never answer
+            if answer is not None:
+                os.write(self.host_tun[answer[0]], answer[1])
+            return
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -276,7 +306,7 @@ class Supervisor:
             self.router.forget(key)
             self.router.dropped["server leg bind failed"] += 1
             return
-        pipe = Pipe(self.loop, key, client, server, self.tap_factory(client, server))
+        pipe = Pipe(self.loop, key, client, server, Tap())
         pipe.server_leg = Leg(sock)
         self.pipes[key] = pipe
         err = sock.connect_ex((server.host, server.port))
@@ -298,6 +328,10 @@ class Supervisor:
         # must not have its banner read before there is someone to give it to.
         self.loop.watch(leg.fd, 0, lambda ev: None, registered=True)
         leg.mask = 0
+        pipe.tap = self.session.tap_for(pipe, server_live=True)
+        self._release(pipe)
+
+    def _release(self, pipe: Pipe) -> None:
         self._ensure_listener(self.plan.alias(pipe.server.host), pipe.server.port)
         syn = self.router.release(pipe.key)
         if syn is not None:
@@ -305,6 +339,16 @@ class Supervisor:
 
     def _server_leg_failed(self, pipe: Pipe, err: int) -> None:
         outcome = _CONNECT_FAILURES.get(err, "refused")
+        if outcome == "refused" and self.session.stand_in(pipe):
+            # Replay with the recorded server absent: the cassette plays it.
+            self.connecting.pop(pipe.server_leg.fd, None)
+            self.loop.unwatch(pipe.server_leg.fd)
+            pipe.server_leg.sock.close()
+            pipe.server_leg = None
+            pipe.tap = self.session.tap_for(pipe, server_live=False)
+            self._release(pipe)
+            return
+        self.session.connect_failed(pipe.client, pipe.server, outcome)
         if outcome == "refused":
             answer = self.router.refuse(pipe.key)
         elif outcome == "unreachable":
@@ -315,9 +359,6 @@ class Supervisor:
         if answer is not None:
             host, packet = answer
             os.write(self.host_tun[host], packet)
-        notify = getattr(pipe.tap, "failed", None)
-        if notify is not None:
-            notify(pipe, outcome, self.loop.now())
         pipe.close()
 
     def _ensure_listener(self, address: str, port: int) -> None:
@@ -392,6 +433,7 @@ class Supervisor:
             )
         finally:
             netns.setns(self.proxy_ns)
+        self.session.note_command(host, list(argv))
         child = ChildProcess(popen, host)
         self.children[child.pid] = child
         self.loop.watch(child.pidfd, select.EPOLLIN, lambda ev, c=child: self._child_exited(c))
@@ -560,6 +602,7 @@ class Supervisor:
             self.stopping = True
             self.kill_signal = args.get("signal", signal.SIGTERM)
             self.grace = args.get("grace", 5.0)
+            self.cassette_action = args.get("cassette", "abort")
             return None, [], []
         raise SandboxError(f"unknown supervisor request {op!r}")
 
@@ -600,11 +643,11 @@ class Supervisor:
             os.waitpid(self.reaper_pid, 0)
         except (ProcessLookupError, ChildProcessError):
             pass
+        for pipe in list(self.connecting.values()):
+            self.session.connect_failed(pipe.client, pipe.server, "timeout")
         for pipe in list(self.pipes.values()):
             pipe.close()
-        finish = getattr(self, "on_teardown", None)
-        if finish is not None:
-            finish()
+        self.result = self.session.finish(self.cassette_action)
 
 
 def run_supervisor(channel: socket.socket, subnet: str, verbose: bool, ready_fd: int | None = None, **extra) -> None:
@@ -625,7 +668,7 @@ def run_supervisor(channel: socket.socket, subnet: str, verbose: bool, ready_fd:
         control.send(channel, ("ready", True, None))
         sup.serve()
         try:
-            control.send(channel, ("closed", sup.router.dropped and dict(sup.router.dropped)))
+            control.send(channel, ("closed", {"dropped": dict(sup.router.dropped), **sup.result}))
         except OSError:
             pass
     except BaseException:

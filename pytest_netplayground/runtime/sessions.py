@@ -1,0 +1,306 @@
+"""Record and replay sessions: what the supervisor does with each connection.
+
+A session is asked at each new connection what to do (go live, refuse, stand
+in for the server), gives every proxy pipe its :class:`~.pipes.Tap`, and is
+finished at teardown. Live mode needs none; :class:`Recorder` writes a
+cassette as the run goes on; :class:`Replayer` plays one back and collects the
+divergences.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from .. import __version__
+from ..cassette import Cassette, CassetteWriter, partial_path_for
+from ..core.addressing import Endpoint
+from ..core.divergence import DivergenceReport, UnrecordedConnection, UnusedRecording
+from ..core.events import Closed, ConnectionOpened, Data, Direction, HalfClosed, Header, HostInfo, Outcome, Reset
+from ..core.matching import Matcher
+from ..core.replay import Abort, ConnectionReplay, Finished, ReplayConfig, Send, ShutWrite
+from ..errors import CassetteError
+from .pipes import HIGH_WATER, Pipe, Tap
+
+# Larger reads are split so one record never outgrows what the codec takes.
+MAX_CHUNK = 1 << 20
+
+
+class Decision:
+    LIVE = "live"
+    REFUSE = "refused"
+    UNREACHABLE = "unreachable"
+    SILENT = "timeout"
+
+
+class Session:
+    """Live mode: every connection goes through, nothing is written."""
+
+    mode = "live"
+
+    def __init__(self, clock_origin: float):
+        self.t0 = clock_origin
+        self.hosts: list[HostInfo] = []
+
+    def t(self, now: float | None = None) -> float:
+        return round((time.monotonic() if now is None else now) - self.t0, 6)
+
+    def note_host(self, address: str, name: str) -> None:
+        self.hosts.append(HostInfo(address, name, ""))
+
+    def note_command(self, index: int, argv: list[str]) -> None:
+        info = self.hosts[index]
+        if not info.command:
+            command = argv[2] if argv[:2] == ["/bin/sh", "-c"] and len(argv) > 2 else " ".join(argv)
+            self.hosts[index] = HostInfo(info.address, info.name, command)
+
+    def on_syn(self, client: Endpoint, server: Endpoint) -> str:
+        return Decision.LIVE
+
+    def tap_for(self, pipe: Pipe, server_live: bool) -> Tap:
+        return Tap()
+
+    def stand_in(self, pipe: Pipe) -> bool:
+        return False
+
+    def connect_failed(self, client: Endpoint, server: Endpoint, outcome: str) -> None:
+        pass
+
+    def finish(self, action: object) -> dict:
+        return {}
+
+
+class RecordTap(Tap):
+    """Forwards like live mode and writes every step to the recorder."""
+
+    def __init__(self, recorder: "Recorder", conn: int):
+        self.recorder = recorder
+        self.conn = conn
+
+    def data(self, pipe, direction, data, now):
+        pipe.write(direction, data)
+        for start in range(0, len(data), MAX_CHUNK):
+            self.recorder.write(Data(self.recorder.t(now), self.conn, direction, bytes(data[start : start + MAX_CHUNK])))
+
+    def eof(self, pipe, direction, now):
+        self.recorder.write(HalfClosed(self.recorder.t(now), self.conn, direction))
+        pipe.shut_write(direction)
+
+    def reset(self, pipe, direction, now):
+        self.recorder.write(Reset(self.recorder.t(now), self.conn, direction))
+        pipe.abort()
+
+    def closed(self, pipe, now):
+        self.recorder.write(Closed(self.recorder.t(now), self.conn))
+
+
+class Recorder(Session):
+    """Record mode: live traffic, every connection written to ``path`` as it happens."""
+
+    mode = "record"
+
+    def __init__(self, clock_origin: float, path: str, subnet: str):
+        super().__init__(clock_origin)
+        self.path = Path(path)
+        self.subnet = subnet
+        self.started = time.time()
+        self.writer: CassetteWriter | None = None
+        self.error: CassetteError | None = None
+        self.next_conn = 0
+        self._probe()
+
+    def _probe(self) -> None:
+        """Fail now, before any process starts, if the cassette cannot be written."""
+        probe = CassetteWriter(self.path, Header(self.subnet, (), self.started, __version__))
+        probe.abort()
+        os.unlink(partial_path_for(self.path))
+
+    def write(self, event) -> None:
+        if self.error is not None:
+            return
+        try:
+            if self.writer is None:
+                header = Header(self.subnet, tuple(self.hosts), self.started, __version__)
+                self.writer = CassetteWriter(self.path, header)
+            self.writer.write(event)
+        except CassetteError as exc:
+            # Keep the sandbox running; the failure is reported at the end.
+            self.error = exc
+
+    def _open(self, client: Endpoint, server: Endpoint, outcome: Outcome) -> int:
+        conn = self.next_conn
+        self.next_conn += 1
+        self.write(ConnectionOpened(self.t(), conn, client, server, outcome))
+        return conn
+
+    def tap_for(self, pipe: Pipe, server_live: bool) -> Tap:
+        return RecordTap(self, self._open(pipe.client, pipe.server, Outcome.ESTABLISHED))
+
+    def connect_failed(self, client: Endpoint, server: Endpoint, outcome: str) -> None:
+        self._open(client, server, Outcome(outcome))
+
+    def finish(self, action: object) -> dict:
+        result: dict = {"cassette": None}
+        if self.error is None and self.writer is None:
+            self.write_header_only()
+        writer = self.writer
+        try:
+            if self.error is not None:
+                raise self.error
+            assert writer is not None
+            if action == "commit":
+                result["cassette"] = str(writer.commit(self.t()))
+            elif isinstance(action, tuple) and action[0] == "keep_as":
+                result["cassette"] = str(writer.keep_as(action[1], self.t()))
+            else:
+                result["cassette"] = str(writer.abort())
+        except CassetteError as exc:
+            if writer is not None:
+                writer.abort()
+            result["error"] = exc
+        return result
+
+    def write_header_only(self) -> None:
+        try:
+            self.writer = CassetteWriter(self.path, Header(self.subnet, tuple(self.hosts), self.started, __version__))
+        except CassetteError as exc:
+            self.error = exc
+
+
+class ReplayTap(Tap):
+    """Drops the live bytes and writes the recorded ones, as the replay core decides."""
+
+    def __init__(self, replayer: "Replayer", replay: ConnectionReplay):
+        self.replayer = replayer
+        self.replay = replay
+        self.pipe: Pipe | None = None
+        self.timer_at: float | None = None
+        self.done = False
+
+    def attach(self, pipe, now):
+        self.pipe = pipe
+        self.run(now)
+
+    def data(self, pipe, direction, data, now):
+        self.replay.live_data(direction, bytes(data), now)
+        self.run(now)
+
+    def eof(self, pipe, direction, now):
+        self.replay.live_eof(direction, now)
+        self.run(now)
+
+    def reset(self, pipe, direction, now):
+        self.replay.live_reset(direction, now)
+        self.run(now)
+
+    def drained(self, pipe, direction, now):
+        self.run(now)
+
+    def run(self, now: float) -> None:
+        pipe = self.pipe
+        if pipe is None or pipe.finished:
+            return
+        while True:
+            # Backpressure: stop pulling recorded bytes while a leg's queue is full.
+            if any(leg is not None and len(leg.out) >= HIGH_WATER for leg in (pipe.client_leg, pipe.server_leg)):
+                return
+            actions = self.replay.poll(now, limit=4)
+            for action in actions:
+                if isinstance(action, Send):
+                    pipe.write(action.direction, action.data)
+                elif isinstance(action, ShutWrite):
+                    pipe.shut_write(action.direction)
+                elif isinstance(action, Abort):
+                    pipe.abort()
+                    return
+                elif isinstance(action, Finished):
+                    self.done = True
+                if pipe.finished:
+                    return
+            if len(actions) < 4:
+                break
+        if self.done:
+            pipe.check_finished(now)
+            return
+        deadline = self.replay.next_deadline()
+        if deadline is not None and (self.timer_at is None or deadline < self.timer_at):
+            self.timer_at = deadline
+            self.replayer.loop.call_at(deadline, lambda: self._timer(deadline))
+
+    def _timer(self, deadline: float) -> None:
+        if self.timer_at == deadline:
+            self.timer_at = None
+        self.run(time.monotonic())
+
+    def holds_open(self) -> bool:
+        return False
+
+    def closed(self, pipe, now):
+        self.replay.close(now)
+        self.replayer.collect(self.replay.divergences)
+
+
+class Replayer(Session):
+    """Replay mode: match each connection to a recorded one and play it back."""
+
+    mode = "replay"
+
+    def __init__(self, clock_origin: float, path: str, loop, config: ReplayConfig):
+        super().__init__(clock_origin)
+        self.cassette = Cassette(path, tolerate_truncation=True)
+        self.index = self.cassette.index()
+        self.loop = loop
+        self.config = config
+        self.matcher = Matcher(entry.opened for entry in self.index.connections.values())
+        self.pending: dict[tuple[Endpoint, Endpoint], ConnectionOpened] = {}
+        self.found: list = []
+
+    def on_syn(self, client: Endpoint, server: Endpoint) -> str:
+        opened = self.matcher.match(client, server)
+        if opened is None:
+            self.found.append(UnrecordedConnection(client, server))
+            return Decision.REFUSE
+        if opened.outcome is not Outcome.ESTABLISHED:
+            return opened.outcome.value
+        self.pending[(client, server)] = opened
+        return Decision.LIVE
+
+    def _steps(self, conn: int):
+        def steps():
+            return self.cassette.iter_connection(conn)
+
+        return steps
+
+    def tap_for(self, pipe: Pipe, server_live: bool) -> Tap:
+        opened = self.pending.pop((pipe.client, pipe.server))
+        replay = ConnectionReplay(
+            opened,
+            self._steps(opened.conn),
+            config=self.config,
+            server_live=server_live,
+            start=time.monotonic(),
+            ordinal=self.matcher.ordinal_of(opened),
+        )
+        return ReplayTap(self, replay)
+
+    def stand_in(self, pipe: Pipe) -> bool:
+        return (pipe.client, pipe.server) in self.pending
+
+    def connect_failed(self, client: Endpoint, server: Endpoint, outcome: str) -> None:
+        self.pending.pop((client, server), None)
+
+    def collect(self, divergences) -> None:
+        self.found.extend(divergences)
+
+    def finish(self, action: object) -> dict:
+        for opened in self.matcher.unused():
+            self.found.append(UnusedRecording(opened.conn, opened.key, self.matcher.ordinal_of(opened)))
+        return {
+            "divergences": DivergenceReport(tuple(self.found)),
+            "cassette": str(self.cassette.path),
+            "truncated_at": self.index.truncated_at,
+        }
+
+
+_ = (Direction,)
