@@ -16,6 +16,7 @@ from .errors import NetplayError
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
+DEFAULT_FILE = "test.traffic"
 
 
 class Colors:
@@ -55,7 +56,39 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     run = sub.add_parser("run", help="run commands, one host each, live")
     _add_sandbox_options(run)
+    record = sub.add_parser("record", help="run commands and record their TCP traffic to a cassette")
+    record.add_argument("-f", "--file", default=DEFAULT_FILE, help=f"cassette to write (default {DEFAULT_FILE})")
+    _add_output_options(record)
+    _add_sandbox_options(record)
+    replay = sub.add_parser("replay", help="run commands against the TCP traffic recorded in a cassette")
+    replay.add_argument("-f", "--file", default=DEFAULT_FILE, help=f"cassette to replay (default {DEFAULT_FILE})")
+    _add_replay_options(replay)
+    _add_output_options(replay)
+    _add_sandbox_options(replay)
+    show = sub.add_parser("show", help="print each recorded connection's conversation, with timings")
+    show.add_argument("cassette")
+    show.add_argument("--width", type=int, default=80, help="line width of hex dumps (default 80)")
+    export = sub.add_parser("export", help="write a cassette's connections as a pcap file")
+    export.add_argument("cassette")
+    export.add_argument("-o", "--output", required=True, help="pcap file to write")
     return parser
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nolog", action="store_true", help="do not print the commands' output")
+
+
+def _add_replay_options(parser: argparse.ArgumentParser) -> None:
+    pacing = parser.add_mutually_exclusive_group()
+    pacing.add_argument("--speed", type=float, metavar="X",
+                        help="pace as recorded, X times as fast (--speed 1: as recorded)")
+    pacing.add_argument("--flood", action="store_true", help="send recorded bytes as fast as possible")
+    pacing.add_argument("--causal", action="store_true",
+                        help="send each recorded chunk once the live side has said what it said before it "
+                             "(the default)")
+    parser.add_argument("--strict", action="store_true", help="exit non-zero if the replay diverged")
+    parser.add_argument("--stall-timeout", type=float, default=5.0, metavar="S",
+                        help="report a causal replay waiting longer than S seconds (default 5)")
 
 
 def _id(value: str | None) -> int | str | None:
@@ -96,7 +129,8 @@ class _Stopper:
         os.close(self.w)
 
 
-def run_commands(sandbox, commands: Sequence[str], *, uid=None, gid=None, out=None, err=None) -> int:
+def run_commands(sandbox, commands: Sequence[str], *, uid=None, gid=None, out=None, err=None,
+                 quiet: bool = False) -> int:
     """Run ``commands`` one per host with prefixed output; return the exit code."""
     from .runtime.sandbox import PIPE
 
@@ -113,7 +147,7 @@ def run_commands(sandbox, commands: Sequence[str], *, uid=None, gid=None, out=No
         prefix = colors.prefix(index, f"{host.address.ljust(width)} | ")
         processes.append(proc)
         for stream, sink in ((proc.stdout, out), (proc.stderr, err)):
-            sel.register(stream, selectors.EVENT_READ, [prefix, sink, b""])
+            sel.register(stream, selectors.EVENT_READ, [prefix, None if quiet else sink, b""])
     first_failure = 0
     stopped_by: int | None = None
     deadline = None
@@ -135,6 +169,11 @@ def run_commands(sandbox, commands: Sequence[str], *, uid=None, gid=None, out=No
                     continue
                 prefix, sink, partial = key.data
                 data = os.read(key.fd, 65536)
+                if sink is None:
+                    if not data:
+                        sel.unregister(key.fileobj)
+                        key.fileobj.close()
+                    continue
                 if not data:
                     if partial:
                         sink.write(prefix + partial + b"\n")
@@ -149,6 +188,7 @@ def run_commands(sandbox, commands: Sequence[str], *, uid=None, gid=None, out=No
                     sink.flush()
         sel.close()
         if stopped_by is not None:
+            sandbox.interrupted = True
             return 128 + stopped_by
         exits: list[tuple[int, int]] = []
         for proc in processes:
@@ -162,10 +202,10 @@ def run_commands(sandbox, commands: Sequence[str], *, uid=None, gid=None, out=No
     return first_failure
 
 
-def _make_sandbox(args):
+def _make_sandbox(args, **mode):
     from .runtime.sandbox import Sandbox
 
-    return Sandbox(args.subnet, kill_signal=args.kill, grace=args.grace, verbose=args.verbose)
+    return Sandbox(args.subnet, kill_signal=args.kill, grace=args.grace, verbose=args.verbose, **mode)
 
 
 def _check_capacity(args) -> None:
@@ -187,10 +227,119 @@ def cmd_run(args) -> int:
         sandbox.close()
 
 
-COMMANDS = {"run": cmd_run}
+def _pacing(args) -> dict:
+    if args.flood:
+        return {"pace": "flood"}
+    if args.speed is not None:
+        return {"pace": "recorded", "speed": args.speed}
+    return {"pace": "causal"}
+
+
+def cmd_record(args) -> int:
+    _check_capacity(args)
+    sandbox = _make_sandbox(args, mode="record", cassette=args.file)
+    sandbox.interrupted = False
+    code = EXIT_ERROR
+    try:
+        sandbox.start()
+        code = run_commands(sandbox, args.commands, uid=_id(args.uid), gid=_id(args.gid), quiet=args.nolog)
+    finally:
+        interrupted = sandbox.interrupted or code == EXIT_ERROR and not sandbox.hosts
+        sandbox.close("abort" if interrupted else "commit")
+    if interrupted:
+        sys.stderr.write(
+            f"netplay: interrupted: the recording so far is in {sandbox.cassette_written}; "
+            f"{args.file} was left as it was\n"
+        )
+    else:
+        sys.stderr.write(f"netplay: recorded {args.file}\n")
+    return code
+
+
+def cmd_replay(args) -> int:
+    _check_capacity(args)
+    sandbox = _make_sandbox(args, mode="replay", cassette=args.file, stall_timeout=args.stall_timeout,
+                            **_pacing(args))
+    sandbox.interrupted = False
+    try:
+        sandbox.start()
+        code = run_commands(sandbox, args.commands, uid=_id(args.uid), gid=_id(args.gid), quiet=args.nolog)
+    finally:
+        sandbox.close()
+    report = sandbox.divergences
+    if sandbox.truncated_at is not None:
+        sys.stderr.write(
+            f"netplay: {args.file} was cut short at byte {sandbox.truncated_at}: replayed what came before\n"
+        )
+    if not report.ok:
+        sys.stderr.write(f"netplay: the replay diverged from {args.file}:\n{report.format()}\n")
+        if args.strict and code == 0:
+            return EXIT_ERROR
+    return code
+
+
+def cmd_show(args) -> int:
+    from .cassette import Cassette
+    from .core.render import render_conversations
+
+    cassette = Cassette(args.cassette, tolerate_truncation=True)
+    text = render_conversations(cassette.header, cassette.records(), width=args.width)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if cassette.truncated_at is not None:
+        sys.stderr.write(f"netplay: {args.cassette} is cut short at byte {cassette.truncated_at}\n")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export_pcap import export_pcap
+
+    count = export_pcap(args.cassette, args.output, tolerate_truncation=True)
+    sys.stderr.write(f"netplay: wrote {count} packets to {args.output}\n")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "record": cmd_record, "replay": cmd_replay, "show": cmd_show, "export": cmd_export}
+
+
+def build_legacy_parser(prog: str = "plg") -> argparse.ArgumentParser:
+    """The original tool's flags: ``plg --record -s 10.0.0.0/24 -f dump.traffic exe1 exe2``."""
+    parser = argparse.ArgumentParser(prog=prog, description="Run, record or replay programs in a sandbox.")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--record", action="store_true", help="record the TCP traffic to --file")
+    mode.add_argument("--replay", action="store_true", help="replay the TCP traffic in --file")
+    parser.add_argument("-f", "--file", default=DEFAULT_FILE, help=f"cassette (default {DEFAULT_FILE})")
+    pacing = parser.add_mutually_exclusive_group()
+    pacing.add_argument("--speed", type=float, metavar="X", help="replay paced as recorded, X times as fast")
+    pacing.add_argument("--flood", action="store_true", help="replay as fast as possible")
+    parser.add_argument("--strict", action="store_true", help="exit non-zero if the replay diverged")
+    parser.add_argument("--nolog", action="store_true", help="do not print the commands' output")
+    _add_sandbox_options(parser)
+    return parser
+
+
+def legacy_main(argv: Sequence[str], prog: str = "plg") -> int:
+    args = build_legacy_parser(prog).parse_args(argv)
+    args.causal = False
+    args.stall_timeout = 5.0
+    try:
+        if args.record:
+            return cmd_record(args)
+        if args.replay:
+            return cmd_replay(args)
+        if args.speed is not None or args.flood:
+            raise NetplayError("--speed and --flood go with --replay")
+        return cmd_run(args)
+    except NetplayError as exc:
+        sys.stderr.write(f"{prog}: error: {exc}\n")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+        return legacy_main(argv, prog="netplay")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -204,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def plg_main(argv: Sequence[str] | None = None) -> int:
     """The original tool's command line: ``plg [--record|--replay] [-s SUBNET] [-f FILE] CMD ...``."""
-    return main(["run", *(sys.argv[1:] if argv is None else argv)])
+    return legacy_main(list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":
