@@ -1,1 +1,272 @@
-"""pytest plugin: wires options, ini keys, the marker and fixtures to the core."""
+"""The pytest plugin: wires options, ini keys, the marker and fixtures to the core.
+
+Precedence of settings, lowest first: ini keys, the ``netplay_config``
+fixture, ``@pytest.mark.netplay``, the command line.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import attrs
+import pytest
+
+from .errors import ConfigError, NetplayError
+from .settings import MARKER_KEYS, MODES, Settings, cassette_name, check_marker, merge, resolved_mode
+
+OPTIONS = {
+    # key: (flag, help)
+    "mode": ("--netplay", f"record and replay mode: {', '.join(MODES)} (default off: live, nothing written)"),
+    "dir": ("--netplay-dir", "directory that holds the cassettes (default: cassettes/ beside each test module)"),
+    "pace": ("--netplay-pace", "replay pacing: causal (default), recorded or flood"),
+    "speed": ("--netplay-speed", "speed factor of recorded pacing (default 1)"),
+    "strict": ("--netplay-strict", "fail a test whose replay diverged: yes (default) or no (warn)"),
+    "subnet": ("--netplay-subnet", "subnet the hosts get addresses from (default 10.0.0.0/24)"),
+    "stall_timeout": ("--netplay-stall-timeout", "seconds a causal replay may wait before reporting a stall"),
+}
+
+_state_key = pytest.StashKey["NetplayState"]()
+_counts_key = pytest.StashKey[dict]()
+
+
+class NetplayDivergenceWarning(UserWarning):
+    """A replay diverged from its cassette in a test that is not strict."""
+
+
+@attrs.define
+class NetplayState:
+    sandbox: object
+    settings: Settings
+    cassette: Path
+    mode: str
+    output_dir: str
+    finished: bool = False
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("netplay", "Net Playground: record and replay networked tests")
+    for key, (flag, help_text) in OPTIONS.items():
+        group.addoption(flag, dest=f"netplay_{key}", default=None, help=help_text)
+        parser.addini(f"netplay_{key}", help_text, default="")
+
+
+def _ini_layer(config: pytest.Config) -> dict:
+    values = {}
+    for key in OPTIONS:
+        if key == "dir":
+            continue
+        raw = config.getini(f"netplay_{key}")
+        values[key] = raw if raw not in ("", None) else None
+    return values
+
+
+def _cli_layer(config: pytest.Config) -> dict:
+    return {key: config.getoption(f"netplay_{key}") for key in OPTIONS if key != "dir"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"netplay({', '.join(f'{k}=...' for k in MARKER_KEYS)}): configure the test's Net Playground sandbox",
+    )
+    try:
+        merge([("ini", _ini_layer(config)), ("command line", _cli_layer(config))])
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[_counts_key] = {}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for marker in item.iter_markers("netplay"):
+            try:
+                check_marker(marker.args, marker.kwargs, item.nodeid)
+            except ConfigError as exc:
+                raise pytest.UsageError(str(exc)) from None
+
+
+@pytest.fixture(scope="session")
+def netplay_config() -> dict:
+    """Defaults for every sandboxed test; override (at any scope) to change them.
+
+    Keys as for the marker: subnet, pace, speed, strict, stall_timeout.
+    """
+    return {}
+
+
+@pytest.fixture(scope="module")
+def netplay_cassette_dir(request: pytest.FixtureRequest) -> Path:
+    """Where this module's cassettes live: ``<test dir>/cassettes/<module name>/``."""
+    module_name = request.module.__name__.rpartition(".")[2]
+    base = request.config.getoption("netplay_dir") or request.config.getini("netplay_dir")
+    if base:
+        return Path(request.config.rootpath, base) / module_name
+    return Path(request.path).parent / "cassettes" / module_name
+
+
+@pytest.fixture
+def netplay_cassette_name(request: pytest.FixtureRequest) -> str:
+    """This test's cassette file name: class and test name with its parametrize id, made safe."""
+    cls = request.cls.__name__ if request.cls is not None else None
+    return cassette_name(request.node.name, cls)
+
+
+@pytest.fixture
+def netplay(request: pytest.FixtureRequest, netplay_config, netplay_cassette_dir, netplay_cassette_name):
+    """This test's sandbox, started in the session's mode; closed when the test function returns."""
+    from .runtime.sandbox import Sandbox
+
+    config = request.config
+    marker = request.node.get_closest_marker("netplay")
+    try:
+        settings = merge(
+            [
+                ("ini", _ini_layer(config)),
+                ("netplay_config fixture", dict(netplay_config)),
+                (f"{request.node.nodeid}: @pytest.mark.netplay", dict(marker.kwargs) if marker else {}),
+                ("command line", _cli_layer(config)),
+            ]
+        )
+    except ConfigError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    cassette = Path(settings.cassette) if settings.cassette else Path(netplay_cassette_name)
+    if not cassette.is_absolute():
+        cassette = Path(netplay_cassette_dir) / cassette
+    mode = resolved_mode(settings.mode, cassette.exists())
+    if mode == "replay" and not cassette.exists():
+        pytest.fail(
+            f"no cassette to replay for {request.node.nodeid}: expected {cassette}\n"
+            f"record it with: pytest --netplay=record {request.node.nodeid!r}",
+            pytrace=False,
+        )
+    output_dir = tempfile.mkdtemp(prefix="netplay-output-")
+    sandbox = Sandbox(
+        settings.subnet,
+        mode=mode,
+        cassette=cassette if mode != "live" else None,
+        pace=settings.pace,
+        speed=settings.speed,
+        stall_timeout=settings.stall_timeout,
+        output_dir=output_dir,
+    )
+    state = NetplayState(sandbox, settings, cassette, mode, output_dir)
+    request.node.stash[_state_key] = state
+    try:
+        sandbox.start()
+    except NetplayError as exc:
+        shutil.rmtree(output_dir, ignore_errors=True)
+        pytest.fail(f"cannot start the sandbox: {exc}", pytrace=False)
+    try:
+        yield sandbox
+    finally:
+        if not state.finished:
+            state.finished = True
+            try:
+                sandbox.close("abort")
+            except NetplayError:
+                pass
+        shutil.rmtree(output_dir, ignore_errors=True)
+
+
+def _failed_name(cassette: Path) -> Path:
+    return cassette.with_name(cassette.stem + ".failed" + cassette.suffix)
+
+
+def _finish(item: pytest.Item, state: NetplayState, passed: bool) -> str | None:
+    """Close the sandbox; return a failure message if the replay diverged (strict)."""
+    state.finished = True
+    sandbox = state.sandbox
+    note = None
+    if state.mode == "record":
+        if passed:
+            sandbox.close("commit")
+            item.user_properties.append(("netplay", "recorded"))
+        else:
+            kept = _failed_name(state.cassette)
+            sandbox.close(("keep_as", str(kept)))
+            item.add_report_section(
+                "call", "netplay",
+                f"the test failed: its recording was kept at {kept}; {state.cassette} was left as it was\n",
+            )
+    else:
+        sandbox.close("commit")
+    for host in sandbox.hosts:
+        for stream, data in sandbox.host_output(host).items():
+            item.add_report_section("call", f"{host.name} ({host.address}) {stream}", data.decode(errors="replace"))
+    if state.mode == "replay":
+        report = sandbox.divergences
+        item.user_properties.append(("netplay", "replayed" if report.ok else "divergent"))
+        if not report.ok:
+            text = f"replay of {state.cassette} diverged from the recording:\n{report.format()}"
+            if not passed:
+                item.add_report_section("call", "netplay divergence", text + "\n")
+            elif state.settings.strict:
+                note = text
+            else:
+                warnings.warn(NetplayDivergenceWarning(text), stacklevel=1)
+    return note
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function):
+    state = pyfuncitem.stash.get(_state_key, None)
+    if state is None:
+        return (yield)
+    try:
+        result = yield
+    except BaseException:
+        if not state.finished:
+            try:
+                _finish(pyfuncitem, state, passed=False)
+            except NetplayError as exc:
+                pyfuncitem.add_report_section("call", "netplay", f"closing the sandbox failed: {exc}\n")
+        raise
+    message = _finish(pyfuncitem, state, passed=True)
+    if message is not None:
+        pytest.fail(message, pytrace=False)
+    return result
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when != "call":
+        return
+    counts = _counts(report)
+    if counts is None:
+        return
+    for name, value in report.user_properties:
+        if name == "netplay":
+            counts[value] = counts.get(value, 0) + 1
+
+
+_session_config: list[pytest.Config] = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _session_config[:] = [session.config]
+
+
+def _counts(report) -> dict | None:
+    if not _session_config:
+        return None
+    return _session_config[0].stash.get(_counts_key, None)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    counts = config.stash.get(_counts_key, {})
+    if not counts:
+        return
+    parts = []
+    for key, label in (("recorded", "recorded"), ("replayed", "replayed"), ("divergent", "divergent")):
+        if counts.get(key):
+            noun = "cassette" if counts[key] == 1 else "cassettes"
+            parts.append(f"{counts[key]} {noun} {label}")
+    terminalreporter.write_sep("-", "netplay")
+    terminalreporter.write_line(", ".join(parts))
+
+
+_ = os

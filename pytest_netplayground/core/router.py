@@ -116,7 +116,9 @@ class Router:
                 self.reply = make_icmp_unreachable(memoryview(buf)[:n], ICMP_HOST_UNREACHABLE)
                 self.dropped["no such host"] += 1
                 return Verdict.REPLY
-            self.dropped["outside subnet"] += 1
+            # Also reached by an ICMP error to an unowned subnet address, which is
+            # never answered with another one (RFC 1122 3.2.2) but has no host either.
+            self.dropped["no such host" if self._in_subnet(dst) else "outside subnet"] += 1
             return Verdict.DROP
         if proto != PROTO_TCP:
             self.target = target

@@ -131,6 +131,7 @@ class Process:
     stdout: Any = None
     stderr: Any = None
     returncode: int | None = None
+    output_files: dict = attrs.field(factory=dict)
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -263,6 +264,20 @@ class Host:
             raise ValueError("spawn needs a command")
         modes: list[str] = []
         fds: list[int] = []
+        opened: list[Any] = []
+        output_files: dict[str, str] = {}
+        if self.sandbox.output_dir is not None:
+            number = sum(1 for p in self.sandbox._processes if p.host is self) + 1
+            for stream_name, spec in (("stdout", stdout), ("stderr", stderr)):
+                if spec is None:
+                    path = os.path.join(self.sandbox.output_dir, f"{self.name}-{number}.{stream_name}")
+                    f = open(path, "ab")
+                    opened.append(f)
+                    output_files[stream_name] = path
+                    if stream_name == "stdout":
+                        stdout = f
+                    else:
+                        stderr = f
         for i, spec in enumerate((stdin, stdout, stderr)):
             if spec is None:
                 modes.append("fd")
@@ -276,17 +291,21 @@ class Host:
             else:
                 modes.append("fd")
                 fds.append(spec if isinstance(spec, int) else spec.fileno())
-        result, got = self.sandbox._channel.call(
-            "spawn",
-            fds=fds,
-            host=self.index,
-            argv=[os.fspath(a) for a in argv],
-            env=dict(os.environ) if env is None else dict(env),
-            cwd=os.fspath(cwd) if cwd is not None else os.getcwd(),
-            user=user,
-            group=group,
-            stdio=modes,
-        )
+        try:
+            result, got = self.sandbox._channel.call(
+                "spawn",
+                fds=fds,
+                host=self.index,
+                argv=[os.fspath(a) for a in argv],
+                env=dict(os.environ) if env is None else dict(env),
+                cwd=os.fspath(cwd) if cwd is not None else os.getcwd(),
+                user=user,
+                group=group,
+                stdio=modes,
+            )
+        finally:
+            for f in opened:
+                f.close()
         got_iter = iter(got)
         streams: list[Any] = []
         for i, mode in enumerate(modes):
@@ -304,6 +323,7 @@ class Host:
                 pass
             streams.append(stream)
         process = Process(self, result["pid"], args, *streams)
+        process.output_files = output_files
         self.sandbox._processes.append(process)
         return process
 
@@ -418,6 +438,7 @@ class Sandbox:
         pace: str = "causal",
         speed: float = 1.0,
         stall_timeout: float = 5.0,
+        output_dir: str | os.PathLike | None = None,
     ):
         from ..core.replay import ReplayConfig
 
@@ -432,6 +453,9 @@ class Sandbox:
         self.divergences = DivergenceReport(())
         self.cassette_written: str | None = None
         self.truncated_at: int | None = None
+        # Where output of processes spawned without stdout/stderr goes, one
+        # file per process and stream, so it can be shown per host.
+        self.output_dir = None if output_dir is None else os.fspath(output_dir)
         self.kill_signal = _signal_number(kill_signal)
         self.grace = grace
         self.verbose = verbose
@@ -572,6 +596,22 @@ class Sandbox:
         host = Host(self, info["index"], info["address"], info["name"])
         self.hosts.append(host)
         return host
+
+    def host_output(self, host: Host) -> dict[str, bytes]:
+        """What the host's processes wrote, by stream, when ``output_dir`` is set."""
+        collected: dict[str, bytes] = {}
+        for process in self._processes:
+            if process.host is not host:
+                continue
+            for stream, path in process.output_files.items():
+                try:
+                    with open(path, "rb") as f:
+                        data = f.read()
+                except OSError:
+                    continue
+                if data:
+                    collected[stream] = collected.get(stream, b"") + data
+        return collected
 
     def host(self, name_or_address: str) -> Host:
         for host in self.hosts:
