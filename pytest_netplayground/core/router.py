@@ -110,7 +110,7 @@ class Router:
         target = self.hosts.get(dst)
         proto = buf[9]
         if target is None:
-            if self._in_subnet(dst) and not (proto == PROTO_ICMP and n > ihl and buf[ihl] not in (0, 8)):
+            if self._in_subnet(dst) and not (proto == PROTO_ICMP and n > ihl and buf[ihl] not in (0, 3, 8)):
                 # An address of the subnet no host owns: answer as a router
                 # would after ARP failed, so connect() fails promptly.
                 self.reply = make_icmp_unreachable(memoryview(buf)[:n], ICMP_HOST_UNREACHABLE)

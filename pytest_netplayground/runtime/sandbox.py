@@ -8,6 +8,7 @@ descriptors, so they work here like local ones.
 
 from __future__ import annotations
 
+import atexit
 import os
 import selectors
 import signal
@@ -496,6 +497,7 @@ class Sandbox:
 
         from . import supervisor as supervisor_module
 
+        _reap_pending(block=False)
         options = self._supervisor_options()
         ours, theirs = control.make_pair()
         sys.stdout.flush()
@@ -526,13 +528,11 @@ class Sandbox:
         self._finalizer = weakref.finalize(self, _close_channel, ours)
         return self
 
-    def _reap(self) -> None:
+    def _reap(self, block: bool = True) -> None:
         if self._supervisor_pid is not None:
-            try:
-                os.waitpid(self._supervisor_pid, 0)
-            except ChildProcessError:
-                pass
-            self._supervisor_pid = None
+            _reap_later(self._supervisor_pid)
+            if block:
+                _reap_pending(block=True)
 
     def close(self, cassette: str | tuple = "commit") -> None:
         """Stop every process (kill signal, then SIGKILL after ``grace``) and tear down.
@@ -565,7 +565,9 @@ class Sandbox:
                 process.returncode = channel.exits[process.pid]
         if self._finalizer is not None:
             self._finalizer()
-        self._reap()
+        # Everything of ours is stopped; the kernel's unregistering of the TUN
+        # devices as the supervisor exits takes ~100 ms, so reap it later.
+        self._reap(block=False)
         if error is not None:
             raise error
 
@@ -631,6 +633,27 @@ class Sandbox:
     def stats(self) -> dict:
         value, _ = self._channel.call("stats")
         return value
+
+
+_unreaped: set[int] = set()
+
+
+def _reap_later(pid: int) -> None:
+    _unreaped.add(pid)
+
+
+def _reap_pending(block: bool) -> None:
+    """Collect exited supervisors; with ``block``, wait for all of them."""
+    for pid in list(_unreaped):
+        try:
+            done, _ = os.waitpid(pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        if done:
+            _unreaped.discard(pid)
+
+
+atexit.register(_reap_pending, True)
 
 
 def _max_fd() -> int:
