@@ -75,11 +75,14 @@ class Router:
     reply: bytes = b""
     _net: int = 0
     _mask: int = 0
+    _edges: set = attrs.field(factory=set)
 
     def __attrs_post_init__(self) -> None:
         net = self.plan.subnet.network
         self._net = int(net.network_address)
         self._mask = int(net.netmask)
+        # Network and broadcast addresses: never answered (RFC 1122 3.2.2).
+        self._edges = {net.network_address.packed, net.broadcast_address.packed}
 
     def add_host(self, index: int, address: str) -> None:
         """Make ``address`` reachable as host ``index``; precompute its alias deltas."""
@@ -110,7 +113,10 @@ class Router:
         target = self.hosts.get(dst)
         proto = buf[9]
         if target is None:
-            if self._in_subnet(dst) and not (proto == PROTO_ICMP and n > ihl and buf[ihl] not in (0, 3, 8)):
+            answerable = not (proto == PROTO_ICMP and n > ihl and buf[ihl] not in (0, 8)) and not (
+                buf[6] & 0x1F or buf[7]  # only the first fragment is answered
+            )
+            if self._in_subnet(dst) and answerable and dst not in self._edges:
                 # An address of the subnet no host owns: answer as a router
                 # would after ARP failed, so connect() fails promptly.
                 self.reply = make_icmp_unreachable(memoryview(buf)[:n], ICMP_HOST_UNREACHABLE)
@@ -162,6 +168,9 @@ class Router:
             return Verdict.DROP
         if buf[9] != PROTO_TCP:
             self.dropped["proxy: not tcp"] += 1
+            return Verdict.DROP
+        if ihl < 20 or n < ihl + 20 or ((buf[2] << 8) | buf[3]) != n:
+            self.dropped["proxy: bad length"] += 1
             return Verdict.DROP
         entry = self._from_alias.get(bytes(buf[12:16]))
         if entry is None:

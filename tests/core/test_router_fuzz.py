@@ -1,0 +1,286 @@
+"""Whatever bytes reach the router, it answers with a verdict and keeps its books straight."""
+
+from __future__ import annotations
+
+import struct
+
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+from scapy.layers.inet import (
+    ICMP,
+    IP,
+    TCP,
+    UDP,
+    IPOption_EOL,
+    IPOption_NOP,
+    IPOption_Router_Alert,
+    IPOption_RR,
+    IPOption_Timestamp,
+)
+from scapy.layers.inet6 import IPv6
+
+from pytest_netplayground.core.addressing import AddressPlan
+from pytest_netplayground.core.describe import describe_packet
+from pytest_netplayground.core.router import Router, Verdict
+
+VERDICTS = {v for k, v in vars(Verdict).items() if not k.startswith("_")}
+SIDES = ["from_host", "from_proxy"]
+
+FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+HOSTS = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+HOST_ALIASES = ["245.255.255.254", "245.255.255.253", "245.255.255.252"]
+ADDRESSES = [
+    "10.0.0.1",
+    "10.0.0.2",
+    "10.0.0.3",
+    "10.0.0.200",
+    "10.0.0.0",
+    "10.0.0.255",
+    "245.255.255.254",
+    "245.255.255.252",
+    "245.255.255.100",
+    "192.168.1.1",
+    "0.0.0.0",
+    "255.255.255.255",
+]
+
+SYNS = [
+    bytes(IP(src=src, dst=dst) / TCP(sport=sport, dport=80, flags="S"))
+    for src, dst in [("10.0.0.1", "10.0.0.2"), ("10.0.0.3", "10.0.0.1")]
+    for sport in (40000, 40001)
+]
+
+DAMAGE = [
+    "none",
+    "none",
+    "none",
+    "ip checksum",
+    "flipped body bit",
+    "truncate",
+    "total length",
+    "ihl",
+    "version",
+]
+
+IP_OPTIONS = [IPOption_NOP, IPOption_EOL, IPOption_RR, IPOption_Timestamp, IPOption_Router_Alert]
+
+
+def make_router() -> Router:
+    router = Router(AddressPlan("10.0.0.0/24"))
+    for i in range(3):
+        router.add_host(i, f"10.0.0.{i + 1}")
+    return router
+
+
+def folded_sum(data: bytes) -> int:
+    if len(data) % 2:
+        data = bytes(data) + b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def ip_header_valid(packet: bytes) -> bool:
+    """Version 4, a header length of at least 20 that fits, and a checksum a receiver accepts."""
+    if len(packet) < 20 or packet[0] >> 4 != 4:
+        return False
+    ihl = (packet[0] & 0x0F) * 4
+    return 20 <= ihl <= len(packet) and folded_sum(packet[:ihl]) == 0xFFFF
+
+
+def tcp_checksum_valid(packet: bytes) -> bool:
+    """An unfragmented TCP segment, at least a header long, whose checksum a receiver accepts."""
+    ihl = (packet[0] & 0x0F) * 4
+    segment = packet[ihl:]
+    if packet[9] != 6 or len(segment) < 20:
+        return False
+    pseudo = packet[12:20] + struct.pack("!BBH", 0, 6, len(segment))
+    return folded_sum(pseudo + segment) == 0xFFFF
+
+
+def feed(router: Router, side: str, packet: bytes) -> tuple[int, int, bytes]:
+    """(verdict, increase of the drop counters, the packet as left in the buffer)."""
+    note(describe_packet(packet))
+    buf = bytearray(b"\x55" * 65536)  # stale bytes past the packet, as in the shell's reused buffer
+    buf[: len(packet)] = packet
+    before = sum(router.dropped.values())
+    verdict = getattr(router, side)(buf, len(packet))
+    return verdict, sum(router.dropped.values()) - before, bytes(buf[: len(packet)])
+
+
+# --- strategies ---------------------------------------------------------------------
+
+
+@st.composite
+def large_bytes(draw) -> bytes:
+    """Up to 65535 bytes: a drawn prefix, then filler, without drawing every byte."""
+    size = draw(st.integers(201, 65535))
+    prefix = draw(st.binary(max_size=64))
+    fill = draw(st.sampled_from([b"\0", b"\xff", b"E"]))
+    return (prefix + fill * size)[:size]
+
+
+arbitrary_bytes = st.one_of(*[st.binary(max_size=200)] * 4, large_bytes())
+
+
+@st.composite
+def transport(draw):
+    kind = draw(st.sampled_from(["tcp", "tcp", "tcp", "udp", "icmp", "other"]))
+    payload = draw(st.binary(max_size=40))
+    if kind == "tcp":
+        options = draw(st.sampled_from([[], [("MSS", 1460)], [("NOP", None), ("WScale", 7)]]))
+        layer = TCP(
+            sport=draw(st.integers(0, 65535)),
+            dport=draw(st.integers(0, 65535)),
+            flags=draw(st.integers(0, 255)),
+            seq=draw(st.integers(0, 2**32 - 1)),
+            ack=draw(st.integers(0, 2**32 - 1)),
+            options=options,
+        )
+    elif kind == "udp":
+        layer = UDP(sport=draw(st.integers(0, 65535)), dport=draw(st.integers(0, 65535)))
+    elif kind == "icmp":
+        layer = ICMP(type=draw(st.sampled_from([0, 3, 5, 8, 11, 12, 13, 255])), code=draw(st.integers(0, 15)))
+    else:
+        return payload, draw(st.integers(0, 255).filter(lambda p: p not in (1, 6, 17)))
+    return layer / payload, None
+
+
+@st.composite
+def ipv4_packets(draw) -> bytes:
+    """An IPv4 packet built by scapy, then perhaps damaged in one of several ways."""
+    layer, proto = draw(transport())
+    options = [option() for option in draw(st.lists(st.sampled_from(IP_OPTIONS), max_size=3))]
+    sources = draw(st.sampled_from([HOSTS, HOST_ALIASES, ADDRESSES]))
+    ip = IP(
+        src=draw(st.sampled_from(sources)),
+        dst=draw(st.sampled_from(draw(st.sampled_from([HOSTS, ADDRESSES])))),
+        options=options,
+        flags=draw(st.sampled_from([0, "DF", "MF", "DF+MF", "evil"])),
+        frag=draw(st.sampled_from([0, 0, 0, 1, 185, 8191])),
+        id=draw(st.integers(0, 65535)),
+        ttl=draw(st.integers(0, 255)),
+    )
+    if proto is not None:
+        ip.proto = proto
+    packet = bytearray(bytes(ip / layer))
+    damage = draw(st.sampled_from(DAMAGE))
+    if damage == "ip checksum":
+        packet[10] ^= draw(st.integers(1, 255))
+    elif damage == "flipped body bit" and len(packet) > 20:
+        packet[draw(st.integers(20, len(packet) - 1))] ^= 0x01
+    elif damage == "truncate":
+        packet = packet[: draw(st.integers(0, len(packet)))]
+    elif damage == "total length":
+        struct.pack_into("!H", packet, 2, draw(st.integers(0, 65535)))
+    elif damage == "ihl":
+        packet[0] = 0x40 | draw(st.integers(0, 15))
+    elif damage == "version":
+        packet[0] = (draw(st.integers(0, 15)) << 4) | (packet[0] & 0x0F)
+    return bytes(packet)
+
+
+@st.composite
+def ipv6_packets(draw) -> bytes:
+    upper = draw(st.sampled_from([TCP(flags="S"), UDP(), ICMP()]))
+    return bytes(IPv6(src="fd00::1", dst="fd00::2") / upper / draw(st.binary(max_size=20)))
+
+
+packets = st.one_of(ipv4_packets(), ipv4_packets(), ipv4_packets(), ipv6_packets())
+anything = st.one_of(arbitrary_bytes, packets)
+
+
+# --- properties -----------------------------------------------------------------------
+
+
+@FUZZ
+@given(side=st.sampled_from(SIDES), packet=arbitrary_bytes)
+def test_arbitrary_bytes_get_a_verdict(side, packet):
+    verdict, _, _ = feed(make_router(), side, packet)
+    assert verdict in VERDICTS
+
+
+@FUZZ
+@given(side=st.sampled_from(SIDES), packet=packets)
+def test_crafted_and_damaged_packets_get_a_verdict(side, packet):
+    verdict, _, _ = feed(make_router(), side, packet)
+    assert verdict in VERDICTS
+
+
+@FUZZ
+@given(side=st.sampled_from(SIDES), packet=anything)
+def test_a_drop_is_counted_exactly_once(side, packet):
+    verdict, counted, _ = feed(make_router(), side, packet)
+    if verdict == Verdict.DROP:
+        assert counted == 1
+
+
+@FUZZ
+@given(side=st.sampled_from(SIDES), packet=anything)
+def test_only_drops_and_replies_are_counted(side, packet):
+    verdict, counted, _ = feed(make_router(), side, packet)
+    if verdict not in (Verdict.DROP, Verdict.REPLY):
+        assert counted == 0
+
+
+@FUZZ
+@given(side=st.sampled_from(SIDES), packet=packets)
+def test_forwarded_packets_keep_a_valid_ip_header_checksum(side, packet):
+    valid_before = ip_header_valid(packet)
+    verdict, _, out = feed(make_router(), side, packet)
+    if verdict in (Verdict.TO_PROXY, Verdict.DELIVER) and valid_before:
+        assert ip_header_valid(out)
+
+
+@FUZZ
+@given(side=st.sampled_from(SIDES), packet=packets)
+def test_forwarded_packets_keep_a_valid_tcp_checksum(side, packet):
+    valid_before = ip_header_valid(packet) and tcp_checksum_valid(packet)
+    verdict, _, out = feed(make_router(), side, packet)
+    if verdict in (Verdict.TO_PROXY, Verdict.DELIVER) and valid_before:
+        assert tcp_checksum_valid(out)
+
+
+@FUZZ
+@given(packet=packets)
+def test_replies_to_hosts_are_valid_icmp_unreachables(packet):
+    router = make_router()
+    verdict, _, _ = feed(router, "from_host", packet)
+    if verdict == Verdict.REPLY:
+        reply = router.reply
+        assert ip_header_valid(reply)
+        assert folded_sum(reply[20:]) == 0xFFFF
+        assert reply[20] == 3
+        assert reply[16:20] == packet[12:16]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.tuples(st.just("from_host"), st.sampled_from(SYNS)),
+            st.tuples(st.sampled_from(SIDES), anything),
+            st.tuples(st.sampled_from(["release", "refuse", "unreachable", "forget"]), st.none()),
+        ),
+        max_size=12,
+    )
+)
+def test_sequences_of_packets_and_gate_decisions_never_raise(steps):
+    router = make_router()
+    keys = []
+    for action, packet in steps:
+        if packet is not None:
+            verdict, _, _ = feed(router, action, packet)
+            assert verdict in VERDICTS
+            if verdict == Verdict.NEW_CONNECTION:
+                keys.append(router.key)
+        elif keys:
+            result = getattr(router, action)(keys[-1])
+            if action == "release" and result is not None:
+                assert ip_header_valid(result)
+            elif action in ("refuse", "unreachable") and result is not None:
+                host, answer = result
+                assert host in router.hosts.values()
+                assert ip_header_valid(answer)
