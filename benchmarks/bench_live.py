@@ -1,0 +1,758 @@
+"""Live-mode cost of the sandbox, measured against a direct veth pair.
+
+Usage (as root, takes one to two minutes; ``--quick`` is a smoke run of a few seconds)::
+
+    python benchmarks/bench_live.py [--quick] [--json FILE] [--profile FILE [--native]]
+
+One run measures the same client/server programs in two setups:
+
+* direct veth: two network namespaces (``netplay-bench-<pid>-a`` and ``-b``, made with
+  pyroute2, addresses 10.99.0.1 and 10.99.0.2) joined by a veth pair: the kernel's own limit;
+* sandbox: a live-mode :class:`pytest_netplayground.Sandbox` with a server host (10.0.0.1)
+  and a client host (10.0.0.2), every TCP connection going through the router and proxy.
+
+Both setups stay up while the traffic metrics are measured in turns (veth, sandbox, veth, ...),
+3 rounds (1 with ``--quick``), and the median of the rounds is kept, so that other load on the
+machine weighs on both alike. Metrics, for both setups:
+
+* bulk TCP throughput over one connection: ``iperf3 -n 2G -J`` (200M with ``--quick``), the
+  receiver's bits per second;
+* 64-byte request/response round-trip time, p50 and p99: a Python ping-pong pair in this file
+  (20000 round trips after 1000 of warm-up; 1000 after 200 with ``--quick``);
+* new connections per second: a Python client in this file that, for 3 s (1 s with ``--quick``),
+  connects, waits for the server to close (so each counted connection was accepted), and closes;
+  the server accepts and closes at once;
+* setup plus teardown, in ms, median and p90 of 20 runs (5 with ``--quick``) after one warm-up
+  run that is not counted, pyroute2 already imported: ``with Sandbox() as sb: sb.add_host();
+  sb.add_host()`` for the sandbox, two namespaces plus a configured veth pair for the baseline.
+
+It prints a table with the ratio sandbox/veth for each metric and the targets (throughput
+>= 0.5x, RTT p50 <= 2x, connections/s >= 0.5x, 2-host setup+teardown <= 50 ms median), each
+marked MET or NOT MET. The exit status is 0 whether or not the targets are met (1 if a
+measurement failed). ``--json FILE`` writes every number. ``--profile FILE`` then runs the
+sandbox throughput case once more under py-spy, sampling the supervisor, writes py-spy's raw
+(collapsed stacks) output to FILE and prints the functions with the most self time; with
+``--native`` the C frames are sampled too, so time inside system calls (the kernel's work on a
+TUN write, for instance) shows apart from time in the interpreter.
+
+Needs: root, python3 with pyroute2 (a dependency of the package), iperf3 (Debian package
+``iperf3``); for ``--profile`` only, py-spy (``pip install py-spy``). The package is imported
+as installed (or from ``PYTHONPATH``), else from this checkout. Traffic goes only
+between the namespaces this script makes. The veth namespaces are removed in a ``finally``,
+on Ctrl-C and SIGTERM too.
+"""
+
+# Requirements for .ci/run if this benchmark is run there:
+#   apt-get install iperf3          (already installed by .ci/run)
+#   pip install py-spy              (only for --profile)
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+HERE = Path(__file__).resolve()
+REPO = HERE.parent.parent
+
+VETH_SERVER = "10.99.0.1"
+VETH_CLIENT = "10.99.0.2"
+PREFIXLEN = 24
+VETH_IF = "veth0"
+
+IPERF_PORT = 5201
+RR_PORT = 5301
+CONN_PORT = 5302
+MESSAGE = 64
+
+FULL = {
+    "bytes": "2G",
+    "round_trips": 20000,
+    "rr_warmup": 1000,
+    "conn_seconds": 3.0,
+    "rounds": 3,
+    "setup_runs": 20,
+}
+QUICK = {
+    "bytes": "200M",
+    "round_trips": 1000,
+    "rr_warmup": 200,
+    "conn_seconds": 1.0,
+    "rounds": 1,
+    "setup_runs": 5,
+}
+
+TARGETS = {
+    "throughput": (">=", 0.5),
+    "rtt_p50": ("<=", 2.0),
+    "conn_per_s": (">=", 0.5),
+    "setup_teardown_median_ms": ("<=", 50.0),
+}
+
+
+# -- the client/server programs, run as ``bench_live.py _worker ROLE ...`` in both setups ---------------
+
+
+def _listen(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("0.0.0.0", port))
+    sock.listen(1024)
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    return sock
+
+
+def _recv_exactly(sock: socket.socket, view: memoryview) -> bool:
+    got = 0
+    while got < len(view):
+        n = sock.recv_into(view[got:])
+        if n == 0:
+            return False
+        got += n
+    return True
+
+
+def worker_rr_server(port: int) -> None:
+    """Echo 64-byte messages on one connection until EOF."""
+    with _listen(port) as listener:
+        conn, _ = listener.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    buf = bytearray(MESSAGE)
+    view = memoryview(buf)
+    with conn:
+        while _recv_exactly(conn, view):
+            conn.sendall(buf)
+
+
+def worker_rr_client(host: str, port: int, count: int, warmup: int) -> None:
+    """Send 64 bytes, wait for 64 back; time each round trip after the warm-up; print JSON."""
+    sock = socket.create_connection((host, port), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    payload = b"x" * MESSAGE
+    buf = bytearray(MESSAGE)
+    view = memoryview(buf)
+    clock = time.perf_counter_ns
+    samples = [0] * count
+    with sock:
+        for i in range(warmup + count):
+            start = clock()
+            sock.sendall(payload)
+            if not _recv_exactly(sock, view):
+                raise SystemExit("server closed the ping-pong connection early")
+            if i >= warmup:
+                samples[i - warmup] = clock() - start
+    us = [s / 1000 for s in samples]
+    q = statistics.quantiles(us, n=100, method="inclusive")
+    print(
+        json.dumps({"round_trips": count, "p50_us": q[49], "p99_us": q[98], "mean_us": statistics.fmean(us)})
+    )
+
+
+def worker_accept_server(port: int) -> None:
+    """Accept and close at once, until killed."""
+    with _listen(port) as listener:
+        while True:
+            conn, _ = listener.accept()
+            conn.close()
+
+
+def worker_connect_client(host: str, port: int, seconds: float) -> None:
+    """Connect, wait for the server's close, close; in a loop for ``seconds``; print JSON."""
+
+    def one() -> None:
+        with socket.create_connection((host, port), timeout=10) as sock:
+            while sock.recv(64):
+                pass
+
+    for _ in range(50):  # warm-up
+        one()
+    count = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    while True:
+        one()
+        count += 1
+        now = time.perf_counter()
+        if now >= deadline:
+            break
+    print(json.dumps({"connections": count, "seconds": now - start, "per_s": count / (now - start)}))
+
+
+def worker_main(argv: list[str]) -> None:
+    role, args = argv[0], argv[1:]
+    if role == "rr-server":
+        worker_rr_server(int(args[0]))
+    elif role == "rr-client":
+        worker_rr_client(args[0], int(args[1]), int(args[2]), int(args[3]))
+    elif role == "accept-server":
+        worker_accept_server(int(args[0]))
+    elif role == "connect-client":
+        worker_connect_client(args[0], int(args[1]), float(args[2]))
+    else:
+        raise SystemExit(f"unknown worker role {role!r}")
+
+
+def worker_argv(role: str, *args: object) -> list[str]:
+    return [sys.executable, str(HERE), "_worker", role, *(str(a) for a in args)]
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+
+def quantile(values: list[float], q: int) -> float:
+    """The q-th percentile (inclusive method)."""
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def parse_json_output(what: str, result: subprocess.CompletedProcess) -> dict:
+    if result.returncode != 0:
+        err = result.stderr.decode(errors="replace") if result.stderr else ""
+        out = result.stdout.decode(errors="replace") if result.stdout else ""
+        raise RuntimeError(f"{what} exited with {result.returncode}: {err.strip()} {out.strip()[-500:]}")
+    return json.loads(result.stdout)
+
+
+def iperf_bits_per_second(result: subprocess.CompletedProcess) -> float:
+    data = parse_json_output("iperf3 client", result)
+    if "error" in data:
+        raise RuntimeError(f"iperf3: {data['error']}")
+    return float(data["end"]["sum_received"]["bits_per_second"])
+
+
+def read_ready(process) -> None:
+    line = process.stdout.readline()
+    if line.strip() != b"ready":
+        raise RuntimeError(f"server {process.args!r} did not start (said {line!r})")
+
+
+def stop(process) -> None:
+    if process.poll() is None:
+        process.kill()
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:
+        pass
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+def listening_in(pid: int, port: int) -> bool:
+    """Whether a TCP socket in process ``pid``'s network namespace listens on ``port``."""
+    lines = []
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{table}") as f:
+                lines += f.read().splitlines()[1:]
+        except OSError:
+            pass
+    for line in lines:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            return True
+    return False
+
+
+# -- the direct veth baseline -------------------------------------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNET = 0x40000000
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM back for the body; they are delivered right after it."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class VethPair:
+    """Two named namespaces joined by a veth pair; ``a`` serves on 10.99.0.1, ``b`` is the client."""
+
+    def __init__(self, prefix: str):
+        self.names = (f"{prefix}-a", f"{prefix}-b")
+        self.created: list[str] = []
+        self.processes: list[subprocess.Popen] = []
+        self.fds: dict[str, int] = {}
+        self.server_address = VETH_SERVER
+
+    def create(self) -> None:
+        with signals_held():  # a Ctrl-C lands after this, when close() knows every name made
+            self._create()
+
+    def _create(self) -> None:
+        from pyroute2 import IPRoute, netns
+
+        a, b = self.names
+        for name in self.names:
+            self.created.append(name)  # before create: a half-made one is removed too
+            netns.create(name)
+        for name, address, peer in ((a, VETH_SERVER, b), (b, VETH_CLIENT, None)):
+            netns.pushns(name)
+            try:
+                with IPRoute() as ipr:
+                    if peer is not None:
+                        ipr.link(
+                            "add", ifname=VETH_IF, kind="veth", peer={"ifname": VETH_IF, "net_ns_fd": peer}
+                        )
+                    idx = ipr.link_lookup(ifname=VETH_IF)[0]
+                    ipr.addr("add", index=idx, address=address, prefixlen=PREFIXLEN)
+                    ipr.link("set", index=idx, state="up")
+                    ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+            finally:
+                netns.popns()
+
+    def close(self) -> None:
+        with signals_held():  # a second Ctrl-C must not cut the clean-up short
+            self._close()
+
+    def _close(self) -> None:
+        from pyroute2 import netns
+
+        for process in self.processes:
+            stop(process)
+        self.processes.clear()
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+        while self.created:
+            name = self.created.pop()
+            try:
+                netns.remove(name)
+            except OSError:
+                pass
+
+    def _enter(self, side: int):
+        name = self.names[side]
+        if name not in self.fds:
+            self.fds[name] = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+        fd = self.fds[name]
+
+        def preexec() -> None:
+            if _libc.setns(fd, CLONE_NEWNET) != 0:
+                os._exit(126)
+
+        return preexec
+
+    def spawn(self, side: int, argv: list[str], stdout=None) -> subprocess.Popen:
+        preexec = self._enter(side)
+        quiet = subprocess.DEVNULL
+        process = subprocess.Popen(argv, stdout=stdout, stderr=quiet, preexec_fn=preexec)  # noqa: PLW1509
+        self.processes.append(process)
+        return process
+
+    def run(self, side: int, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+        preexec = self._enter(side)
+        return subprocess.run(argv, check=False, capture_output=True, timeout=timeout, preexec_fn=preexec)
+
+    def wait_for_port(self, process: subprocess.Popen, port: int, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not listening_in(process.pid, port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{process.args!r} did not listen on port {port}")
+            time.sleep(0.005)
+
+
+@contextlib.contextmanager
+def veth_pair(prefix: str) -> Iterator[VethPair]:
+    """A ready :class:`VethPair`, removed on the way out whatever happens (Ctrl-C included)."""
+    pair = VethPair(prefix)
+    try:
+        pair.create()
+        yield pair
+    finally:
+        pair.close()
+
+
+class SandboxSetup:
+    """The same interface over a live-mode sandbox: host 0 serves on 10.0.0.1, host 1 is the client."""
+
+    def __init__(self, sandbox):
+        self.sandbox = sandbox
+        self.hosts = [sandbox.add_host(name="server"), sandbox.add_host(name="client")]
+        self.server_address = self.hosts[0].address
+
+    def spawn(self, side: int, argv: list[str], stdout=None):
+        from pytest_netplayground.runtime.sandbox import DEVNULL
+
+        return self.hosts[side].spawn(argv, stdout=stdout, stderr=DEVNULL)
+
+    def run(self, side: int, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+        return self.hosts[side].run(argv, timeout=timeout)
+
+    def wait_for_port(self, process, port: int, timeout: float = 5.0) -> None:
+        self.hosts[0].wait_for_port(port, timeout=timeout)
+
+
+# -- the measurements ---------------------------------------------------------------------------------
+
+
+def measure_throughput(setup, size: str) -> float:
+    server = setup.spawn(0, ["iperf3", "-s", "-1", "-p", str(IPERF_PORT)], stdout=subprocess.DEVNULL)
+    try:
+        setup.wait_for_port(server, IPERF_PORT)
+        argv = ["iperf3", "-c", setup.server_address, "-p", str(IPERF_PORT), "-n", size, "-J"]
+        return iperf_bits_per_second(setup.run(1, argv, timeout=300))
+    finally:
+        stop(server)
+
+
+def measure_rtt(setup, count: int, warmup: int) -> dict:
+    server = setup.spawn(0, worker_argv("rr-server", RR_PORT), stdout=subprocess.PIPE)
+    try:
+        read_ready(server)
+        argv = worker_argv("rr-client", setup.server_address, RR_PORT, count, warmup)
+        return parse_json_output("ping-pong client", setup.run(1, argv, timeout=300))
+    finally:
+        stop(server)
+
+
+def measure_connections(setup, seconds: float) -> dict:
+    server = setup.spawn(0, worker_argv("accept-server", CONN_PORT), stdout=subprocess.PIPE)
+    try:
+        read_ready(server)
+        argv = worker_argv("connect-client", setup.server_address, CONN_PORT, seconds)
+        return parse_json_output("connect client", setup.run(1, argv, timeout=seconds + 120))
+    finally:
+        stop(server)
+
+
+def measure_traffic(setup, params: dict) -> dict:
+    bps = measure_throughput(setup, params["bytes"])
+    rtt = measure_rtt(setup, params["round_trips"], params["rr_warmup"])
+    conns = measure_connections(setup, params["conn_seconds"])
+    return {
+        "throughput_gbit_s": bps / 1e9,
+        "rtt_p50_us": rtt["p50_us"],
+        "rtt_p99_us": rtt["p99_us"],
+        "rtt_mean_us": rtt["mean_us"],
+        "conn_per_s": conns["per_s"],
+    }
+
+
+def measure_rounds(setups: dict, params: dict) -> dict[str, dict]:
+    """Measure every setup in turn, ``rounds`` times; the median of the rounds for each metric.
+
+    Taking turns spreads any other load on the machine over both setups alike.
+    """
+    rounds: dict[str, list[dict]] = {label: [] for label in setups}
+    for r in range(params["rounds"]):
+        for label, setup in setups.items():
+            result = measure_traffic(setup, params)
+            rounds[label].append(result)
+            print(
+                f"  round {r + 1}/{params['rounds']} {label:>7}: {result['throughput_gbit_s']:.2f} Gbit/s, "
+                f"RTT p50 {result['rtt_p50_us']:.0f} us p99 {result['rtt_p99_us']:.0f} us, "
+                f"{result['conn_per_s']:.0f} conn/s",
+                flush=True,
+            )
+    summary = {}
+    for label, results in rounds.items():
+        summary[label] = {key: statistics.median(r[key] for r in results) for key in results[0]}
+        summary[label]["rounds"] = results
+    return summary
+
+
+def timed_runs(make, runs: int) -> dict:
+    """Run ``make`` once as warm-up, then ``runs`` times; median and p90 in ms."""
+    make()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        make()
+        times.append((time.perf_counter() - start) * 1000)
+    return {"median_ms": statistics.median(times), "p90_ms": quantile(times, 90), "runs_ms": times}
+
+
+def measure_sandbox_setup(runs: int) -> dict:
+    from pytest_netplayground import Sandbox
+
+    def make() -> None:
+        with Sandbox() as sb:
+            sb.add_host()
+            sb.add_host()
+
+    return timed_runs(make, runs)
+
+
+def measure_veth_setup(prefix: str, runs: int) -> dict:
+    counter = iter(range(1 << 30))
+
+    def make() -> None:
+        with veth_pair(f"{prefix}-s{next(counter)}"):
+            pass
+
+    return timed_runs(make, runs)
+
+
+# -- profile ------------------------------------------------------------------------------------------
+
+
+def profile_throughput(size: str, out: str, native: bool = False, top: int = 15) -> list[tuple[str, float]]:
+    """Run the sandbox throughput case under py-spy (sampling the supervisor); top self-time functions."""
+    from pytest_netplayground import Sandbox
+
+    pyspy = shutil.which("py-spy")
+    if pyspy is None:
+        raise RuntimeError("py-spy is not installed (pip install py-spy)")
+    with Sandbox() as sb:
+        setup = SandboxSetup(sb)
+        server = setup.spawn(0, ["iperf3", "-s", "-1", "-p", str(IPERF_PORT)], stdout=subprocess.DEVNULL)
+        setup.wait_for_port(server, IPERF_PORT)
+        argv = [
+            pyspy,
+            "record",
+            "--format",
+            "raw",
+            "--nolineno",
+            *(["--native"] if native else []),
+            "--rate",
+            "250",
+            "-o",
+            out,
+            "--pid",
+            str(sb.supervisor_pid),
+        ]
+        spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            time.sleep(1.0)  # let py-spy attach
+            client = ["iperf3", "-c", setup.server_address, "-p", str(IPERF_PORT), "-n", size, "-J"]
+            bps = iperf_bits_per_second(setup.run(1, client, timeout=300))
+        finally:
+            spy.send_signal(signal.SIGINT)
+            _, err = spy.communicate(timeout=30)
+        stop(server)
+    if spy.returncode not in (0, -signal.SIGINT) or not os.path.exists(out):
+        raise RuntimeError(f"py-spy failed ({spy.returncode}): {err.decode(errors='replace').strip()}")
+    print(f"  profiled run: {bps / 1e9:.2f} Gbit/s (slowed by sampling)")
+    self_time: dict[str, int] = {}
+    total = 0
+    with open(out) as f:
+        for line in f:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            if not stack:
+                continue
+            leaf = stack.split(";")[-1]
+            self_time[leaf] = self_time.get(leaf, 0) + int(count)
+            total += int(count)
+    ranked = sorted(self_time.items(), key=lambda item: -item[1])[:top]
+    return [(name, 100.0 * n / total) for name, n in ranked]
+
+
+# -- report -------------------------------------------------------------------------------------------
+
+
+def verdict(name: str, value: float) -> tuple[str, bool]:
+    op, limit = TARGETS[name]
+    met = value >= limit if op == ">=" else value <= limit
+    unit = " ms" if name.endswith("_ms") else "x"
+    return f"{op} {limit:g}{unit}", met
+
+
+def build_report(veth: dict, sandbox: dict) -> tuple[list[list[str]], dict, dict]:
+    ratios = {
+        "throughput": sandbox["throughput_gbit_s"] / veth["throughput_gbit_s"],
+        "rtt_p50": sandbox["rtt_p50_us"] / veth["rtt_p50_us"],
+        "rtt_p99": sandbox["rtt_p99_us"] / veth["rtt_p99_us"],
+        "conn_per_s": sandbox["conn_per_s"] / veth["conn_per_s"],
+        "setup_teardown_median": sandbox["setup"]["median_ms"] / veth["setup"]["median_ms"],
+    }
+    targets = {}
+    for name, value in (
+        ("throughput", ratios["throughput"]),
+        ("rtt_p50", ratios["rtt_p50"]),
+        ("conn_per_s", ratios["conn_per_s"]),
+        ("setup_teardown_median_ms", sandbox["setup"]["median_ms"]),
+    ):
+        text, met = verdict(name, value)
+        targets[name] = {"target": text, "value": value, "met": met}
+
+    def status(name: str | None) -> tuple[str, str]:
+        if name is None:
+            return "", ""
+        return targets[name]["target"], "MET" if targets[name]["met"] else "NOT MET"
+
+    rows = [
+        [
+            "bulk TCP throughput (Gbit/s)",
+            f"{veth['throughput_gbit_s']:.2f}",
+            f"{sandbox['throughput_gbit_s']:.2f}",
+            f"{ratios['throughput']:.2f}x",
+            *status("throughput"),
+        ],
+        [
+            "64-byte RTT p50 (us)",
+            f"{veth['rtt_p50_us']:.0f}",
+            f"{sandbox['rtt_p50_us']:.0f}",
+            f"{ratios['rtt_p50']:.2f}x",
+            *status("rtt_p50"),
+        ],
+        [
+            "64-byte RTT p99 (us)",
+            f"{veth['rtt_p99_us']:.0f}",
+            f"{sandbox['rtt_p99_us']:.0f}",
+            f"{ratios['rtt_p99']:.2f}x",
+            *status(None),
+        ],
+        [
+            "new connections/s",
+            f"{veth['conn_per_s']:.0f}",
+            f"{sandbox['conn_per_s']:.0f}",
+            f"{ratios['conn_per_s']:.2f}x",
+            *status("conn_per_s"),
+        ],
+        [
+            "2-host setup+teardown median (ms)",
+            f"{veth['setup']['median_ms']:.1f}",
+            f"{sandbox['setup']['median_ms']:.1f}",
+            f"{ratios['setup_teardown_median']:.2f}x",
+            *status("setup_teardown_median_ms"),
+        ],
+        [
+            "2-host setup+teardown p90 (ms)",
+            f"{veth['setup']['p90_ms']:.1f}",
+            f"{sandbox['setup']['p90_ms']:.1f}",
+            "",
+            *status(None),
+        ],
+    ]
+    return rows, ratios, targets
+
+
+def print_table(rows: list[list[str]]) -> None:
+    header = ["metric", "direct veth", "sandbox", "ratio", "target", "status"]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    print(" | ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
+    print("-|-".join("-" * w for w in widths))
+    for row in rows:
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:4], widths[1:4])]
+        cells += [c.ljust(w) for c, w in zip(row[4:], widths[4:])]
+        print(" | ".join(cells).rstrip())
+
+
+# -- main ---------------------------------------------------------------------------------------------
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--json", metavar="FILE", help="write the numbers to FILE")
+    parser.add_argument(
+        "--native",
+        action="store_true",
+        help="with --profile: sample native frames too (splits the time spent in system calls out)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="also profile the sandbox throughput case with py-spy (raw output to FILE)",
+    )
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        parser.error("needs root (network namespaces)")
+    if shutil.which("iperf3") is None:
+        parser.error("needs iperf3 (apt-get install iperf3)")
+    try:
+        import pytest_netplayground  # noqa: F401
+    except ImportError:
+        sys.path.insert(0, str(REPO))
+    import pyroute2  # noqa: F401  (imported up front: setup timings exclude the import)
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
+    from pytest_netplayground import Sandbox
+
+    params = QUICK if args.quick else FULL
+    prefix = f"netplay-bench-{os.getpid()}"
+    started = time.monotonic()
+    load = os.getloadavg()[0]
+    print(f"bench_live ({'quick' if args.quick else 'full'}): {params}; load average {load:.2f}", flush=True)
+    if load > 0.5:
+        print("  (other work is running on this machine: the numbers will be noisy)", flush=True)
+    try:
+        print(
+            f"traffic: iperf3 -n {params['bytes']}, {params['round_trips']} 64-byte round trips, "
+            f"{params['conn_seconds']:g} s of new connections; {params['rounds']} round(s), median kept",
+            flush=True,
+        )
+        with veth_pair(prefix) as pair, Sandbox() as sb:
+            summary = measure_rounds({"veth": pair, "sandbox": SandboxSetup(sb)}, params)
+        veth, sandbox = summary["veth"], summary["sandbox"]
+        print(f"setup+teardown: {params['setup_runs']} runs each after one warm-up", flush=True)
+        veth["setup"] = measure_veth_setup(prefix, params["setup_runs"])
+        sandbox["setup"] = measure_sandbox_setup(params["setup_runs"])
+    except KeyboardInterrupt:
+        print("interrupted; namespaces removed", file=sys.stderr)
+        return 130
+    except (RuntimeError, ValueError, subprocess.TimeoutExpired, OSError) as exc:
+        print(f"measurement failed: {exc}", file=sys.stderr)
+        return 1
+    elapsed = time.monotonic() - started
+
+    rows, ratios, targets = build_report(veth, sandbox)
+    print()
+    print_table(rows)
+    machine = f"{os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}"
+    print(f"\n({elapsed:.0f} s; {machine})")
+
+    profile = None
+    if args.profile:
+        print(f"\nprofiling the sandbox throughput case with py-spy -> {args.profile}", flush=True)
+        try:
+            profile = profile_throughput(params["bytes"], args.profile, native=args.native)
+        except (RuntimeError, ValueError, subprocess.TimeoutExpired, OSError) as exc:
+            print(f"profile failed: {exc}", file=sys.stderr)
+        else:
+            print("supervisor, self time during bulk transfer (% of active samples):")
+            for name, share in profile:
+                print(f"  {share:5.1f}%  {name}")
+
+    if args.json:
+        data = {
+            "mode": "quick" if args.quick else "full",
+            "params": params,
+            "machine": {
+                "cores": os.cpu_count(),
+                "kernel": platform.release(),
+                "python": platform.python_version(),
+                "load_average_at_start": load,
+            },
+            "veth": veth,
+            "sandbox": sandbox,
+            "ratios": ratios,
+            "targets": targets,
+            "profile_self_time_percent": profile,
+        }
+        with open(args.json, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_worker":
+        worker_main(sys.argv[2:])
+    else:
+        sys.exit(main())
