@@ -164,9 +164,10 @@ def netplay(request: pytest.FixtureRequest, netplay_config, netplay_cassette_dir
         yield sandbox
     finally:
         if not state.finished:
+            # The test function never ran (a later fixture failed): nothing to keep.
             state.finished = True
             try:
-                sandbox.close("abort")
+                sandbox.close("discard")
             except NetplayError:
                 pass
         shutil.rmtree(output_dir, ignore_errors=True)
@@ -176,11 +177,16 @@ def _failed_name(cassette: Path) -> Path:
     return cassette.with_name(cassette.stem + ".failed" + cassette.suffix)
 
 
-def _finish(item: pytest.Item, state: NetplayState, passed: bool) -> str | None:
+def _finish(item: pytest.Item, state: NetplayState, passed: bool, skipped: bool = False) -> str | None:
     """Close the sandbox; return a failure message if the replay diverged (strict)."""
     state.finished = True
     sandbox = state.sandbox
     note = None
+    if skipped:
+        # A skipped test says nothing about the traffic: keep no recording,
+        # judge no replay.
+        sandbox.close("discard")
+        return None
     if state.mode == "record":
         if passed:
             sandbox.close("commit")
@@ -218,10 +224,10 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function):
         return (yield)
     try:
         result = yield
-    except BaseException:
+    except BaseException as exc:
         if not state.finished:
             try:
-                _finish(pyfuncitem, state, passed=False)
+                _finish(pyfuncitem, state, passed=False, skipped=isinstance(exc, pytest.skip.Exception))
             except NetplayError as exc:
                 pyfuncitem.add_report_section("call", "netplay", f"closing the sandbox failed: {exc}\n")
         raise

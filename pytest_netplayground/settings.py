@@ -128,17 +128,23 @@ def check_marker(args: tuple, kwargs: dict, where: str) -> None:
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
+# A name whose only unsafe characters are the brackets of one parametrize id.
+_PLAIN = re.compile(r"([A-Za-z0-9._=+-]+)(?:\[([A-Za-z0-9._=+-]+)\])?")
 MAX_NAME = 120
 
 
 def safe_file_name(name: str, max_length: int = MAX_NAME) -> str:
     """A file name made of ``name``: unsafe characters replaced, long ones shortened with a hash.
 
-    The hash is of the whole original name, so two long names that share a
+    ``test[id]`` becomes ``test_id``. Any other replacement could make two
+    names alike (``a/b`` and ``a:b``), so such names get the hash too. The
+    hash is of the whole original name, so two long names that share a
     prefix still get different files.
     """
     safe = _UNSAFE.sub("_", name).strip("._") or "test"
-    if len(safe) <= max_length:
+    plain = _PLAIN.fullmatch(name)
+    lossless = plain is not None and safe == "_".join(part for part in plain.groups() if part)
+    if len(safe) <= max_length and lossless:
         return safe
     digest = hashlib.sha256(name.encode()).hexdigest()[:12]
     return safe[: max_length - len(digest) - 1].rstrip("._") + "-" + digest

@@ -539,7 +539,8 @@ class Sandbox:
 
         In record mode ``cassette`` says what becomes of the recording:
         ``"commit"`` replaces the cassette atomically, ``"abort"`` leaves it as
-        a ``.partial`` file beside it, ``("keep_as", path)`` moves it there.
+        a ``.partial`` file beside it, ``("keep_as", path)`` moves it there,
+        ``"discard"`` deletes it (a test that was skipped or never ran).
         Raises :class:`CassetteError` if the recording could not be written.
         """
         if self.closed:

@@ -153,6 +153,10 @@ class Recorder(Session):
                 result["cassette"] = str(writer.commit(self.t()))
             elif isinstance(action, tuple) and action[0] == "keep_as":
                 result["cassette"] = str(writer.keep_as(action[1], self.t()))
+            elif action == "discard":
+                partial = writer.abort()
+                if partial is not None:
+                    partial.unlink(missing_ok=True)
             else:
                 result["cassette"] = str(writer.abort())
         except CassetteError as exc:

@@ -1,0 +1,444 @@
+"""The pytest plugin, end to end: generated suites run by pytest in a subprocess.
+
+Namespaces are process-wide state, so every run is a subprocess. The generated
+conftest gives the suites two fixtures: ``echo`` (the shipped echo server on
+host ``server``, the client on host ``client``; in replay the server is not
+started, so the cassette has to stand in for it) and ``observe`` (notes a
+value per test in ``observed.jsonl`` for the test here to read).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from pytest_netplayground.cassette import Cassette
+from pytest_netplayground.core.events import Data, Direction
+
+CONFTEST = '''
+import json
+import os
+import sys
+
+import pytest
+
+
+@pytest.fixture
+def echo(netplay):
+    def talk(line):
+        server = netplay.add_host("server")
+        client = netplay.add_host("client")
+        if netplay.mode != "replay":
+            server.spawn([sys.executable, "-m", "pytest_netplayground.examples.echo_server", "7000"])
+            server.wait_for_port(7000)
+        result = client.run(
+            [sys.executable, "-m", "pytest_netplayground.examples.echo_client", server.address + ":7000", line],
+            timeout=30,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.decode()
+    return talk
+
+
+@pytest.fixture
+def observe(request):
+    def note(value):
+        with open(os.path.join(str(request.config.rootpath), "observed.jsonl"), "a") as f:
+            f.write(json.dumps([request.node.name, value]) + "\\n")
+    return note
+'''
+
+ECHO_SUITE = """
+import os
+
+def test_first(netplay, echo, observe):
+    observe(netplay.mode)
+    assert "PING" in echo("ping")
+
+def test_second(netplay, echo, observe):
+    observe(netplay.mode)
+    assert "PONG" in echo("pong")
+"""
+
+# Sends the line given in NETPLAY_LINE; fails after talking if NETPLAY_FAIL is set.
+LINE_SUITE = """
+import os
+
+def test_talk(echo):
+    echo(os.environ["NETPLAY_LINE"])
+    assert not os.environ.get("NETPLAY_FAIL"), "failing on purpose"
+"""
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(*args, timeout=120)
+
+
+def suite(pytester: pytest.Pytester, source: str, conftest: str = "", name: str = "test_suite") -> None:
+    pytester.makeconftest(CONFTEST + conftest)
+    pytester.makepyfile(**{name: source})
+
+
+def cassettes(pytester: pytest.Pytester, module: str = "test_suite") -> set[str]:
+    directory = pytester.path / "cassettes" / module
+    return {p.name for p in directory.iterdir()} if directory.exists() else set()
+
+
+def observed(pytester: pytest.Pytester) -> dict:
+    lines = (pytester.path / "observed.jsonl").read_text().splitlines()
+    return dict(json.loads(line) for line in lines)
+
+
+def sent_by_client(path: Path) -> bytes:
+    return b"".join(e.data for e in Cassette(path).events() if isinstance(e, Data) and e.direction is Direction.C2S)
+
+
+def test_marker_with_unknown_keyword_is_a_usage_error_listing_the_keywords(pytester):
+    suite(pytester, "import pytest\n\n@pytest.mark.netplay(spede=2)\ndef test_x(netplay):\n    pass\n")
+    result = run(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*test_x*unknown keyword 'spede'; allowed: subnet, pace, speed, strict, cassette, stall_timeout*"]
+    )
+
+
+def test_marker_with_bad_value_is_a_usage_error_listing_the_values(pytester):
+    suite(pytester, "import pytest\n\n@pytest.mark.netplay(pace='fast')\ndef test_x(netplay):\n    pass\n")
+    result = run(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    line = next(line for line in result.stderr.lines if "'fast'" in line)
+    assert "test_x" in line and "'pace'" in line
+    assert all(pace in line for pace in ("causal", "recorded", "flood"))
+
+
+def test_bad_ini_value_is_a_usage_error(pytester):
+    pytester.makeini("[pytest]\nnetplay_pace = fast\n")
+    suite(pytester, "def test_x(netplay):\n    pass\n")
+    result = run(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ini: bad value for 'pace'*'fast'*"])
+
+
+@pytest.mark.root
+def test_record_writes_one_cassette_per_test(pytester):
+    suite(pytester, ECHO_SUITE)
+    result = run(pytester, "--netplay=record")
+    result.assert_outcomes(passed=2)
+    assert cassettes(pytester) == {"test_first.netplay", "test_second.netplay"}
+    assert observed(pytester) == {"test_first": "record", "test_second": "record"}
+    result.stdout.fnmatch_lines(["*- netplay -*", "2 cassettes recorded"])
+
+
+@pytest.mark.root
+def test_replay_plays_the_recorded_server_back(pytester):
+    suite(pytester, ECHO_SUITE)
+    run(pytester, "--netplay=record").assert_outcomes(passed=2)
+    (pytester.path / "observed.jsonl").unlink()
+    result = run(pytester, "--netplay=replay")
+    result.assert_outcomes(passed=2)
+    assert observed(pytester) == {"test_first": "replay", "test_second": "replay"}
+    result.stdout.fnmatch_lines(["*- netplay -*", "2 cassettes replayed"])
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("args", [[], ["--netplay=off"]], ids=["default", "explicit"])
+def test_off_mode_runs_live_and_writes_nothing(pytester, args):
+    suite(pytester, ECHO_SUITE)
+    result = run(pytester, *args)
+    result.assert_outcomes(passed=2)
+    assert observed(pytester) == {"test_first": "live", "test_second": "live"}
+    assert not (pytester.path / "cassettes").exists()
+    result.stdout.no_fnmatch_line("*- netplay -*")
+
+
+@pytest.mark.root
+def test_parametrize_id_is_part_of_the_cassette_name(pytester):
+    suite(
+        pytester,
+        "import pytest\n\n"
+        "@pytest.mark.parametrize('x', [1, 2], ids=['one', 'k=1+2-3.5'])\n"
+        "def test_p(netplay, x):\n    pass\n",
+    )
+    run(pytester, "--netplay=record").assert_outcomes(passed=2)
+    assert cassettes(pytester) == {"test_p_one.netplay", "test_p_k=1+2-3.5.netplay"}
+
+
+@pytest.mark.root
+def test_ids_alike_but_for_unsafe_characters_get_distinct_cassettes(pytester):
+    suite(
+        pytester,
+        "import pytest\n\n"
+        "@pytest.mark.parametrize('path', ['a/b', 'a:b', 'a b'])\n"
+        "def test_p(netplay, path):\n    pass\n",
+    )
+    run(pytester, "--netplay=record").assert_outcomes(passed=3)
+    names = cassettes(pytester)
+    assert len(names) == 3
+    assert all(re.fullmatch(r"test_p_a_b-[0-9a-f]{12}\.netplay", name) for name in names), names
+
+
+@pytest.mark.root
+def test_test_in_a_class_is_named_class_dot_test(pytester):
+    suite(pytester, "class TestGroup:\n    def test_member(self, netplay):\n        pass\n")
+    run(pytester, "--netplay=record").assert_outcomes(passed=1)
+    assert cassettes(pytester) == {"TestGroup.test_member.netplay"}
+
+
+@pytest.mark.root
+def test_very_long_id_is_shortened_with_a_hash(pytester):
+    long_id = "segment-" * 40
+    suite(
+        pytester,
+        f"import pytest\n\n@pytest.mark.parametrize('x', [0], ids=[{long_id!r}])\ndef test_long(netplay, x):\n    pass\n",
+    )
+    run(pytester, "--netplay=record").assert_outcomes(passed=1)
+    (name,) = cassettes(pytester)
+    stem = name.removesuffix(".netplay")
+    digest = hashlib.sha256(f"test_long[{long_id}]".encode()).hexdigest()[:12]
+    assert len(stem) <= 120
+    assert stem.startswith("test_long_segment-segment-")
+    assert stem.endswith("-" + digest)
+
+
+@pytest.mark.root
+def test_once_replays_an_existing_cassette_and_records_a_missing_one(pytester):
+    suite(pytester, ECHO_SUITE)
+    run(pytester, "--netplay=record", "-k", "test_first").assert_outcomes(passed=1, deselected=1)
+    old = pytester.path / "cassettes" / "test_suite" / "test_first.netplay"
+    old_bytes, old_mtime = old.read_bytes(), old.stat().st_mtime_ns
+    (pytester.path / "observed.jsonl").unlink()
+
+    result = run(pytester, "--netplay=once")
+
+    result.assert_outcomes(passed=2)
+    assert observed(pytester) == {"test_first": "replay", "test_second": "record"}
+    assert old.read_bytes() == old_bytes and old.stat().st_mtime_ns == old_mtime
+    assert cassettes(pytester) == {"test_first.netplay", "test_second.netplay"}
+    result.stdout.fnmatch_lines(["1 cassette recorded, 1 cassette replayed"])
+
+
+@pytest.mark.root
+def test_replay_without_cassette_is_a_setup_error_saying_how_to_record(pytester):
+    suite(pytester, "def test_x(netplay):\n    pass\n")
+    result = run(pytester, "--netplay=replay")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*ERROR at setup of test_x*"])
+    text = result.stdout.str()
+    assert str(pytester.path / "cassettes" / "test_suite" / "test_x.netplay") in text
+    assert "pytest --netplay=record" in text
+
+
+@pytest.mark.root
+def test_divergent_replay_fails_the_test_with_the_difference(pytester, monkeypatch):
+    suite(pytester, LINE_SUITE)
+    monkeypatch.setenv("NETPLAY_LINE", "ping")
+    run(pytester, "--netplay=record").assert_outcomes(passed=1)
+    monkeypatch.setenv("NETPLAY_LINE", "pong")
+
+    result = run(pytester, "--netplay=replay")
+
+    result.assert_outcomes(failed=1)
+    text = result.stdout.str()
+    assert "test_talk.netplay diverged from the recording" in text
+    assert "c2s: bytes differ at offset 1" in text
+    result.stdout.fnmatch_lines(["*expected:*ping.", "*actual:*pong.", "1 cassette divergent"])
+
+
+@pytest.mark.root
+@pytest.mark.parametrize(
+    "marker, args",
+    [("@pytest.mark.netplay(strict=False)\n", []), ("", ["--netplay-strict=no"])],
+    ids=["marker", "command line"],
+)
+def test_divergence_is_a_warning_when_not_strict(pytester, monkeypatch, marker, args):
+    suite(pytester, "import pytest\n" + LINE_SUITE.replace("def test_talk", marker + "def test_talk"))
+    monkeypatch.setenv("NETPLAY_LINE", "ping")
+    run(pytester, "--netplay=record").assert_outcomes(passed=1)
+    monkeypatch.setenv("NETPLAY_LINE", "pong")
+
+    result = run(pytester, "--netplay=replay", *args)
+
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(
+        ["*warnings summary*", "*NetplayDivergenceWarning: replay of *test_talk.netplay diverged*"]
+    )
+
+
+@pytest.mark.root
+def test_failing_test_in_record_mode_keeps_the_old_cassette(pytester, monkeypatch):
+    suite(pytester, LINE_SUITE)
+    monkeypatch.setenv("NETPLAY_LINE", "first")
+    run(pytester, "--netplay=record").assert_outcomes(passed=1)
+    directory = pytester.path / "cassettes" / "test_suite"
+    old = (directory / "test_talk.netplay").read_bytes()
+    monkeypatch.setenv("NETPLAY_LINE", "second")
+    monkeypatch.setenv("NETPLAY_FAIL", "1")
+
+    result = run(pytester, "--netplay=record")
+
+    result.assert_outcomes(failed=1)
+    assert (directory / "test_talk.netplay").read_bytes() == old
+    kept = directory / "test_talk.failed.netplay"
+    assert sent_by_client(kept) == b"second\n"
+    assert f"its recording was kept at {kept}" in result.stdout.str()
+
+
+@pytest.mark.root
+def test_failing_test_shows_each_hosts_output_under_its_name(pytester):
+    suite(
+        pytester,
+        """
+import sys
+
+def test_x(netplay):
+    server = netplay.add_host("server")
+    client = netplay.add_host("client")
+    server.spawn([sys.executable, "-m", "pytest_netplayground.examples.echo_server", "7000"])
+    server.wait_for_port(7000)
+    client.spawn([sys.executable, "-m", "pytest_netplayground.examples.echo_client", "10.0.0.1", "shout"]).wait(30)
+    assert False
+""",
+    )
+    result = run(pytester)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*- Captured server (10.0.0.1) stdout call -*", "listening on port 7000", "connection from 10.0.0.2:*"]
+    )
+    result.stdout.fnmatch_lines(
+        ["*- Captured client (10.0.0.2) stdout call -*", "connected from 10.0.0.2:*", "hello from echo server", "SHOUT"]
+    )
+
+
+@pytest.mark.root
+def test_failing_test_shows_a_hosts_stderr_in_its_own_section(pytester):
+    suite(
+        pytester,
+        """
+def test_x(netplay):
+    netplay.add_host("noisy").spawn("echo trouble >&2").wait(30)
+    assert False
+""",
+    )
+    result = run(pytester)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*- Captured noisy (10.0.0.1) stderr call -*", "trouble"])
+
+
+SUBNET_TEST = """
+import pytest
+
+{marker}def test_x(netplay, observe):
+    observe(netplay.add_host().address)
+"""
+
+
+@pytest.mark.root
+@pytest.mark.parametrize(
+    "layers, expected",
+    [
+        (["ini"], "10.1.0.1"),
+        (["ini", "fixture"], "10.2.0.1"),
+        (["ini", "fixture", "marker"], "10.3.0.1"),
+        (["ini", "fixture", "marker", "command line"], "10.4.0.1"),
+    ],
+    ids=["ini over default", "fixture over ini", "marker over fixture", "command line over marker"],
+)
+def test_each_settings_layer_wins_over_the_ones_below(pytester, layers, expected):
+    pytester.makeini("[pytest]\nnetplay_subnet = 10.1.0.0/24\n")
+    fixture = ""
+    if "fixture" in layers:
+        fixture = '\n@pytest.fixture\ndef netplay_config():\n    return {"subnet": "10.2.0.0/24"}\n'
+    marker = "@pytest.mark.netplay(subnet='10.3.0.0/24')\n" if "marker" in layers else ""
+    suite(pytester, SUBNET_TEST.format(marker=marker), conftest=fixture)
+    args = ["--netplay-subnet", "10.4.0.0/24"] if "command line" in layers else []
+
+    run(pytester, *args).assert_outcomes(passed=1)
+
+    assert observed(pytester) == {"test_x": expected}
+
+
+@pytest.mark.root
+def test_overridden_cassette_dir_fixture_moves_the_cassettes(pytester):
+    suite(
+        pytester,
+        "def test_x(netplay):\n    pass\n",
+        conftest='\n@pytest.fixture(scope="module")\ndef netplay_cassette_dir(request):\n'
+        '    return request.config.rootpath / "tapes"\n',
+    )
+    run(pytester, "--netplay=record").assert_outcomes(passed=1)
+    assert os.listdir(pytester.path / "tapes") == ["test_x.netplay"]
+    assert not (pytester.path / "cassettes").exists()
+
+
+@pytest.mark.root
+def test_netplay_dir_option_moves_the_cassettes(pytester):
+    suite(pytester, "def test_x(netplay):\n    pass\n")
+    run(pytester, "--netplay=record", "--netplay-dir", "recordings").assert_outcomes(passed=1)
+    assert os.listdir(pytester.path / "recordings" / "test_suite") == ["test_x.netplay"]
+    assert not (pytester.path / "cassettes").exists()
+
+
+@pytest.mark.root
+def test_xdist_records_and_replays_each_test_in_its_own_cassette(pytester):
+    suite(
+        pytester,
+        """
+import pytest
+
+@pytest.mark.parametrize("word", ["alpha", "beta", "gamma", "delta"])
+def test_word(echo, word):
+    assert word.upper() in echo(word)
+""",
+    )
+    record = run(pytester, "-n", "2", "--netplay=record")
+    record.assert_outcomes(passed=4)
+    replay = run(pytester, "-n", "2", "--netplay=replay")
+    replay.assert_outcomes(passed=4)
+
+    assert cassettes(pytester) == {f"test_word_{w}.netplay" for w in ("alpha", "beta", "gamma", "delta")}
+    assert sent_by_client(pytester.path / "cassettes" / "test_suite" / "test_word_beta.netplay") == b"beta\n"
+    assert list(pytester.path.rglob("*.partial")) == []
+    record.stdout.fnmatch_lines(["4 cassettes recorded"])
+    replay.stdout.fnmatch_lines(["4 cassettes replayed"])
+
+
+@pytest.mark.root
+def test_a_test_skipped_in_its_body_leaves_no_recording(pytester):
+    pytester.makepyfile(
+        test_skipper="""
+        import pytest
+
+        def test_skipped(netplay):
+            netplay.add_host()
+            pytest.skip("not today")
+        """
+    )
+    result = pytester.runpytest_subprocess("--netplay=record")
+    result.assert_outcomes(skipped=1)
+    directory = pytester.path / "cassettes" / "test_skipper"
+    assert not directory.exists() or list(directory.iterdir()) == []
+
+
+@pytest.mark.root
+def test_a_fixture_failing_after_the_sandbox_leaves_no_partial_file(pytester):
+    pytester.makepyfile(
+        test_broken_fixture="""
+        import pytest
+
+        @pytest.fixture
+        def broken(netplay):
+            raise RuntimeError("fixture broke")
+
+        def test_never_runs(broken):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("--netplay=record")
+    result.assert_outcomes(errors=1)
+    directory = pytester.path / "cassettes" / "test_broken_fixture"
+    assert not directory.exists() or list(directory.iterdir()) == []
