@@ -20,7 +20,16 @@ import attrs
 
 from .core import codec
 from .core.addressing import ConnectionKey
-from .core.codec import Decoder, End, Record, decode_record, encode_end, encode_event, encode_header
+from .core.codec import (
+    Decoder,
+    End,
+    Record,
+    decode_record,
+    encode_data_parts,
+    encode_end,
+    encode_event,
+    encode_header,
+)
 from .core.events import ConnectionOpened, Event, Header
 from .errors import CassetteError, CassetteFormatError, CassetteMissing
 
@@ -153,6 +162,23 @@ class CassetteWriter:
     def write(self, event: Event) -> None:
         """Append one event."""
         self._write(encode_event(event))
+
+    def write_data(self, t: float, conn: int, direction, data) -> None:
+        """Append a Data event straight from a buffer, with one ``writev``."""
+        parts = encode_data_parts(t, conn, direction, data)
+        if len(parts) == 1:
+            self._write(parts[0])
+            return
+        if self._state != "open" or self._fd is None:
+            raise CassetteError(f"cannot write to cassette {self.partial_path}: the recording is {self._state}")
+        total = sum(len(p) for p in parts)
+        try:
+            written = os.writev(self._fd, parts)
+        except OSError as exc:
+            self._fail()
+            raise _io_error("write", self.partial_path, exc) from exc
+        if written != total:
+            self._write(b"".join(parts)[written:])
 
     def commit(self, t_end: float) -> Path:
         """Write the end marker and atomically replace ``path`` with the recording."""

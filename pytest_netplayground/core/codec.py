@@ -84,10 +84,15 @@ _ENDPOINT = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})", re.ASCII)
 _EVENT_NAMES = ("open", "data", "shut", "reset", "close", "end")
 
 
+_NOT_TEXT_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def is_text(data: bytes) -> bool:
     """Whether a payload is stored (and shown) as text rather than base64."""
+    if _NOT_TEXT_BYTES.search(data, 0, 512):
+        return False  # binary protocols show it early: no need to decode it all
     try:
-        text = data.decode("utf-8")
+        text = str(data, "utf-8")
     except UnicodeDecodeError:
         return False
     return _NOT_TEXT.search(text) is None
@@ -159,25 +164,7 @@ def encode_event(event: ConnectionOpened | Data | HalfClosed | Reset | Closed) -
             ]
         )
     if isinstance(event, Data):
-        if not is_text(event.data):
-            # The hot path of recording binary protocols: built as bytes in one
-            # go (base64 needs no JSON escaping), the same line _line would make.
-            line = b"".join(
-                (
-                    f'{{"t": {head[0][1]}, "ev": "data", "conn": {_conn(event.conn)}, '
-                    f'"dir": "{event.direction.value}", "b64": "'.encode("ascii"),
-                    _b64encode(event.data),
-                    b'"}\n',
-                )
-            )
-            if len(line) - 1 > MAX_LINE:
-                _line([("data", "x" * (len(line) - 1))])  # raises the line-limit error
-            return line
-        payload = ("text", _json(event.data.decode("utf-8")))
-        return _line(
-            head
-            + [("ev", '"data"'), ("conn", _conn(event.conn)), ("dir", _json(event.direction.value)), payload]
-        )
+        return b"".join(encode_data_parts(event.t, event.conn, event.direction, event.data))
     if isinstance(event, (HalfClosed, Reset)):
         name = '"shut"' if isinstance(event, HalfClosed) else '"reset"'
         return _line(
@@ -186,6 +173,31 @@ def encode_event(event: ConnectionOpened | Data | HalfClosed | Reset | Closed) -
     if isinstance(event, Closed):
         return _line(head + [("ev", '"close"'), ("conn", _conn(event.conn))])
     raise TypeError(f"not a cassette event: {event!r}")
+
+
+def encode_data_parts(t: float, conn: int, direction: Direction, data) -> tuple[bytes, ...]:
+    """A Data record as pieces that join to its line (``data`` may be a memoryview).
+
+    The recorder writes the pieces with one ``writev``, sparing a copy of
+    every recorded chunk.
+    """
+    direction = Direction(direction)
+    if not is_text(data):
+        # Base64 needs no JSON escaping: built directly as bytes.
+        encoded = _b64encode(data)
+        if len(encoded) + 100 > MAX_LINE:
+            _line([("data", "x" * (len(encoded) + 100))])  # raises the line-limit error
+        return (
+            f'{{"t": {_time(t, "t")}, "ev": "data", "conn": {_conn(conn)}, '
+            f'"dir": "{direction.value}", "b64": "'.encode("ascii"),
+            encoded,
+            b'"}\n',
+        )
+    payload = ("text", _json(bytes(data).decode("utf-8")))
+    return (
+        _line([("t", _time(t, "t")), ("ev", '"data"'), ("conn", _conn(conn)), ("dir", _json(direction.value)),
+               payload]),
+    )
 
 
 def encode_end(t: float) -> bytes:

@@ -66,6 +66,24 @@ def set_parent_death_signal(signum: int) -> None:
     _libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
 
 
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+
+
+def keep_large_allocations() -> None:
+    """Let malloc reuse freed 256 KiB buffers instead of mapping fresh pages each time.
+
+    The supervisor makes and drops a few such buffers per chunk it records or
+    replays; with glibc's defaults each one is a new mmap whose page faults
+    cost more than encoding the chunk.
+    """
+    try:
+        _libc.mallopt(M_MMAP_THRESHOLD, 64 << 20)
+        _libc.mallopt(M_TRIM_THRESHOLD, 256 << 20)
+    except AttributeError:  # not glibc
+        pass
+
+
 def current_netns() -> int:
     return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
 

@@ -81,7 +81,7 @@ class RecordTap(Tap):
     def data(self, pipe, direction, data, now):
         pipe.write(direction, data)
         for start in range(0, len(data), MAX_CHUNK):
-            self.recorder.write(Data(self.recorder.t(now), self.conn, direction, bytes(data[start : start + MAX_CHUNK])))
+            self.recorder.write_data(self.recorder.t(now), self.conn, direction, data[start : start + MAX_CHUNK])
 
     def eof(self, pipe, direction, now):
         self.recorder.write(HalfClosed(self.recorder.t(now), self.conn, direction))
@@ -126,6 +126,14 @@ class Recorder(Session):
             self.writer.write(event)
         except CassetteError as exc:
             # Keep the sandbox running; the failure is reported at the end.
+            self.error = exc
+
+    def write_data(self, t: float, conn: int, direction: Direction, data: memoryview) -> None:
+        if self.error is not None:
+            return
+        try:
+            self.writer.write_data(t, conn, direction, data)
+        except CassetteError as exc:
             self.error = exc
 
     def _open(self, client: Endpoint, server: Endpoint, outcome: Outcome) -> int:

@@ -77,7 +77,8 @@ class Loop:
         if self.on_pipe_finished is not None:
             self.on_pipe_finished(pipe)
 
-    def run_once(self, max_wait: float | None) -> None:
+    def run_once(self, max_wait: float | None) -> int:
+        """Wait for and handle ready descriptors and due timers; returns how many descriptors were ready."""
         timeout = -1.0 if max_wait is None else max_wait
         if self.timers:
             until = self.timers[0][0] - time.monotonic()
@@ -96,6 +97,7 @@ class Loop:
             while self.timers and self.timers[0][0] <= now:
                 _, _, callback = heapq.heappop(self.timers)
                 callback()
+        return len(ready)
 
 
 class ChildProcess:
@@ -615,6 +617,23 @@ class Supervisor:
             self.loop.run_once(None)
         self._teardown()
 
+    def _settle(self, quiet: float = 0.005, limit: float = 0.5) -> None:
+        """Move what is still on its way through the router into the pipes.
+
+        Bytes and closes a process sent just before the close request may not
+        have been read yet; cutting the pipes at once would drop them from the
+        recording or report them missing on replay. Runs the loop until
+        nothing has happened for ``quiet`` seconds (at most ``limit``).
+        """
+        deadline = time.monotonic() + limit
+        last_activity = time.monotonic()
+        while self.pipes:
+            now = time.monotonic()
+            if now - last_activity >= quiet or now >= deadline:
+                return
+            if self.loop.run_once(quiet - (now - last_activity)):
+                last_activity = time.monotonic()
+
     def _teardown(self) -> None:
         for child in list(self.children.values()):
             try:
@@ -643,6 +662,7 @@ class Supervisor:
             os.waitpid(self.reaper_pid, 0)
         except (ProcessLookupError, ChildProcessError):
             pass
+        self._settle()
         for pipe in list(self.connecting.values()):
             self.session.connect_failed(pipe.client, pipe.server, "timeout")
         for pipe in list(self.pipes.values()):
@@ -657,6 +677,7 @@ def run_supervisor(channel: socket.socket, subnet: str, verbose: bool, ready_fd:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         netns.set_parent_death_signal(signal.SIGTERM)
+        netns.keep_large_allocations()
         try:
             sup = Supervisor(channel, subnet, verbose=verbose, **extra)
         except NetplayError as exc:
