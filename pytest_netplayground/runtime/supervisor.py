@@ -77,8 +77,8 @@ class Loop:
         if self.on_pipe_finished is not None:
             self.on_pipe_finished(pipe)
 
-    def run_once(self, max_wait: float | None) -> int:
-        """Wait for and handle ready descriptors and due timers; returns how many descriptors were ready."""
+    def run_once(self, max_wait: float | None) -> list[tuple[int, int]]:
+        """Wait for and handle ready descriptors and due timers; returns the (fd, events) that were ready."""
         timeout = -1.0 if max_wait is None else max_wait
         if self.timers:
             until = self.timers[0][0] - time.monotonic()
@@ -97,7 +97,7 @@ class Loop:
             while self.timers and self.timers[0][0] <= now:
                 _, _, callback = heapq.heappop(self.timers)
                 callback()
-        return len(ready)
+        return ready
 
 
 class ChildProcess:
@@ -622,16 +622,19 @@ class Supervisor:
 
         Bytes and closes a process sent just before the close request may not
         have been read yet; cutting the pipes at once would drop them from the
-        recording or report them missing on replay. Runs the loop until
-        nothing has happened for ``quiet`` seconds (at most ``limit``).
+        recording or report them missing on replay. Runs the loop until no
+        descriptor but the control channel (which may sit at EOF) has been
+        ready for ``quiet`` seconds, at most ``limit`` seconds in all.
         """
+        channel = self.channel.fileno()
         deadline = time.monotonic() + limit
         last_activity = time.monotonic()
         while self.pipes:
             now = time.monotonic()
             if now - last_activity >= quiet or now >= deadline:
                 return
-            if self.loop.run_once(quiet - (now - last_activity)):
+            ready = self.loop.run_once(quiet - (now - last_activity))
+            if any(fd != channel for fd, _ in ready):
                 last_activity = time.monotonic()
 
     def _teardown(self) -> None:
