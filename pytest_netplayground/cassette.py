@@ -127,7 +127,9 @@ class CassetteWriter:
 
     def _write(self, data: bytes) -> None:
         if self._state != "open" or self._fd is None:
-            raise CassetteError(f"cannot write to cassette {self.partial_path}: the recording is {self._state}")
+            raise CassetteError(
+                f"cannot write to cassette {self.partial_path}: the recording is {self._state}"
+            )
         view = memoryview(data)
         try:
             while view:
@@ -170,7 +172,9 @@ class CassetteWriter:
             self._write(parts[0])
             return
         if self._state != "open" or self._fd is None:
-            raise CassetteError(f"cannot write to cassette {self.partial_path}: the recording is {self._state}")
+            raise CassetteError(
+                f"cannot write to cassette {self.partial_path}: the recording is {self._state}"
+            )
         total = sum(len(p) for p in parts)
         try:
             written = os.writev(self._fd, parts)

@@ -33,17 +33,31 @@ class Colors:
 
 
 def _add_sandbox_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-s", "--subnet", default=DEFAULT_SUBNET,
-                        help=f"network the hosts get addresses from (default {DEFAULT_SUBNET})")
+    parser.add_argument(
+        "-s",
+        "--subnet",
+        default=DEFAULT_SUBNET,
+        help=f"network the hosts get addresses from (default {DEFAULT_SUBNET})",
+    )
     parser.add_argument("-u", "--uid", help="run the commands as this user (name or number)")
     parser.add_argument("-g", "--gid", help="run the commands with this group (name or number)")
-    parser.add_argument("-k", "--kill", default="TERM", metavar="SIGNAL",
-                        help="signal that stops the commands on Ctrl-C or teardown (default TERM)")
+    parser.add_argument(
+        "-k",
+        "--kill",
+        default="TERM",
+        metavar="SIGNAL",
+        help="signal that stops the commands on Ctrl-C or teardown (default TERM)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every packet the router sees")
-    parser.add_argument("--grace", type=float, default=5.0,
-                        help="seconds between the kill signal and SIGKILL (default 5)")
-    parser.add_argument("commands", nargs="+", metavar="CMD",
-                        help="one command per host, run by /bin/sh -c (first gets .1, second .2, ...)")
+    parser.add_argument(
+        "--grace", type=float, default=5.0, help="seconds between the kill signal and SIGKILL (default 5)"
+    )
+    parser.add_argument(
+        "commands",
+        nargs="+",
+        metavar="CMD",
+        help="one command per host, run by /bin/sh -c (first gets .1, second .2, ...)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,11 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run commands, one host each, live")
     _add_sandbox_options(run)
     record = sub.add_parser("record", help="run commands and record their TCP traffic to a cassette")
-    record.add_argument("-f", "--file", default=DEFAULT_FILE, help=f"cassette to write (default {DEFAULT_FILE})")
+    record.add_argument(
+        "-f", "--file", default=DEFAULT_FILE, help=f"cassette to write (default {DEFAULT_FILE})"
+    )
     _add_output_options(record)
     _add_sandbox_options(record)
     replay = sub.add_parser("replay", help="run commands against the TCP traffic recorded in a cassette")
-    replay.add_argument("-f", "--file", default=DEFAULT_FILE, help=f"cassette to replay (default {DEFAULT_FILE})")
+    replay.add_argument(
+        "-f", "--file", default=DEFAULT_FILE, help=f"cassette to replay (default {DEFAULT_FILE})"
+    )
     _add_replay_options(replay)
     _add_output_options(replay)
     _add_sandbox_options(replay)
@@ -80,15 +98,23 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_replay_options(parser: argparse.ArgumentParser) -> None:
     pacing = parser.add_mutually_exclusive_group()
-    pacing.add_argument("--speed", type=float, metavar="X",
-                        help="pace as recorded, X times as fast (--speed 1: as recorded)")
+    pacing.add_argument(
+        "--speed", type=float, metavar="X", help="pace as recorded, X times as fast (--speed 1: as recorded)"
+    )
     pacing.add_argument("--flood", action="store_true", help="send recorded bytes as fast as possible")
-    pacing.add_argument("--causal", action="store_true",
-                        help="send each recorded chunk once the live side has said what it said before it "
-                             "(the default)")
+    pacing.add_argument(
+        "--causal",
+        action="store_true",
+        help="send each recorded chunk once the live side has said what it said before it (the default)",
+    )
     parser.add_argument("--strict", action="store_true", help="exit non-zero if the replay diverged")
-    parser.add_argument("--stall-timeout", type=float, default=5.0, metavar="S",
-                        help="report a causal replay waiting longer than S seconds (default 5)")
+    parser.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="report a causal replay waiting longer than S seconds (default 5)",
+    )
 
 
 def _id(value: str | None) -> int | str | None:
@@ -129,8 +155,9 @@ class _Stopper:
         os.close(self.w)
 
 
-def run_commands(sandbox, commands: Sequence[str], *, uid=None, gid=None, out=None, err=None,
-                 quiet: bool = False) -> int:
+def run_commands(
+    sandbox, commands: Sequence[str], *, uid=None, gid=None, out=None, err=None, quiet: bool = False
+) -> int:
     """Run ``commands`` one per host with prefixed output; return the exit code."""
     from .runtime.sandbox import PIPE
 
@@ -142,7 +169,9 @@ def run_commands(sandbox, commands: Sequence[str], *, uid=None, gid=None, out=No
     processes = []
     sel = selectors.DefaultSelector()
     for index, (host, command) in enumerate(zip(hosts, commands)):
-        proc = host.spawn(["/bin/sh", "-c", command], stdout=PIPE, stderr=PIPE, stdin=PIPE, user=uid, group=gid)
+        proc = host.spawn(
+            ["/bin/sh", "-c", command], stdout=PIPE, stderr=PIPE, stdin=PIPE, user=uid, group=gid
+        )
         proc.stdin.close()
         prefix = colors.prefix(index, f"{host.address.ljust(width)} | ")
         processes.append(proc)
@@ -258,8 +287,9 @@ def cmd_record(args) -> int:
 
 def cmd_replay(args) -> int:
     _check_capacity(args)
-    sandbox = _make_sandbox(args, mode="replay", cassette=args.file, stall_timeout=args.stall_timeout,
-                            **_pacing(args))
+    sandbox = _make_sandbox(
+        args, mode="replay", cassette=args.file, stall_timeout=args.stall_timeout, **_pacing(args)
+    )
     sandbox.interrupted = False
     try:
         sandbox.start()
@@ -298,7 +328,13 @@ def cmd_export(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "record": cmd_record, "replay": cmd_replay, "show": cmd_show, "export": cmd_export}
+COMMANDS = {
+    "run": cmd_run,
+    "record": cmd_record,
+    "replay": cmd_replay,
+    "show": cmd_show,
+    "export": cmd_export,
+}
 
 
 def build_legacy_parser(prog: str = "plg") -> argparse.ArgumentParser:

@@ -58,7 +58,9 @@ class _PacketSink:
         self._writer.write_header(None)
 
     def send(self, stream: _Stream, direction: Direction, flags: str, t: float, payload: bytes = b"") -> None:
-        src, dst = (stream.client, stream.server) if direction is Direction.C2S else (stream.server, stream.client)
+        src, dst = (
+            (stream.client, stream.server) if direction is Direction.C2S else (stream.server, stream.client)
+        )
         seq = stream.next_seq[direction]
         ack = stream.next_seq[direction.reverse] if "A" in flags else 0
         self._ip_id = (self._ip_id + 1) & 0xFFFF

@@ -21,7 +21,10 @@ from .settings import MARKER_KEYS, MODES, Settings, cassette_name, check_marker,
 OPTIONS = {
     # key: (flag, help)
     "mode": ("--netplay", f"record and replay mode: {', '.join(MODES)} (default off: live, nothing written)"),
-    "dir": ("--netplay-dir", "directory that holds the cassettes (default: cassettes/ beside each test module)"),
+    "dir": (
+        "--netplay-dir",
+        "directory that holds the cassettes (default: cassettes/ beside each test module)",
+    ),
     "pace": ("--netplay-pace", "replay pacing: causal (default), recorded or flood"),
     "speed": ("--netplay-speed", "speed factor of recorded pacing (default 1)"),
     "strict": ("--netplay-strict", "fail a test whose replay diverged: yes (default) or no (warn)"),
@@ -195,14 +198,17 @@ def _finish(item: pytest.Item, state: NetplayState, passed: bool, skipped: bool 
             kept = _failed_name(state.cassette)
             sandbox.close(("keep_as", str(kept)))
             item.add_report_section(
-                "call", "netplay",
+                "call",
+                "netplay",
                 f"the test failed: its recording was kept at {kept}; {state.cassette} was left as it was\n",
             )
     else:
         sandbox.close("commit")
     for host in sandbox.hosts:
         for stream, data in sandbox.host_output(host).items():
-            item.add_report_section("call", f"{host.name} ({host.address}) {stream}", data.decode(errors="replace"))
+            item.add_report_section(
+                "call", f"{host.name} ({host.address}) {stream}", data.decode(errors="replace")
+            )
     if state.mode == "replay":
         report = sandbox.divergences
         item.user_properties.append(("netplay", "replayed" if report.ok else "divergent"))

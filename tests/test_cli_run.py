@@ -38,8 +38,10 @@ def test_stderr_lines_are_prefixed_on_stderr():
 
 @pytest.mark.root
 def test_server_and_client_talk_through_the_sandbox():
-    server = f"{sys.executable} -c \"import socket; s=socket.socket(); s.bind(('',9000)); s.listen(); " \
-             "c,a=s.accept(); c.sendall(('hello '+a[0]).encode()); c.close()\""
+    server = (
+        f"{sys.executable} -c \"import socket; s=socket.socket(); s.bind(('',9000)); s.listen(); "
+        "c,a=s.accept(); c.sendall(('hello '+a[0]).encode()); c.close()\""
+    )
     client = "sleep 0.5; socat -u TCP:10.0.0.1:9000 STDOUT; echo"
     r = netplay("run", server, client)
     assert r.returncode == 0, r.stderr
@@ -67,8 +69,11 @@ def test_commands_run_as_given_uid():
 
 @pytest.mark.root
 def test_sigterm_stops_children_with_the_kill_signal_and_tears_down():
-    proc = subprocess.Popen([*NETPLAY, "run", "-k", "INT", "trap 'echo got-int; exit 7' INT; sleep 1000 & wait"],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*NETPLAY, "run", "-k", "INT", "trap 'echo got-int; exit 7' INT; sleep 1000 & wait"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=20)
@@ -99,7 +104,9 @@ def test_no_permission_to_make_namespaces_says_what_is_needed():
         pytest.skip("runs as root and drops privileges itself")
     r = subprocess.run(
         ["setpriv", "--bounding-set=-all", "--inh-caps=-all", *NETPLAY, "run", "true"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert r.returncode == 1
     assert "netplay: error" in r.stderr

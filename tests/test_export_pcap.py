@@ -62,7 +62,9 @@ EVENTS = [
 
 
 def sent(conn: int, direction: Direction) -> bytes:
-    return b"".join(e.data for e in EVENTS if isinstance(e, Data) and e.conn == conn and e.direction is direction)
+    return b"".join(
+        e.data for e in EVENTS if isinstance(e, Data) and e.conn == conn and e.direction is direction
+    )
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +187,10 @@ def test_checksums_are_valid(packets):
 def tshark_follow(pcap: Path, stream: int) -> tuple[bytes, bytes]:
     result = subprocess.run(
         ["tshark", "-r", str(pcap), "-q", "-z", f"follow,tcp,raw,{stream}"],
-        capture_output=True, text=True, check=True, timeout=60,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     lines = result.stdout.splitlines()
     body = lines[next(i for i, line in enumerate(lines) if line.startswith("Node 1:")) + 1 :]

@@ -20,7 +20,7 @@ import pytest
 from pytest_netplayground.cassette import Cassette
 from pytest_netplayground.core.events import Data, Direction
 
-CONFTEST = '''
+CONFTEST = """
 import json
 import os
 import sys
@@ -51,7 +51,7 @@ def observe(request):
         with open(os.path.join(str(request.config.rootpath), "observed.jsonl"), "a") as f:
             f.write(json.dumps([request.node.name, value]) + "\\n")
     return note
-'''
+"""
 
 ECHO_SUITE = """
 import os
@@ -95,7 +95,9 @@ def observed(pytester: pytest.Pytester) -> dict:
 
 
 def sent_by_client(path: Path) -> bytes:
-    return b"".join(e.data for e in Cassette(path).events() if isinstance(e, Data) and e.direction is Direction.C2S)
+    return b"".join(
+        e.data for e in Cassette(path).events() if isinstance(e, Data) and e.direction is Direction.C2S
+    )
 
 
 def test_marker_with_unknown_keyword_is_a_usage_error_listing_the_keywords(pytester):
@@ -307,10 +309,19 @@ def test_x(netplay):
     result = run(pytester)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        ["*- Captured server (10.0.0.1) stdout call -*", "listening on port 7000", "connection from 10.0.0.2:*"]
+        [
+            "*- Captured server (10.0.0.1) stdout call -*",
+            "listening on port 7000",
+            "connection from 10.0.0.2:*",
+        ]
     )
     result.stdout.fnmatch_lines(
-        ["*- Captured client (10.0.0.2) stdout call -*", "connected from 10.0.0.2:*", "hello from echo server", "SHOUT"]
+        [
+            "*- Captured client (10.0.0.2) stdout call -*",
+            "connected from 10.0.0.2:*",
+            "hello from echo server",
+            "SHOUT",
+        ]
     )
 
 

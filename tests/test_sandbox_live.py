@@ -26,8 +26,14 @@ def test_hosts_get_addresses_in_creation_order(sandbox):
 
 def test_host_sees_only_its_address_on_its_interface(sandbox):
     host = sandbox.add_host()
-    r = host.run(["python3", "-c", "import socket; s=socket.socket(2,2); s.connect(('10.0.0.9',9)); "
-                  "print(s.getsockname()[0])"], timeout=10)
+    r = host.run(
+        [
+            "python3",
+            "-c",
+            "import socket; s=socket.socket(2,2); s.connect(('10.0.0.9',9)); print(s.getsockname()[0])",
+        ],
+        timeout=10,
+    )
     assert r.stdout.decode().strip() == "10.0.0.1"
 
 
@@ -205,8 +211,14 @@ def test_spawn_runs_as_given_uid_and_gid(sandbox):
 
 def test_wait_for_port_returns_once_listening(sandbox):
     server = sandbox.add_host()
-    server.spawn([sys.executable, "-c", "import socket,time; time.sleep(0.3); s=socket.socket(); "
-                  "s.bind(('0.0.0.0', 8123)); s.listen(); time.sleep(30)"])
+    server.spawn(
+        [
+            sys.executable,
+            "-c",
+            "import socket,time; time.sleep(0.3); s=socket.socket(); "
+            "s.bind(('0.0.0.0', 8123)); s.listen(); time.sleep(30)",
+        ]
+    )
     server.wait_for_port(8123, timeout=10)
     client = sandbox.add_host()
     client.connect(("10.0.0.1", 8123)).close()
@@ -221,10 +233,16 @@ def test_wait_for_port_times_out_with_clear_error(sandbox):
 
 def test_http_server_and_curl(sandbox):
     server, client = sandbox.add_host(name="server"), sandbox.add_host()
-    server.spawn([sys.executable, "-m", "http.server", "8000", "--bind", "10.0.0.1"],
-                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")
+    server.spawn(
+        [sys.executable, "-m", "http.server", "8000", "--bind", "10.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd="/",
+    )
     server.wait_for_port(8000, timeout=10)
-    r = client.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://10.0.0.1:8000/"], timeout=10)
+    r = client.run(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://10.0.0.1:8000/"], timeout=10
+    )
     assert r.stdout == b"200"
 
 

@@ -56,7 +56,12 @@ def test_keys_missing_from_every_layer_keep_their_defaults():
 
 def test_text_values_are_converted():
     settings = merge(
-        [("ini", {"mode": " Record ", "pace": "FLOOD", "speed": "2.5", "strict": "no", "stall_timeout": "0.5"})]
+        [
+            (
+                "ini",
+                {"mode": " Record ", "pace": "FLOOD", "speed": "2.5", "strict": "no", "stall_timeout": "0.5"},
+            )
+        ]
     )
     assert (settings.mode, settings.pace, settings.speed, settings.strict, settings.stall_timeout) == (
         "record",
@@ -129,7 +134,14 @@ def test_empty_cassette_name_is_rejected():
 def test_marker_accepts_every_documented_keyword():
     check_marker(
         (),
-        {"subnet": "10.9.0.0/24", "pace": "recorded", "speed": 3, "strict": False, "cassette": "x", "stall_timeout": 1},
+        {
+            "subnet": "10.9.0.0/24",
+            "pace": "recorded",
+            "speed": 3,
+            "strict": False,
+            "cassette": "x",
+            "stall_timeout": 1,
+        },
         "test_a.py::test_x",
     )
 

@@ -195,8 +195,15 @@ def encode_data_parts(t: float, conn: int, direction: Direction, data) -> tuple[
         )
     payload = ("text", _json(bytes(data).decode("utf-8")))
     return (
-        _line([("t", _time(t, "t")), ("ev", '"data"'), ("conn", _conn(conn)), ("dir", _json(direction.value)),
-               payload]),
+        _line(
+            [
+                ("t", _time(t, "t")),
+                ("ev", '"data"'),
+                ("conn", _conn(conn)),
+                ("dir", _json(direction.value)),
+                payload,
+            ]
+        ),
     )
 
 
@@ -316,7 +323,7 @@ class _Fields:
         try:
             return _b64decode(encoded)
         except (binascii.Error, ValueError) as exc:
-            raise self.fail(f'{self.what} record has bad base64 in field "b64" ({exc}); expected base64 text')
+            raise self.fail(f'{self.what} record has bad base64 in field "b64" ({exc}); expected base64 text') from None
 
 
 def _b64decode(encoded: str | bytes) -> bytes:
@@ -339,8 +346,10 @@ def _b64encode(data: bytes) -> bytes:
 
 # A binary Data record as the encoder writes it: decoded without a JSON parse,
 # which matters when replaying gigabytes. Anything else takes the general path.
-_FAST_DATA = re.compile(rb'\{"t": (0|[1-9][0-9]*)\.([0-9]{6}), "ev": "data", "conn": (0|[1-9][0-9]*), '
-                        rb'"dir": "(c2s|s2c)", "b64": "')
+_FAST_DATA = re.compile(
+    rb'\{"t": (0|[1-9][0-9]*)\.([0-9]{6}), "ev": "data", "conn": (0|[1-9][0-9]*), '
+    rb'"dir": "(c2s|s2c)", "b64": "'
+)
 
 
 def _decode_fast_data(line: bytes) -> Data | None:
@@ -424,7 +433,9 @@ def decode_record(line: bytes, *, offset: int | None = None) -> Record:
             f"line is not valid JSON ({exc.msg} at column {exc.pos}); expected a JSON record", offset=offset
         ) from None
     except (ValueError, RecursionError) as exc:
-        raise CassetteFormatError(f"line is not valid JSON ({exc}); expected a JSON record", offset=offset) from None
+        raise CassetteFormatError(
+            f"line is not valid JSON ({exc}); expected a JSON record", offset=offset
+        ) from None
     if not isinstance(obj, dict):
         raise CassetteFormatError(
             f"line holds a JSON {type(obj).__name__}, expected a JSON object", offset=offset

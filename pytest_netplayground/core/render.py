@@ -135,7 +135,9 @@ def render_connection(
             lines.append(f"{stamp}  client {_ARROW[event.direction]} server  FIN: {side} shut down writing")
         elif isinstance(event, Reset):
             side = _SIDE[event.direction]
-            lines.append(f"{stamp}  client {_ARROW[event.direction]} server  RST: {side} reset the connection")
+            lines.append(
+                f"{stamp}  client {_ARROW[event.direction]} server  RST: {side} reset the connection"
+            )
         elif isinstance(event, Closed):
             closed = True
             lines.append(f"{stamp}  closed")

@@ -115,8 +115,7 @@ def open_tun(name: str) -> int:
         ) from exc
     except PermissionError as exc:
         raise PermissionProblem(
-            f"/dev/net/tun is not accessible ({exc.strerror}): the sandbox needs read and write "
-            "access to it"
+            f"/dev/net/tun is not accessible ({exc.strerror}): the sandbox needs read and write access to it"
         ) from exc
     try:
         ifr = struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI)

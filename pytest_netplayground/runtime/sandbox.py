@@ -24,7 +24,14 @@ import attrs
 
 from ..core.addressing import DEFAULT_SUBNET, Subnet
 from ..core.divergence import DivergenceReport
-from ..errors import CassetteMissing, CommandNotFound, ConfigError, NetplayTimeout, SandboxClosed, SandboxError
+from ..errors import (
+    CassetteMissing,
+    CommandNotFound,
+    ConfigError,
+    NetplayTimeout,
+    SandboxClosed,
+    SandboxError,
+)
 from . import control
 
 PIPE = subprocess.PIPE
@@ -48,7 +55,9 @@ def _signal_number(value: int | str | signal.Signals) -> int:
         except KeyError:
             from ..errors import ConfigError
 
-            raise ConfigError(f"unknown signal {value!r}: use a name like TERM, INT, KILL or a number") from None
+            raise ConfigError(
+                f"unknown signal {value!r}: use a name like TERM, INT, KILL or a number"
+            ) from None
     return int(value)
 
 

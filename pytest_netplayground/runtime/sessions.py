@@ -17,7 +17,16 @@ from .. import __version__
 from ..cassette import Cassette, CassetteWriter, partial_path_for
 from ..core.addressing import Endpoint
 from ..core.divergence import DivergenceReport, UnrecordedConnection, UnusedRecording
-from ..core.events import Closed, ConnectionOpened, Data, Direction, HalfClosed, Header, HostInfo, Outcome, Reset
+from ..core.events import (
+    Closed,
+    ConnectionOpened,
+    Direction,
+    HalfClosed,
+    Header,
+    HostInfo,
+    Outcome,
+    Reset,
+)
 from ..core.matching import Matcher
 from ..core.replay import Abort, ConnectionReplay, Finished, ReplayConfig, Send, ShutWrite
 from ..errors import CassetteError
@@ -81,7 +90,9 @@ class RecordTap(Tap):
     def data(self, pipe, direction, data, now):
         pipe.write(direction, data)
         for start in range(0, len(data), MAX_CHUNK):
-            self.recorder.write_data(self.recorder.t(now), self.conn, direction, data[start : start + MAX_CHUNK])
+            self.recorder.write_data(
+                self.recorder.t(now), self.conn, direction, data[start : start + MAX_CHUNK]
+            )
 
     def eof(self, pipe, direction, now):
         self.recorder.write(HalfClosed(self.recorder.t(now), self.conn, direction))
@@ -175,7 +186,9 @@ class Recorder(Session):
 
     def write_header_only(self) -> None:
         try:
-            self.writer = CassetteWriter(self.path, Header(self.subnet, tuple(self.hosts), self.started, __version__))
+            self.writer = CassetteWriter(
+                self.path, Header(self.subnet, tuple(self.hosts), self.started, __version__)
+            )
         except CassetteError as exc:
             self.error = exc
 
@@ -215,7 +228,9 @@ class ReplayTap(Tap):
             return
         while True:
             # Backpressure: stop pulling recorded bytes while a leg's queue is full.
-            if any(leg is not None and len(leg.out) >= HIGH_WATER for leg in (pipe.client_leg, pipe.server_leg)):
+            if any(
+                leg is not None and len(leg.out) >= HIGH_WATER for leg in (pipe.client_leg, pipe.server_leg)
+            ):
                 return
             actions = self.replay.poll(now, limit=4)
             for action in actions:

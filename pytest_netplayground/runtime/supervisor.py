@@ -22,12 +22,11 @@ import sys
 import time
 import traceback
 
-from ..core.addressing import AddressPlan, Endpoint
+from ..core.addressing import AddressPlan
 from ..core.replay import ReplayConfig
 from ..core.router import Router, Verdict, decode_key
 from ..errors import CommandNotFound, NetplayError, SandboxError
-from . import control, netns
-from . import sessions
+from . import control, netns, sessions
 from .pipes import Leg, Pipe, Tap
 
 HOST_TUN = "eth0"
@@ -114,7 +113,9 @@ class ChildProcess:
 class Supervisor:
     """See the module docstring. Built in the forked child; :meth:`serve` never returns."""
 
-    def __init__(self, channel: socket.socket, subnet: str, verbose: bool = False, session: dict | None = None):
+    def __init__(
+        self, channel: socket.socket, subnet: str, verbose: bool = False, session: dict | None = None
+    ):
         self.channel = channel
         self.plan = AddressPlan(subnet)
         self.router = Router(self.plan)
@@ -496,8 +497,12 @@ class Supervisor:
                 else:
                     self.channel.send(data, socket.MSG_DONTWAIT)
             except BlockingIOError:
-                self.loop.watch(self.channel.fileno(), select.EPOLLIN | select.EPOLLOUT, self._control_readable,
-                                registered=True)
+                self.loop.watch(
+                    self.channel.fileno(),
+                    select.EPOLLIN | select.EPOLLOUT,
+                    self._control_readable,
+                    registered=True,
+                )
                 return
             except OSError:
                 self.outbox.clear()
@@ -562,8 +567,16 @@ class Supervisor:
                 else:
                     child_ends.append(None)
             try:
-                child = self.spawn(args["host"], args["argv"], args["env"], args["cwd"], args.get("user"),
-                                   args.get("group"), child_ends, args.get("kill_signal"))
+                child = self.spawn(
+                    args["host"],
+                    args["argv"],
+                    args["env"],
+                    args["cwd"],
+                    args.get("user"),
+                    args.get("group"),
+                    child_ends,
+                    args.get("kill_signal"),
+                )
             except (FileNotFoundError, PermissionError) as exc:
                 for fd in close_here + give:
                     os.close(fd)
@@ -673,7 +686,9 @@ class Supervisor:
         self.result = self.session.finish(self.cassette_action)
 
 
-def run_supervisor(channel: socket.socket, subnet: str, verbose: bool, ready_fd: int | None = None, **extra) -> None:
+def run_supervisor(
+    channel: socket.socket, subnet: str, verbose: bool, ready_fd: int | None = None, **extra
+) -> None:
     """Entry point of the forked supervisor: build, report, serve, exit."""
     code = 0
     try:

@@ -73,8 +73,14 @@ headers = st.builds(
 payloads = st.one_of(st.binary(max_size=300), printable_text.map(lambda s: s.encode("utf-8")))
 
 events = st.one_of(
-    st.builds(ConnectionOpened, t=times, conn=conns, client=endpoints, server=endpoints,
-              outcome=st.sampled_from(list(Outcome))),
+    st.builds(
+        ConnectionOpened,
+        t=times,
+        conn=conns,
+        client=endpoints,
+        server=endpoints,
+        outcome=st.sampled_from(list(Outcome)),
+    ),
     st.builds(Data, t=times, conn=conns, direction=directions, data=payloads),
     st.builds(HalfClosed, t=times, conn=conns, direction=directions),
     st.builds(Reset, t=times, conn=conns, direction=directions),
@@ -103,16 +109,30 @@ def cassettes(draw):
         if not open_conns or draw(st.booleans()):
             conn = len(open_conns)
             open_conns.append(conn)
-            records.append(draw(st.builds(ConnectionOpened, t=times, conn=st.just(conn), client=endpoints,
-                                          server=endpoints, outcome=st.sampled_from(list(Outcome)))))
+            records.append(
+                draw(
+                    st.builds(
+                        ConnectionOpened,
+                        t=times,
+                        conn=st.just(conn),
+                        client=endpoints,
+                        server=endpoints,
+                        outcome=st.sampled_from(list(Outcome)),
+                    )
+                )
+            )
         else:
             conn = draw(st.sampled_from(open_conns))
-            records.append(draw(st.one_of(
-                st.builds(Data, t=times, conn=st.just(conn), direction=directions, data=payloads),
-                st.builds(HalfClosed, t=times, conn=st.just(conn), direction=directions),
-                st.builds(Reset, t=times, conn=st.just(conn), direction=directions),
-                st.builds(Closed, t=times, conn=st.just(conn)),
-            )))
+            records.append(
+                draw(
+                    st.one_of(
+                        st.builds(Data, t=times, conn=st.just(conn), direction=directions, data=payloads),
+                        st.builds(HalfClosed, t=times, conn=st.just(conn), direction=directions),
+                        st.builds(Reset, t=times, conn=st.just(conn), direction=directions),
+                        st.builds(Closed, t=times, conn=st.just(conn)),
+                    )
+                )
+            )
     if draw(st.booleans()):
         records.append(End(draw(times)))
     return records
@@ -146,13 +166,17 @@ def test_header_line_has_fixed_key_order_and_readable_separators():
     [
         (
             opened(),
-            (b'{"t": 0.001234, "ev": "open", "conn": 0, "client": "10.0.0.2:40000", '
-            b'"server": "10.0.0.1:80", "outcome": "established"}\n'),
+            (
+                b'{"t": 0.001234, "ev": "open", "conn": 0, "client": "10.0.0.2:40000", '
+                b'"server": "10.0.0.1:80", "outcome": "established"}\n'
+            ),
         ),
         (
             ConnectionOpened(2.5, 3, ("10.0.0.2", 40003), ("10.0.0.1", 81), Outcome.REFUSED),
-            (b'{"t": 2.500000, "ev": "open", "conn": 3, "client": "10.0.0.2:40003", '
-            b'"server": "10.0.0.1:81", "outcome": "refused"}\n'),
+            (
+                b'{"t": 2.500000, "ev": "open", "conn": 3, "client": "10.0.0.2:40003", '
+                b'"server": "10.0.0.1:81", "outcome": "refused"}\n'
+            ),
         ),
         (
             Data(0.002, 0, Direction.C2S, b"GET / HTTP/1.1\r\n"),
@@ -280,8 +304,11 @@ def test_decoder_reports_where_each_record_starts():
     spans = []
     while decoder.next_record() is not None:
         spans.append((decoder.last_offset, decoder.last_length))
-    assert spans == [(0, len(lines[0])), (len(lines[0]), len(lines[1])),
-                     (len(lines[0]) + len(lines[1]), len(lines[2]))]
+    assert spans == [
+        (0, len(lines[0])),
+        (len(lines[0]), len(lines[1])),
+        (len(lines[0]) + len(lines[1]), len(lines[2])),
+    ]
 
 
 def test_decoder_keeps_the_partial_trailing_line():
@@ -357,30 +384,56 @@ OPEN = encode_event(opened())
         (b"{not json}\n", "not valid JSON"),
         (b"\xff\xfe{}\n", "not UTF-8"),
         (b'"just a string"\n', "expected a JSON object"),
-        (b'{"t": 1, "ev": "dance", "conn": 0}\n', 'unknown event type ev=\'dance\'; expected one of "open"'),
+        (b'{"t": 1, "ev": "dance", "conn": 0}\n', "unknown event type ev='dance'; expected one of \"open\""),
         (b'{"t": 1, "conn": 0}\n', 'no "ev" field'),
         (b'{"ev": "close", "conn": 0}\n', 'missing field "t"'),
-        (b'{"t": "soon", "ev": "close", "conn": 0}\n', 'field "t" = \'soon\'; expected a non-negative number'),
+        (
+            b'{"t": "soon", "ev": "close", "conn": 0}\n',
+            "field \"t\" = 'soon'; expected a non-negative number",
+        ),
         (b'{"t": NaN, "ev": "close", "conn": 0}\n', "not valid JSON"),
         (b'{"t": -1, "ev": "close", "conn": 0}\n', 'field "t" = -1'),
         (b'{"t": true, "ev": "close", "conn": 0}\n', 'field "t" = True'),
-        (b'{"t": 1, "ev": "close", "conn": "0"}\n', 'field "conn" = \'0\'; expected a non-negative integer'),
+        (b'{"t": 1, "ev": "close", "conn": "0"}\n', "field \"conn\" = '0'; expected a non-negative integer"),
         (b'{"t": 1, "ev": "close", "conn": 0.5}\n', 'field "conn" = 0.5'),
-        (b'{"t": 1, "ev": "shut", "conn": 0, "dir": "up"}\n', 'field "dir" = \'up\'; expected one of "c2s", "s2c"'),
+        (
+            b'{"t": 1, "ev": "shut", "conn": 0, "dir": "up"}\n',
+            'field "dir" = \'up\'; expected one of "c2s", "s2c"',
+        ),
         (b'{"t": 1, "ev": "data", "conn": 0, "dir": "c2s"}\n', 'exactly one of the fields "text" and "b64"'),
         (b'{"t": 1, "ev": "data", "conn": 0, "dir": "c2s", "text": "a", "b64": "YQ=="}\n', "found both"),
         (b'{"t": 1, "ev": "data", "conn": 0, "dir": "c2s", "b64": "not base64!"}\n', "bad base64"),
         (b'{"t": 1, "ev": "data", "conn": 0, "dir": "c2s", "b64": "YQ"}\n', "bad base64"),
         (b'{"t": 1, "ev": "data", "conn": 0, "dir": "c2s", "text": "\\ud800"}\n', "unpaired surrogate"),
         (b'{"t": 1, "ev": "data", "conn": 0, "dir": "c2s", "text": 5}\n', 'field "text" = 5'),
-        ((b'{"t": 1, "ev": "open", "conn": 1, "client": "10.0.0.2", "server": "10.0.0.1:80", '
-         b'"outcome": "established"}\n'), 'field "client" = \'10.0.0.2\'; expected an IPv4 address and port'),
-        ((b'{"t": 1, "ev": "open", "conn": 1, "client": "10.0.0.2:99999", "server": "10.0.0.1:80", '
-         b'"outcome": "established"}\n'), 'field "client"'),
-        ((b'{"t": 1, "ev": "open", "conn": 1, "client": "10.0.0.2:1", "server": "999.0.0.1:80", '
-         b'"outcome": "established"}\n'), 'field "server"'),
-        ((b'{"t": 1, "ev": "open", "conn": 1, "client": "10.0.0.2:1", "server": "10.0.0.1:80", '
-         b'"outcome": "maybe"}\n'), 'field "outcome"'),
+        (
+            (
+                b'{"t": 1, "ev": "open", "conn": 1, "client": "10.0.0.2", "server": "10.0.0.1:80", '
+                b'"outcome": "established"}\n'
+            ),
+            "field \"client\" = '10.0.0.2'; expected an IPv4 address and port",
+        ),
+        (
+            (
+                b'{"t": 1, "ev": "open", "conn": 1, "client": "10.0.0.2:99999", "server": "10.0.0.1:80", '
+                b'"outcome": "established"}\n'
+            ),
+            'field "client"',
+        ),
+        (
+            (
+                b'{"t": 1, "ev": "open", "conn": 1, "client": "10.0.0.2:1", "server": "999.0.0.1:80", '
+                b'"outcome": "established"}\n'
+            ),
+            'field "server"',
+        ),
+        (
+            (
+                b'{"t": 1, "ev": "open", "conn": 1, "client": "10.0.0.2:1", "server": "10.0.0.1:80", '
+                b'"outcome": "maybe"}\n'
+            ),
+            'field "outcome"',
+        ),
         (b'{"t": 1, "ev": "close", "conn": 5}\n', "connection 5, which was never opened"),
         (OPEN, "connection 0 is opened twice"),
         (HEAD, "a second header"),
@@ -399,15 +452,29 @@ def test_bad_line_after_the_header(line, fragment):
 @pytest.mark.parametrize(
     ("header", "fragment"),
     [
-        (b'{"netplay_cassette": "1"}\n', 'field "netplay_cassette" = \'1\'; expected an integer'),
-        (b'{"netplay_cassette": 1, "tool_version": "x", "subnet": "10.0.0.1/24", "started": 0, "hosts": []}\n',
-         'field "subnet"'),
-        (b'{"netplay_cassette": 1, "tool_version": "x", "subnet": "10.0.0.0/24", "started": 0}\n',
-         'missing field "hosts"'),
-        ((b'{"netplay_cassette": 1, "tool_version": "x", "subnet": "10.0.0.0/24", "started": 0, '
-         b'"hosts": [{"name": "a"}]}\n'), 'header host #0 record is missing field "address"'),
-        ((b'{"netplay_cassette": 1, "tool_version": "x", "subnet": "10.0.0.0/24", "started": 0, '
-         b'"hosts": [3]}\n'), 'field "hosts"'),
+        (b'{"netplay_cassette": "1"}\n', "field \"netplay_cassette\" = '1'; expected an integer"),
+        (
+            b'{"netplay_cassette": 1, "tool_version": "x", "subnet": "10.0.0.1/24", "started": 0, "hosts": []}\n',
+            'field "subnet"',
+        ),
+        (
+            b'{"netplay_cassette": 1, "tool_version": "x", "subnet": "10.0.0.0/24", "started": 0}\n',
+            'missing field "hosts"',
+        ),
+        (
+            (
+                b'{"netplay_cassette": 1, "tool_version": "x", "subnet": "10.0.0.0/24", "started": 0, '
+                b'"hosts": [{"name": "a"}]}\n'
+            ),
+            'header host #0 record is missing field "address"',
+        ),
+        (
+            (
+                b'{"netplay_cassette": 1, "tool_version": "x", "subnet": "10.0.0.0/24", "started": 0, '
+                b'"hosts": [3]}\n'
+            ),
+            'field "hosts"',
+        ),
     ],
 )
 def test_bad_header(header, fragment):
@@ -427,7 +494,9 @@ def test_truncated_record_names_its_offset():
     decoder = Decoder()
     assert decoder.feed(blob) == [HEADER, opened()]
     assert decoder.pending == encode_event(Closed(1, 0))[:-5]
-    with pytest.raises(CassetteFormatError, match="truncated record: .*expected a newline-terminated JSON record"):
+    with pytest.raises(
+        CassetteFormatError, match="truncated record: .*expected a newline-terminated JSON record"
+    ):
         decoder.finish()
     assert decoder.offset == len(HEAD) + len(OPEN)
     with pytest.raises(CassetteFormatError) as info:
@@ -497,10 +566,38 @@ def test_arbitrary_bytes_raise_only_format_errors(blob, cuts):
     only_format_errors(blob, cuts)
 
 
-@given(st.lists(st.sampled_from([b"{", b"}", b'"', b":", b",", b"\n", b"[", b"]", b"1", b"-", b"e", b".",
-                                 b'"ev"', b'"t"', b'"conn"', b'"netplay_cassette"', b'"data"', b'"open"',
-                                 b"\\u", b"true", b"null", b" "]), max_size=80),
-       st.lists(st.integers(min_value=0), max_size=4))
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                b"{",
+                b"}",
+                b'"',
+                b":",
+                b",",
+                b"\n",
+                b"[",
+                b"]",
+                b"1",
+                b"-",
+                b"e",
+                b".",
+                b'"ev"',
+                b'"t"',
+                b'"conn"',
+                b'"netplay_cassette"',
+                b'"data"',
+                b'"open"',
+                b"\\u",
+                b"true",
+                b"null",
+                b" ",
+            ]
+        ),
+        max_size=80,
+    ),
+    st.lists(st.integers(min_value=0), max_size=4),
+)
 def test_json_like_garbage_raises_only_format_errors(tokens, cuts):
     only_format_errors(HEAD + b"".join(tokens), cuts)
 
@@ -527,7 +624,9 @@ def mutate(blob: bytes, mutation) -> bytes:
     return blob[:where]
 
 
-@given(cassettes(), st.lists(mutations, min_size=1, max_size=3), st.lists(st.integers(min_value=0), max_size=3))
+@given(
+    cassettes(), st.lists(mutations, min_size=1, max_size=3), st.lists(st.integers(min_value=0), max_size=3)
+)
 @settings(suppress_health_check=[HealthCheck.too_slow])
 def test_mutated_cassettes_raise_only_format_errors(records, changes, cuts):
     blob = b"".join(encode_record(r) for r in records)
