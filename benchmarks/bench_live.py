@@ -543,17 +543,22 @@ def profile_throughput(size: str, out: str, native: bool = False, top: int = 15)
     if spy.returncode not in (0, -signal.SIGINT) or not os.path.exists(out):
         raise RuntimeError(f"py-spy failed ({spy.returncode}): {err.decode(errors='replace').strip()}")
     print(f"  profiled run: {bps / 1e9:.2f} Gbit/s (slowed by sampling)")
-    self_time: dict[str, int] = {}
+    return self_time(out, top)
+
+
+def self_time(path: str, top: int = 12) -> list[tuple[str, float]]:
+    """The functions with the most self time in py-spy's raw output, in % of the samples."""
+    counts: dict[str, int] = {}
     total = 0
-    with open(out) as f:
+    with open(path) as f:
         for line in f:
             stack, _, count = line.rstrip("\n").rpartition(" ")
             if not stack:
                 continue
             leaf = stack.split(";")[-1]
-            self_time[leaf] = self_time.get(leaf, 0) + int(count)
+            counts[leaf] = counts.get(leaf, 0) + int(count)
             total += int(count)
-    ranked = sorted(self_time.items(), key=lambda item: -item[1])[:top]
+    ranked = sorted(counts.items(), key=lambda item: -item[1])[:top]
     return [(name, 100.0 * n / total) for name, n in ranked]
 
 

@@ -67,7 +67,7 @@ import time
 from pathlib import Path
 
 # When this file is run as a script its directory is first on sys.path.
-from bench_live import _interrupt, parse_json_output, read_ready, stop
+from bench_live import _interrupt, parse_json_output, read_ready, self_time, stop
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parent.parent
@@ -349,22 +349,6 @@ class Spy:
         if self.process.returncode not in (0, -signal.SIGINT) or not os.path.exists(self.out):
             message = self.error.decode(errors="replace").strip()
             raise RuntimeError(f"py-spy failed ({self.process.returncode}): {message}")
-
-
-def self_time(path: str, top: int = 12) -> list[tuple[str, float]]:
-    """The functions with the most self time in py-spy's raw output, in % of the samples."""
-    counts: dict[str, int] = {}
-    total = 0
-    with open(path) as f:
-        for line in f:
-            stack, _, count = line.rstrip("\n").rpartition(" ")
-            if not stack:
-                continue
-            leaf = stack.split(";")[-1]
-            counts[leaf] = counts.get(leaf, 0) + int(count)
-            total += int(count)
-    ranked = sorted(counts.items(), key=lambda item: -item[1])[:top]
-    return [(name, 100.0 * n / total) for name, n in ranked]
 
 
 def profile(params: dict, workdir: Path, prefix: str, native: bool) -> dict[str, list[tuple[str, float]]]:

@@ -137,15 +137,21 @@ def write_sysctl(path: str, value: str) -> None:
         pass  # an optional tuning; the sandbox works without it
 
 
+def _bring_up(ipr, tun_name: str) -> tuple[int, int]:
+    """Bring up ``lo`` and the TUN (large MTU); their interface indexes."""
+    lo = ipr.link_lookup(ifname="lo")[0]
+    ipr.link("set", index=lo, state="up")
+    idx = ipr.link_lookup(ifname=tun_name)[0]
+    ipr.link("set", index=idx, mtu=TUN_MTU, state="up")
+    return lo, idx
+
+
 def configure_host(tun_name: str, address: str, prefixlen: int) -> None:
     """Bring up ``lo`` and the host's TUN with its address (current namespace)."""
     from pyroute2 import IPRoute
 
     with IPRoute() as ipr:
-        lo = ipr.link_lookup(ifname="lo")[0]
-        ipr.link("set", index=lo, state="up")
-        idx = ipr.link_lookup(ifname=tun_name)[0]
-        ipr.link("set", index=idx, mtu=TUN_MTU, state="up")
+        _, idx = _bring_up(ipr, tun_name)
         ipr.addr("add", index=idx, address=address, prefixlen=prefixlen)
 
 
@@ -154,9 +160,6 @@ def configure_proxy(tun_name: str, subnet: str, alias_network: str) -> None:
     from pyroute2 import IPRoute
 
     with IPRoute() as ipr:
-        lo = ipr.link_lookup(ifname="lo")[0]
-        ipr.link("set", index=lo, state="up")
-        idx = ipr.link_lookup(ifname=tun_name)[0]
-        ipr.link("set", index=idx, mtu=TUN_MTU, state="up")
+        lo, idx = _bring_up(ipr, tun_name)
         ipr.route("add", dst=subnet, oif=idx, scope="link")
         ipr.route("add", dst=alias_network, oif=lo, type="local", table=255, scope="host")
