@@ -39,8 +39,8 @@ _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
 NEEDS = (
-    "creating network namespaces needs CAP_SYS_ADMIN and CAP_NET_ADMIN: run as root, "
-    "or as a user where unprivileged user namespaces are allowed"
+    "the sandbox needs CAP_SYS_ADMIN and CAP_NET_ADMIN to make namespaces and TUN devices: "
+    "run as root (see 'Privileges' in the README)"
 )
 
 
@@ -49,12 +49,15 @@ def _check(result: int, what: str) -> None:
         err = ctypes.get_errno()
         exc = OSError(err, os.strerror(err))
         if err in (errno.EPERM, errno.EACCES):
-            raise PermissionProblem(f"{what} failed: {os.strerror(err)}; {NEEDS}") from exc
+            raise PermissionProblem(f"{what} was not permitted ({os.strerror(err)}): {NEEDS}") from exc
         raise SandboxError(f"{what} failed: {os.strerror(err)}") from exc
 
 
+_WHAT = {CLONE_NEWNET: "creating a network namespace", CLONE_NEWPID: "creating a PID namespace"}
+
+
 def unshare(flags: int) -> None:
-    _check(_libc.unshare(flags), f"unshare({flags:#x})")
+    _check(_libc.unshare(flags), _WHAT.get(flags, f"unshare({flags:#x})"))
 
 
 def setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
