@@ -323,7 +323,9 @@ class _Fields:
         try:
             return _b64decode(encoded)
         except (binascii.Error, ValueError) as exc:
-            raise self.fail(f'{self.what} record has bad base64 in field "b64" ({exc}); expected base64 text') from None
+            raise self.fail(
+                f'{self.what} record has bad base64 in field "b64" ({exc}); expected base64 text'
+            ) from None
 
 
 def _b64decode(encoded: str | bytes) -> bytes:

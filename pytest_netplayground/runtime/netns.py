@@ -28,6 +28,7 @@ IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 
 # Large MTU: TCP then moves ~64 KiB segments through the router instead of
 # 1.5 KiB ones, which is worth about 10x in throughput.
@@ -62,6 +63,93 @@ def unshare(flags: int) -> None:
 
 def setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
     _check(_libc.setns(fd, nstype), "setns")
+
+
+CAP_NET_ADMIN = 12
+CAP_SYS_ADMIN = 21
+
+
+def has_capabilities() -> bool:
+    """Whether this process may make namespaces and TUN devices itself (root, or the like)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    caps = int(line.split()[1], 16)
+                    return bool(caps & (1 << CAP_SYS_ADMIN)) and bool(caps & (1 << CAP_NET_ADMIN))
+    except OSError:
+        pass
+    return os.geteuid() == 0
+
+
+def _read_sysctl(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def userns_blockers() -> list[str]:
+    """The sysctls that forbid unprivileged user namespaces here, as ``name = value``."""
+    found = []
+    if _read_sysctl("/proc/sys/user/max_user_namespaces") == "0":
+        found.append("user.max_user_namespaces = 0")
+    if _read_sysctl("/proc/sys/kernel/unprivileged_userns_clone") == "0":
+        found.append("kernel.unprivileged_userns_clone = 0")
+    if _read_sysctl("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == "1":
+        found.append("kernel.apparmor_restrict_unprivileged_userns = 1")
+    return found
+
+
+ROOTLESS_HELP = (
+    "unprivileged user namespaces must be allowed: check with 'unshare --user --map-current-user true'; "
+    "enable them with 'sysctl -w user.max_user_namespaces=15000' (and, where these exist, "
+    "'kernel.unprivileged_userns_clone=1', 'kernel.apparmor_restrict_unprivileged_userns=0'), or run as root"
+)
+
+
+def enter_user_namespace() -> None:
+    """Become the owner of a new user namespace, mapped to our own uid and gid.
+
+    Inside it this process may make network and PID namespaces and TUN
+    devices; the programs it starts run as the same user, so what they write
+    belongs to that user outside too.
+    """
+    uid, gid = os.geteuid(), os.getegid()
+    # /proc/self/*_map belong to root unless the process is dumpable, which a
+    # process that changed its uid is not by default.
+    _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+    if _libc.unshare(CLONE_NEWUSER) != 0:
+        err = ctypes.get_errno()
+        exc = OSError(err, os.strerror(err))
+        blockers = userns_blockers()
+        why = f" ({', '.join(blockers)})" if blockers else ""
+        if err == errno.ENOSPC and not blockers:
+            why = " (the user namespace limit is reached: user.max_user_namespaces)"
+        raise PermissionProblem(
+            f"this user may not create a user namespace{why}: {os.strerror(err)}; "
+            f"running without root needs it: {ROOTLESS_HELP}"
+        ) from exc
+    try:
+        for name, value in (
+            ("setgroups", "deny"),
+            ("uid_map", f"{uid} {uid} 1"),
+            ("gid_map", f"{gid} {gid} 1"),
+        ):
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(value + "\n")
+    except OSError as exc:
+        if uid == 0:
+            raise PermissionProblem(
+                f"this process is root but lacks CAP_SYS_ADMIN and CAP_NET_ADMIN ({exc.strerror} mapping uid 0 "
+                "into a user namespace): grant it those capabilities (a privileged container), or run "
+                "as an ordinary user where unprivileged user namespaces are allowed"
+            ) from exc
+        raise PermissionProblem(
+            f"mapping uid {uid} and gid {gid} into a new user namespace failed ({exc.strerror}); "
+            f"{ROOTLESS_HELP}"
+        ) from exc
 
 
 def set_parent_death_signal(signum: int) -> None:
@@ -118,7 +206,9 @@ def open_tun(name: str) -> int:
         ) from exc
     except PermissionError as exc:
         raise PermissionProblem(
-            f"/dev/net/tun is not accessible ({exc.strerror}): the sandbox needs read and write access to it"
+            f"/dev/net/tun is not accessible to uid {os.geteuid()} ({exc.strerror}): the sandbox needs read "
+            "and write access to it; most distributions make it mode 0666 (ls -l /dev/net/tun), "
+            "or run as root"
         ) from exc
     try:
         ifr = struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI)

@@ -135,6 +135,7 @@ class Supervisor:
         self.session = self._make_session(session or {})
         self.cassette_action: object = "abort"
         self.result: dict = {}
+        self.rootless = False
         self._build_proxy()
         self._start_reaper()
         self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -416,6 +417,11 @@ class Supervisor:
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
         kwargs = {}
+        if (user is not None or group is not None) and self.rootless:
+            raise SandboxError(
+                f"cannot run {argv[0]!r} as user {user!r} / group {group!r}: the sandbox runs without root "
+                "(in a user namespace of this user), so its commands run as this user only"
+            )
         if user is not None:
             kwargs["user"] = user
             kwargs["extra_groups"] = []
@@ -697,7 +703,12 @@ def run_supervisor(
         netns.set_parent_death_signal(signal.SIGTERM)
         netns.keep_large_allocations()
         try:
+            rootless = not netns.has_capabilities()
+            if rootless:
+                # Everything below happens inside a user namespace we own.
+                netns.enter_user_namespace()
             sup = Supervisor(channel, subnet, verbose=verbose, **extra)
+            sup.rootless = rootless
         except NetplayError as exc:
             control.send(channel, ("ready", False, exc))
             return
