@@ -318,3 +318,30 @@ def test_64_concurrent_connections_among_3_hosts_arrive_intact(sandbox):
     for sock, st in state.items():
         assert st["got"] == size
         assert st["hash"].hexdigest() == expected[sock]
+
+
+ESCAPE = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+try:
+    fd = os.open("/proc/1/ns/net", os.O_RDONLY)
+except OSError as exc:
+    print("open refused", exc.errno)
+else:
+    print("setns refused" if libc.setns(fd, 0x40000000) != 0 else "ESCAPED")
+"""
+
+
+def test_root_in_a_host_cannot_enter_the_machines_network_namespace(sandbox):
+    host = sandbox.add_host()
+    r = host.run([sys.executable, "-c", ESCAPE], timeout=10)
+    assert r.returncode == 0, r.stderr
+    assert b"ESCAPED" not in r.stdout
+    assert r.stdout.startswith((b"open refused", b"setns refused"))
+
+
+def test_root_in_a_host_has_power_over_its_own_interfaces(sandbox):
+    host = sandbox.add_host()
+    r = host.run("ip link set dev eth0 mtu 1500 && ip -o link show eth0", timeout=10)
+    assert r.returncode == 0, r.stderr
+    assert b"mtu 1500" in r.stdout

@@ -54,7 +54,11 @@ def _check(result: int, what: str) -> None:
         raise SandboxError(f"{what} failed: {os.strerror(err)}") from exc
 
 
-_WHAT = {CLONE_NEWNET: "creating a network namespace", CLONE_NEWPID: "creating a PID namespace"}
+_WHAT = {
+    CLONE_NEWNET: "creating a network namespace",
+    CLONE_NEWPID: "creating a PID namespace",
+    CLONE_NEWUSER: "creating a user namespace",
+}
 
 
 def unshare(flags: int) -> None:

@@ -523,6 +523,11 @@ class Sandbox:
         self._supervisor_pid = pid
         try:
             message, _ = control.receive(ours)
+            if message[0] == "map_ids":
+                # The supervisor made its user namespace; only a process outside
+                # it may map all our ids into it.
+                control.send(ours, ("mapped", _map_ids(pid)))
+                message, _ = control.receive(ours)
         except (EOFError, OSError) as exc:
             ours.close()
             self._reap()
@@ -643,6 +648,20 @@ class Sandbox:
     def stats(self) -> dict:
         value, _ = self._channel.call("stats")
         return value
+
+
+def _map_ids(pid: int) -> str | None:
+    """Map every uid and gid we have into ``pid``'s new user namespace, one to one."""
+    try:
+        for kind in ("uid_map", "gid_map"):
+            with open(f"/proc/self/{kind}") as f:
+                extents = [line.split() for line in f if line.strip()]
+            mapping = "".join(f"{inside} {inside} {count}\n" for inside, _outside, count in extents)
+            with open(f"/proc/{pid}/{kind}", "w") as f:
+                f.write(mapping)
+    except OSError as exc:
+        return f"mapping ids into the sandbox's user namespace failed: {exc}"
+    return None
 
 
 _unreaped: set[int] = set()

@@ -707,6 +707,15 @@ def run_supervisor(
             if rootless:
                 # Everything below happens inside a user namespace we own.
                 netns.enter_user_namespace()
+            else:
+                # Root too works inside a user namespace of its own (all ids
+                # mapped one to one): root in a host then has power over the
+                # sandbox's namespaces only, never over the machine's network.
+                netns.unshare(netns.CLONE_NEWUSER)
+                control.send(channel, ("map_ids",))
+                (_, problem), _ = control.receive(channel)
+                if problem is not None:
+                    raise SandboxError(problem)
             sup = Supervisor(channel, subnet, verbose=verbose, **extra)
             sup.rootless = rootless
         except NetplayError as exc:
