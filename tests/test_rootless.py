@@ -243,3 +243,40 @@ def test_cli_says_what_is_missing_without_permission():
     code, message = run_unprivileged(_cli_without_permission, tun="host")
     assert code == 1
     assert message.startswith("netplay: error: /dev/net/tun is not accessible")
+
+
+def _run_plugin_without_tun(directory: str) -> tuple[int, str]:
+    import pytest as inner_pytest
+
+    with open(os.path.join(directory, "test_rootless_suite.py"), "w") as f:
+        f.write(PLUGIN_SUITE)
+    os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    out = io.StringIO()
+    real_stdout = sys.stdout
+    sys.stdout = out
+    try:
+        code = inner_pytest.main(
+            [
+                directory,
+                "-p",
+                "pytest_netplayground.plugin",
+                "-p",
+                "no:cacheprovider",
+                "-q",
+                "-rE",
+                "--rootdir",
+                directory,
+                "-c",
+                os.devnull,
+            ]
+        )
+    finally:
+        sys.stdout = real_stdout
+    return int(code), out.getvalue()
+
+
+def test_plugin_reports_the_missing_permission_as_a_setup_error():
+    code, output = run_unprivileged(_run_plugin_without_tun, user_dir(), tun="host")
+    assert code == 1, output
+    assert "1 error" in output
+    assert "cannot start the sandbox: /dev/net/tun is not accessible to uid 54321" in output
