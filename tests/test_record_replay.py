@@ -663,3 +663,47 @@ def test_abandoned_recording_leaves_the_existing_cassette_untouched(cassette, ab
     assert sb.cassette_written == str(cassette) + ".partial"
     kept = recorded_bytes(Path(sb.cassette_written), Direction.C2S, tolerate_truncation=True)
     assert kept == b"a recording that fails"
+
+
+LATE_SERVER = """
+import socket, sys, time
+time.sleep(float(sys.argv[1]))
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("0.0.0.0", 7300))
+listener.listen()
+conn, _ = listener.accept()
+conn.sendall(b"banner\\n")
+conn.close()
+print("served", flush=True)
+"""
+
+
+def _late_server_exchange(sb, delay: float) -> tuple[bytes, object]:
+    server, client = sb.add_host(), sb.add_host()
+    proc = server.spawn([sys.executable, "-c", LATE_SERVER, str(delay)], stdout=subprocess.PIPE)
+    conn = client.connect(("10.0.0.1", 7300), timeout=10)
+    data = b""
+    while chunk := conn.recv(100):
+        data += chunk
+    conn.close()
+    return data, proc
+
+
+def test_replay_waits_for_a_server_starting_in_its_host(tmp_path):
+    cassette = tmp_path / "late.netplay"
+    with Sandbox(mode="record", cassette=cassette) as sb:
+        server, client = sb.add_host(), sb.add_host()
+        proc = server.spawn([sys.executable, "-c", LATE_SERVER, "0"], stdout=subprocess.PIPE)
+        server.wait_for_port(7300)
+        conn = client.connect(("10.0.0.1", 7300), timeout=10)
+        assert conn.recv(100) == b"banner\n"
+        conn.close()
+        assert proc.wait(10) == 0
+    with Sandbox(mode="replay", cassette=cassette) as sb:
+        data, proc = _late_server_exchange(sb, delay=0.5)
+        assert data == b"banner\n"
+        # The live server, not the cassette, answered: it got its connection.
+        out, _ = proc.communicate(timeout=10)
+        assert out == b"served\n"
+    assert sb.divergences.ok, sb.divergences.format()

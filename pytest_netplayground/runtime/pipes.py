@@ -84,6 +84,7 @@ class Pipe:
         self.server_leg: Leg | None = None
         self.finished = False
         self.deadline: float | None = None
+        self.retry_until: float | None = None
 
     # -- wiring -----------------------------------------------------------------
 

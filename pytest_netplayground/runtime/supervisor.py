@@ -30,6 +30,9 @@ from . import control, netns, sessions
 from .pipes import Leg, Pipe, Tap
 
 HOST_TUN = "eth0"
+# On replay, how long a connection waits for a server that is starting in its
+# host before the cassette stands in for it.
+STAND_IN_PATIENCE = 2.0
 PROXY_TUN = "netplay0"
 _CONNECT_FAILURES = {
     errno.ECONNREFUSED: "refused",
@@ -300,26 +303,36 @@ class Supervisor:
             if answer is not None:
                 os.write(self.host_tun[answer[0]], answer[1])
             return
+        pipe = Pipe(self.loop, key, client, server, Tap())
+        self.pipes[key] = pipe
+        self._connect_server_leg(pipe)
+
+    def _connect_server_leg(self, pipe: Pipe) -> None:
+        """Connect the proxy's socket to the real server, from the client's alias and port."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            sock.bind((self.plan.alias(client.host), client.port))
+            sock.bind((self.plan.alias(pipe.client.host), pipe.client.port))
         except OSError:
             sock.close()
-            self.router.forget(key)
+            self.router.forget(pipe.key)
             self.router.dropped["server leg bind failed"] += 1
+            pipe.close()
             return
-        pipe = Pipe(self.loop, key, client, server, Tap())
         pipe.server_leg = Leg(sock)
-        self.pipes[key] = pipe
-        err = sock.connect_ex((server.host, server.port))
+        err = sock.connect_ex((pipe.server.host, pipe.server.port))
         if err not in (0, errno.EINPROGRESS):
             self._server_leg_failed(pipe, err)
             return
         self.connecting[sock.fileno()] = pipe
         self.loop.watch(sock.fileno(), select.EPOLLOUT, lambda ev, p=pipe: self._server_leg_ready(p))
         pipe.server_leg.mask = select.EPOLLOUT
+
+    def _host_is_busy(self, address: str) -> bool:
+        """Whether a process of ours runs in the host that owns ``address``."""
+        index = self.router.hosts.get(socket.inet_aton(address))
+        return index is not None and any(child.host == index for child in self.children.values())
 
     def _server_leg_ready(self, pipe: Pipe) -> None:
         leg = pipe.server_leg
@@ -344,10 +357,19 @@ class Supervisor:
     def _server_leg_failed(self, pipe: Pipe, err: int) -> None:
         outcome = _CONNECT_FAILURES.get(err, "refused")
         if outcome == "refused" and self.session.stand_in(pipe):
-            # Replay with the recorded server absent: the cassette plays it.
             self.connecting.pop(pipe.server_leg.fd, None)
             self.loop.unwatch(pipe.server_leg.fd)
             pipe.server_leg.sock.close()
+            now = time.monotonic()
+            if pipe.retry_until is None and self._host_is_busy(pipe.server.host):
+                pipe.retry_until = now + STAND_IN_PATIENCE
+            if pipe.retry_until is not None and now < pipe.retry_until and not self.stopping:
+                # Replay with the server host busy: its server may not listen
+                # yet. The client's SYN waits, as over a slow network.
+                pipe.server_leg = None
+                self.loop.call_at(now + 0.02, lambda: pipe.finished or self._connect_server_leg(pipe))
+                return
+            # Replay with the recorded server absent: the cassette plays it.
             pipe.server_leg = None
             pipe.tap = self.session.tap_for(pipe, server_live=False)
             self._release(pipe)
