@@ -420,6 +420,13 @@ class ConnectionReplay:
                 self._found.append(UnexpectedReset(*args))
             elif recorded_reset and not self._live_reset[direction]:
                 self._found.append(MissingReset(*args))
+        # Nothing more is read: let the iterators go now (a cassette reader
+        # holds the file open until its iterator ends) rather than whenever
+        # this object is collected.
+        for iterator in (self._script, *(stream._events for stream in self._streams.values())):
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
 
     @property
     def divergences(self) -> tuple[Divergence, ...]:

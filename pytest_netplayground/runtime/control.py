@@ -4,6 +4,10 @@ A ``SOCK_SEQPACKET`` socketpair: every message is one pickled object, and
 file descriptors (sockets made inside a host, the pipes of spawned processes)
 travel with it as ``SCM_RIGHTS``. Both ends run the same code, so pickle is a
 safe and cheap encoding here.
+
+Large messages go in pieces (a replay's divergence report can run to
+megabytes, more than the kernel lets one packet hold): each packet starts
+with one byte saying whether more of its message follow.
 """
 
 from __future__ import annotations
@@ -14,6 +18,10 @@ import socket
 
 MAX_MESSAGE = 1 << 20
 MAX_FDS = 16
+# Well under the smallest send buffer a socket gets (net.core.wmem_max caps it).
+PIECE = 64 * 1024
+_LAST = b"\x00"
+_MORE = b"\x01"
 
 
 def make_pair() -> tuple[socket.socket, socket.socket]:
@@ -24,22 +32,34 @@ def make_pair() -> tuple[socket.socket, socket.socket]:
 
 
 def encode(obj: object) -> bytes:
-    return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    """One packet holding ``obj``; for messages that fit in one (``len() <= MAX_MESSAGE``)."""
+    return _LAST + pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def send(sock: socket.socket, obj: object, fds: list[int] | tuple[int, ...] = ()) -> None:
-    data = encode(obj)
-    if fds:
-        socket.send_fds(sock, [data], list(fds))
-    else:
-        sock.sendall(data)
+    """Send ``obj`` (in pieces if large), with ``fds`` on its first packet; blocks."""
+    data = memoryview(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+    step = PIECE - 1
+    starts = range(0, max(len(data), 1), step)
+    for start in starts:
+        packet = (_LAST if start + step >= len(data) else _MORE) + data[start : start + step]
+        if fds and start == 0:
+            socket.send_fds(sock, [packet], list(fds))
+        else:
+            sock.sendall(packet)
 
 
 def receive(sock: socket.socket) -> tuple[object, list[int]]:
     """One message and the descriptors that came with it; EOFError when the peer is gone."""
-    data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
-    if not data:
-        for fd in fds:
-            os.close(fd)
-        raise EOFError("control channel closed")
-    return pickle.loads(data), fds
+    pieces: list[bytes] = []
+    got: list[int] = []
+    while True:
+        data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
+        got += fds
+        if not data:
+            for fd in got:
+                os.close(fd)
+            raise EOFError("control channel closed")
+        pieces.append(data[1:])
+        if data[:1] == _LAST:
+            return pickle.loads(b"".join(pieces)), got

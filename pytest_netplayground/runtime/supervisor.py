@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import traceback
+import weakref
 
 from ..core.addressing import AddressPlan
 from ..core.replay import ReplayConfig
@@ -33,6 +34,10 @@ HOST_TUN = "eth0"
 # On replay, how long a connection waits for a server that is starting in its
 # host before the cassette stands in for it.
 STAND_IN_PATIENCE = 2.0
+# How long the proxy waits for a client whose SYN it passed on to complete the
+# handshake before it gives the connection up and resets the server's side
+# (the client abandoned its connect, or its SYN was forged).
+CLIENT_PATIENCE = 10.0
 PROXY_TUN = "netplay0"
 _CONNECT_FAILURES = {
     errno.ECONNREFUSED: "refused",
@@ -353,6 +358,19 @@ class Supervisor:
         syn = self.router.release(pipe.key)
         if syn is not None:
             os.write(self.proxy_tun, syn)
+        # A weak reference: a pipe that ends in time is not kept for the wait.
+        ref = weakref.ref(pipe)
+        self.loop.call_at(self.loop.now() + CLIENT_PATIENCE, lambda: self._client_never_came(ref()))
+
+    def _client_never_came(self, pipe: Pipe | None) -> None:
+        """Reset the server's side of a connection whose client never completed its handshake."""
+        if pipe is None or pipe.finished or pipe.client_leg is not None:
+            return
+        listener = self.listeners.get((self.plan.alias(pipe.server.host), pipe.server.port))
+        if listener is not None:
+            self._accept(listener)  # it may be waiting to be accepted
+        if not pipe.finished and pipe.client_leg is None:
+            pipe.abort()
 
     def _server_leg_failed(self, pipe: Pipe, err: int) -> None:
         outcome = _CONNECT_FAILURES.get(err, "refused")

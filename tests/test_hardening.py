@@ -1,0 +1,1018 @@
+"""Hardening: what the sandbox does when things go wrong around it or are thrown at it.
+
+Kills in the middle of a recording, a full or unwritable disk, hostile
+packets from root inside a host, two sandboxes side by side, and a sustained
+load of short connections, recorded and replayed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import hashlib
+import json
+import os
+import random
+import select
+import shlex
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_netplayground import CassetteError, NetplayError, Sandbox, SandboxClosed
+from pytest_netplayground.cassette import Cassette, CassetteWriter, partial_path_for
+from pytest_netplayground.core.addressing import AddressPlan
+from pytest_netplayground.core.events import (
+    Closed,
+    ConnectionOpened,
+    Data,
+    Direction,
+    Header,
+    Outcome,
+)
+from pytest_netplayground.core.router import Router, Verdict
+from pytest_netplayground.runtime import supervisor
+from tests.support import leaks
+
+pytestmark = pytest.mark.root
+
+PORT = 9000
+REPO = Path(__file__).resolve().parents[1]
+
+# -- helpers -------------------------------------------------------------------------
+
+# Streams numbered chunks to the first client, one every 5 ms, until killed.
+STREAM_SERVER = textwrap.dedent(
+    """
+    import socket, time
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("0.0.0.0", 9000))
+    listener.listen()
+    conn, _ = listener.accept()
+    for i in range(100000):
+        conn.sendall(b"chunk %05d\\n" % i)
+        time.sleep(0.005)
+    """
+)
+
+# Connects to 10.0.0.1:9000 (retrying until it listens) and reads to the end.
+STREAM_CLIENT = textwrap.dedent(
+    """
+    import socket, time
+    for _ in range(1000):
+        try:
+            conn = socket.create_connection(("10.0.0.1", 9000))
+            break
+        except OSError:
+            time.sleep(0.01)
+    while conn.recv(65536):
+        pass
+    """
+)
+
+# Sends 1 MiB of binary bytes (4/3 as much once base64 in a cassette) and closes.
+BULK_SERVER = textwrap.dedent(
+    """
+    import socket
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("0.0.0.0", 9000))
+    listener.listen()
+    conn, _ = listener.accept()
+    conn.sendall(bytes(range(256)) * 4096)
+    conn.close()
+    """
+)
+
+BULK_CLIENT = STREAM_CLIENT
+
+
+def python_command(script: str) -> str:
+    """A shell command running ``script`` with this interpreter."""
+    return f"{shlex.quote(sys.executable)} -c {shlex.quote(script)}"
+
+
+def write_good_cassette(path: Path) -> bytes:
+    """A small, complete cassette from an earlier run; returns its bytes."""
+    with CassetteWriter(path, Header("10.0.0.0/24", started=1732170000.0, tool_version="0.1.0")) as writer:
+        writer.write(ConnectionOpened(0.001, 0, ("10.0.0.2", 40000), ("10.0.0.1", PORT)))
+        writer.write(Data(0.002, 0, Direction.C2S, b"the good recording"))
+        writer.write(Closed(0.003, 0))
+        writer.commit(0.004)
+    return path.read_bytes()
+
+
+def chunks(count: int) -> bytes:
+    return b"".join(b"chunk %05d\n" % i for i in range(count))
+
+
+def streamed_bytes(partial: Path) -> bytes:
+    """What the stream server said so far, as far as the recording can be read."""
+    return b"".join(
+        e.data
+        for e in Cassette(partial, tolerate_truncation=True).events()
+        if isinstance(e, Data) and e.direction is Direction.S2C
+    )
+
+
+def wait_for_chunks(partial: Path, count: int, timeout: float = 15.0) -> None:
+    """Return once the recording in ``partial`` holds ``count`` streamed chunks."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if len(streamed_bytes(partial)) >= len(chunks(count)):
+                return
+        except (CassetteError, FileNotFoundError):
+            pass  # not made yet, or its header not written yet
+        time.sleep(0.02)
+    raise AssertionError(f"the recording at {partial} never reached {count} chunks")
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        children = children_of(todo.pop())
+        found += children
+        todo += children
+    return found
+
+
+def net_namespace(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def mounted(path: Path, *mount_args: str):
+    """Mount over ``path`` for the block; always unmounted after (mounts are checked per test)."""
+    path.mkdir(exist_ok=True)
+    subprocess.run(["mount", *mount_args, str(path)], check=True)
+    try:
+        yield path
+    finally:
+        if subprocess.run(["umount", str(path)]).returncode != 0:
+            subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+@contextlib.contextmanager
+def small_disk(path: Path):
+    """A 256 KiB tmpfs at ``path``."""
+    with mounted(path, "-t", "tmpfs", "-o", "size=256k", "tmpfs"):
+        yield path
+
+
+@contextlib.contextmanager
+def read_only(path: Path):
+    """``path`` bound onto itself read-only."""
+    with mounted(path, "--bind", str(path)):
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(path)], check=True)
+        yield path
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+def open_descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+# -- 1-3. a recording killed half-way ------------------------------------------------
+
+
+@dataclasses.dataclass
+class Killed:
+    """What a recording killed half-way left behind."""
+
+    partial: Path
+    left: list[str]
+    good_before: bytes
+    good_after: bytes
+    # Only when the supervisor itself was killed: what the Sandbox did after.
+    after: dict[str, BaseException | None] = dataclasses.field(default_factory=dict)
+    close_seconds: float | None = None
+
+
+def kill_the_supervisor(directory: Path) -> Killed:
+    cassette = directory / "stream.netplay"
+    good = write_good_cassette(cassette)
+    sb = Sandbox(mode="record", cassette=cassette, grace=1).start()
+    server, client = sb.add_host("server"), sb.add_host("client")
+    procs = [server.spawn([sys.executable, "-c", STREAM_SERVER])]
+    server.wait_for_port(PORT)
+    procs.append(client.spawn([sys.executable, "-c", STREAM_CLIENT]))
+    inodes = sb.namespace_inodes()
+    try:
+        wait_for_chunks(partial_path_for(cassette), 5)
+    finally:
+        os.kill(sb.supervisor_pid, signal.SIGKILL)
+    left = leaks.wait_until_gone(inodes, [sb.supervisor_pid, *(p.pid for p in procs)])
+    after: dict[str, BaseException | None] = {}
+    operations = {
+        "add_host": sb.add_host,
+        "spawn": lambda: server.spawn(["true"]),
+        "connect": lambda: client.connect(("10.0.0.1", PORT)),
+        "stats": sb.stats,
+        "wait": lambda: procs[0].wait(1),
+    }
+    for name, operation in operations.items():
+        try:
+            operation()
+            after[name] = None
+        except Exception as exc:  # whatever it is, the test shows it
+            after[name] = exc
+    closing = threading.Thread(target=sb.close, daemon=True)
+    start = time.monotonic()
+    closing.start()
+    closing.join(10)
+    close_seconds = None if closing.is_alive() else time.monotonic() - start
+    return Killed(partial_path_for(cassette), left, good, cassette.read_bytes(), after, close_seconds)
+
+
+# Records the stream server and client, prints what it made, then waits to be killed.
+MAKER = textwrap.dedent(
+    """
+    import json, sys, time
+    from pytest_netplayground import Sandbox
+    cassette, server_script, client_script = sys.argv[1:4]
+    sb = Sandbox(mode="record", cassette=cassette).start()
+    server, client = sb.add_host("server"), sb.add_host("client")
+    procs = [server.spawn([sys.executable, "-c", server_script])]
+    server.wait_for_port(9000)
+    procs.append(client.spawn([sys.executable, "-c", client_script]))
+    print(json.dumps({"supervisor": sb.supervisor_pid, "namespaces": sb.namespace_inodes(),
+                      "children": [p.pid for p in procs]}), flush=True)
+    time.sleep(1000)
+    """
+)
+
+
+def kill_the_maker(directory: Path) -> Killed:
+    cassette = directory / "stream.netplay"
+    good = write_good_cassette(cassette)
+    maker = subprocess.Popen(
+        [sys.executable, "-c", MAKER, str(cassette), STREAM_SERVER, STREAM_CLIENT],
+        stdout=subprocess.PIPE,
+        cwd=REPO,
+    )
+    try:
+        made = json.loads(maker.stdout.readline())
+        wait_for_chunks(partial_path_for(cassette), 5)
+    finally:
+        maker.kill()
+        maker.wait(10)
+        maker.stdout.close()
+    left = leaks.wait_until_gone(made["namespaces"], [made["supervisor"], *made["children"]])
+    return Killed(partial_path_for(cassette), left, good, cassette.read_bytes())
+
+
+def kill_the_cli(directory: Path) -> Killed:
+    cassette = directory / "stream.netplay"
+    good = write_good_cassette(cassette)
+    cli = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest_netplayground",
+            "record",
+            "-f",
+            str(cassette),
+            "--nolog",
+            python_command(STREAM_SERVER),
+            python_command(STREAM_CLIENT),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+    )
+    try:
+        wait_for_chunks(partial_path_for(cassette), 5)
+        pids = descendants(cli.pid)
+    finally:
+        cli.kill()
+        cli.wait(10)
+    assert len(pids) >= 4, f"expected the supervisor and both commands under the CLI, found {pids}"
+    inodes = {ino for ino in map(net_namespace, pids) if ino is not None}
+    left = leaks.wait_until_gone(inodes, pids)
+    return Killed(partial_path_for(cassette), left, good, cassette.read_bytes())
+
+
+KILLS = {"supervisor": kill_the_supervisor, "maker": kill_the_maker, "cli": kill_the_cli}
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory):
+    """``killed(how)``: the aftermath of that kill, made once per module."""
+    made: dict[str, Killed] = {}
+
+    def get(how: str) -> Killed:
+        if how not in made:
+            made[how] = KILLS[how](tmp_path_factory.mktemp(f"killed-{how}"))
+        return made[how]
+
+    return get
+
+
+@pytest.mark.parametrize("how", KILLS)
+def test_recording_killed_half_way_leaves_no_namespace_or_process(killed, how):
+    assert killed(how).left == []
+
+
+@pytest.mark.parametrize("how", KILLS)
+def test_recording_killed_half_way_reads_up_to_its_last_complete_event(killed, how):
+    partial = killed(how).partial
+    raw = partial.read_bytes()
+    cassette = Cassette(partial, tolerate_truncation=True)
+    records = list(cassette.records())
+    # Every complete line is a record; at most a cut-off last line is left out.
+    assert len(records) == raw.count(b"\n")
+    assert cassette.truncated_at in (None, raw.rfind(b"\n") + 1)
+    assert cassette.complete is False, "a killed recording has no end marker"
+    streamed = streamed_bytes(partial)
+    assert len(streamed) >= len(chunks(5))
+    assert streamed == chunks(100000)[: len(streamed)]
+
+
+@pytest.mark.parametrize("how", KILLS)
+def test_recording_killed_half_way_leaves_the_previous_cassette_byte_identical(killed, how):
+    outcome = killed(how)
+    assert outcome.good_after == outcome.good_before
+
+
+@pytest.mark.parametrize("operation", ["add_host", "spawn", "connect", "stats", "wait"])
+def test_after_its_supervisor_is_killed_the_sandbox_raises_sandbox_closed(killed, operation):
+    error = killed("supervisor").after[operation]
+    assert isinstance(error, SandboxClosed), repr(error)
+    assert isinstance(error, NetplayError)
+
+
+def test_after_its_supervisor_is_killed_close_returns_at_once(killed):
+    seconds = killed("supervisor").close_seconds
+    assert seconds is not None, "close() hung"
+    assert seconds < 1
+
+
+# -- 4. disk full --------------------------------------------------------------------
+
+
+def record_bulk(cassette: Path) -> CassetteError | None:
+    """Record 1 MiB going from a server to a client; the error close() raised, if any."""
+    sb = Sandbox(mode="record", cassette=cassette).start()
+    try:
+        server, client = sb.add_host("server"), sb.add_host("client")
+        server.spawn([sys.executable, "-c", BULK_SERVER])
+        server.wait_for_port(PORT)
+        result = client.run([sys.executable, "-c", BULK_CLIENT], timeout=30)
+        assert result.returncode == 0, result.stderr
+    except BaseException:
+        sb.close("abort")
+        raise
+    try:
+        sb.close()
+    except CassetteError as exc:
+        return exc
+    return None
+
+
+def test_disk_full_while_recording_makes_close_raise_naming_the_path_and_reason(tmp_path):
+    with small_disk(tmp_path / "disk") as disk:
+        error = record_bulk(disk / "bulk.netplay")
+    assert error is not None, "close() did not report that the recording could not be written"
+    assert str(disk / "bulk.netplay") in str(error)
+    assert os.strerror(errno.ENOSPC) in str(error)
+
+
+def test_disk_full_while_recording_leaves_the_previous_cassette_untouched(tmp_path):
+    with small_disk(tmp_path / "disk") as disk:
+        cassette = disk / "bulk.netplay"
+        good = write_good_cassette(cassette)
+        error = record_bulk(cassette)
+        after = cassette.read_bytes()
+    assert error is not None
+    assert after == good
+
+
+def test_cli_record_onto_a_full_disk_exits_non_zero_naming_the_path(tmp_path):
+    with small_disk(tmp_path / "disk") as disk:
+        cassette = disk / "bulk.netplay"
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest_netplayground",
+                "record",
+                "-f",
+                str(cassette),
+                "--nolog",
+                python_command(BULK_SERVER),
+                python_command(BULK_CLIENT),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+        )
+    assert result.returncode != 0
+    assert "netplay: error:" in result.stderr
+    assert str(cassette) in result.stderr
+    assert os.strerror(errno.ENOSPC) in result.stderr
+
+
+PLUGIN_SUITE = f"""
+import sys
+
+BULK_SERVER = {BULK_SERVER!r}
+BULK_CLIENT = {BULK_CLIENT!r}
+
+def test_bulk(netplay):
+    server, client = netplay.add_host("server"), netplay.add_host("client")
+    server.spawn([sys.executable, "-c", BULK_SERVER])
+    server.wait_for_port(9000)
+    assert client.run([sys.executable, "-c", BULK_CLIENT], timeout=30).returncode == 0
+"""
+
+
+def test_plugin_recording_onto_a_full_disk_fails_the_test(pytester, tmp_path):
+    pytester.makepyfile(test_suite=PLUGIN_SUITE)
+    with small_disk(tmp_path / "disk") as disk:
+        result = pytester.runpytest_subprocess(
+            "-p", "no:cacheprovider", "--netplay=record", f"--netplay-dir={disk}", timeout=120
+        )
+    result.assert_outcomes(failed=1)
+    assert os.strerror(errno.ENOSPC) in result.stdout.str()
+
+
+# -- 5. a cassette directory that cannot be written ------------------------------------
+
+
+@pytest.fixture(params=["under a regular file", "read-only mount", "in /proc"])
+def unwritable_cassette(request, tmp_path):
+    if request.param == "under a regular file":
+        (tmp_path / "file").write_text("not a directory\n")
+        yield tmp_path / "file" / "c.netplay"
+    elif request.param == "read-only mount":
+        with read_only(tmp_path / "ro") as directory:
+            yield directory / "c.netplay"
+    else:
+        yield Path("/proc/netplay-hardening/c.netplay")
+
+
+def test_unwritable_cassette_directory_is_a_cassette_error_at_start(unwritable_cassette):
+    sb = Sandbox(mode="record", cassette=unwritable_cassette)
+    with pytest.raises(CassetteError) as info:
+        sb.start()
+    assert str(unwritable_cassette.parent) in str(info.value)
+    # Nothing was started: the supervisor is gone and no host can be made.
+    assert leaks.wait_until_gone(pids=[sb.supervisor_pid]) == []
+    with pytest.raises(SandboxClosed):
+        sb.add_host()
+
+
+# -- 6. hostile packets --------------------------------------------------------------
+
+# Root in a host writes each (ethertype, bytes) record of a file to eth0 as it
+# is, a few at a time; prints one hex digit pair per packet: 01 sent, 00 refused.
+SENDER = textwrap.dedent(
+    """
+    import socket, struct, sys, time
+    blob = open(sys.argv[1], "rb").read()
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM)
+    sent, pos = bytearray(), 0
+    while pos < len(blob):
+        proto, n = struct.unpack_from("!HH", blob, pos)
+        packet = blob[pos + 4 : pos + 4 + n]
+        pos += 4 + n
+        try:
+            s.sendto(packet, ("eth0", proto))
+            sent.append(1)
+        except OSError:
+            sent.append(0)
+        if len(sent) % 20 == 0:
+            time.sleep(0.002)
+    print(sent.hex())
+    """
+)
+
+
+def hostile_packets(rng: random.Random) -> list[tuple[int, bytes]]:
+    """About 2000 malformed, damaged and misaddressed packets, from host 10.0.0.1."""
+    from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_NOP, IPOption_Router_Alert, IPOption_RR
+    from scapy.layers.inet6 import IPv6
+
+    ipv4, ipv6 = 0x0800, 0x86DD
+    me, peer = "10.0.0.1", "10.0.0.2"
+    destinations = [peer, peer, me, "10.0.0.77", "10.0.0.0", "10.0.0.255", "198.51.100.7", "255.255.255.255"]
+    sources = [me, me, me, peer, "10.0.0.77", "198.51.100.7", "0.0.0.0"]
+
+    def port() -> int:
+        return rng.choice([PORT, 9001, 22, 0, rng.randrange(65536)])
+
+    def transport():
+        kind = rng.randrange(3)
+        if kind == 0:
+            return TCP(sport=port(), dport=port(), flags=rng.randrange(256), seq=rng.randrange(1 << 32))
+        if kind == 1:
+            return UDP(sport=port(), dport=port())
+        return ICMP(type=rng.choice([0, 3, 5, 8, 11, rng.randrange(256)]), code=rng.randrange(16))
+
+    def packet(**ip_fields) -> bytes:
+        layer = IP(src=rng.choice(sources), dst=rng.choice(destinations), **ip_fields)
+        return bytes(layer / transport() / rng.randbytes(rng.randrange(64)))
+
+    out: list[tuple[int, bytes]] = []
+    for _ in range(300):  # random bytes
+        out.append((rng.choice([ipv4, ipv6]), rng.randbytes(rng.randrange(1, 200))))
+    for _ in range(200):  # random bytes behind a plausible first byte
+        out.append((ipv4, bytes([0x45]) + rng.randbytes(rng.randrange(19, 120))))
+    for _ in range(200):  # total length that does not match
+        raw = bytearray(packet())
+        struct.pack_into("!H", raw, 2, rng.choice([0, 19, len(raw) - 1, len(raw) + 1, 65535]))
+        out.append((ipv4, bytes(raw)))
+    for _ in range(150):  # header length below 20 bytes or beyond the packet
+        raw = bytearray(packet())
+        raw[0] = 0x40 | rng.choice([0, 1, 4, 15])
+        out.append((ipv4, bytes(raw)))
+    for _ in range(200):  # fragments, first and later ones
+        frag = rng.choice([1, 100, 8191])
+        flags = rng.choice(["MF", 0])
+        out.append((ipv4, packet(flags=flags, frag=frag if flags == 0 else rng.choice([0, frag]))))
+    for _ in range(200):  # bad IP or transport checksums
+        raw = bytearray(packet())
+        spot = rng.choice([10, 20 + 16, 20 + 6, 20 + 2])
+        if spot < len(raw):
+            raw[spot] ^= 0xFF
+        out.append((ipv4, bytes(raw)))
+    for _ in range(150):  # IP options
+        options = rng.choice([[IPOption_NOP()] * 4, [IPOption_RR()], [IPOption_Router_Alert()]])
+        out.append((ipv4, packet(options=options)))
+    for _ in range(200):  # TCP headers cut short or with a bad data offset
+        raw = bytearray(packet())
+        if raw[9] == 6:
+            if rng.random() < 0.5:
+                raw = raw[: 20 + rng.randrange(20)]
+                struct.pack_into("!H", raw, 2, len(raw))
+            else:
+                raw[20 + 12] = rng.choice([0, 4, 15]) << 4
+        out.append((ipv4, bytes(raw)))
+    for _ in range(200):  # IPv6, sent as IPv6
+        layer = IPv6(src="fd00::1", dst=rng.choice(["fd00::2", "::1", "ff02::1"]))
+        out.append((ipv6, bytes(layer / rng.choice([TCP(dport=PORT, flags="S"), UDP(dport=PORT), b"x" * 8]))))
+    for _ in range(200):  # well-formed, oddly addressed
+        out.append((ipv4, packet()))
+    rng.shuffle(out)
+    return out
+
+
+def model_drops(sb: Sandbox, packets: list[tuple[int, bytes]]) -> tuple[int, int]:
+    """(packets a router of these hosts drops or answers, packets it passes on)."""
+    router = Router(AddressPlan(str(sb.subnet)))
+    for host in sb.hosts:
+        router.add_host(host.index, host.address)
+    dropped = passed = 0
+    for _, raw in packets:
+        verdict = router.from_host(bytearray(raw), len(raw))
+        if verdict in (Verdict.DROP, Verdict.REPLY):
+            dropped += 1
+        else:
+            passed += 1
+    return dropped, passed
+
+
+def settled_drops(sb: Sandbox, quiet: float = 0.3, timeout: float = 10.0) -> int:
+    """The router's drop total once it has stopped changing for ``quiet`` seconds."""
+    last, since = None, time.monotonic()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        total = sum(sb.stats()["dropped"].values())
+        if total != last:
+            last, since = total, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+        time.sleep(0.05)
+    return last
+
+
+@pytest.fixture(scope="module")
+def flooded(tmp_path_factory):
+    """Two hosts, after root in the first wrote ~2000 hostile packets to its eth0.
+
+    Yields (sandbox, sender host, peer host, router drops before, after, model).
+    """
+    sb = Sandbox().start()
+    inodes = sb.namespace_inodes()
+    try:
+        sender, peer = sb.add_host("sender"), sb.add_host("peer")
+        listener = peer.listen(PORT)  # a server for hostile SYNs to find
+        packets = hostile_packets(random.Random(20261121))
+        blob = tmp_path_factory.mktemp("hostile") / "packets.bin"
+        blob.write_bytes(b"".join(struct.pack("!HH", proto, len(raw)) + raw for proto, raw in packets))
+        before = settled_drops(sb)
+        result = sender.run([sys.executable, "-c", SENDER, str(blob)], timeout=60)
+        assert result.returncode == 0, result.stderr
+        sent = bytes.fromhex(result.stdout.decode().strip())
+        assert len(sent) == len(packets) and sum(sent) > 0.95 * len(packets)
+        after = settled_drops(sb)
+        model = model_drops(sb, [p for p, ok in zip(packets, sent) if ok])
+        yield sb, sender, peer, before, after, model
+        listener.close()
+    finally:
+        sb.close()
+    assert leaks.wait_until_gone(inodes, [sb.supervisor_pid, *(p.pid for p in sb._processes)]) == []
+
+
+def test_hostile_packets_leave_the_supervisor_running(flooded):
+    sb = flooded[0]
+    assert leaks.alive(sb.supervisor_pid)
+    assert sb.stats()["dropped"]
+
+
+def test_hostile_packets_leave_tcp_between_hosts_working(flooded):
+    _, sender, peer, *_ = flooded
+    listener = peer.listen(PORT + 1)
+    conn = sender.connect(("10.0.0.2", PORT + 1))
+    accepted, address = listener.accept()
+    assert address[0] == "10.0.0.1"
+    conn.sendall(b"still here?")
+    assert accepted.recv(100) == b"still here?"
+    accepted.sendall(b"yes")
+    assert conn.recv(100) == b"yes"
+
+
+def test_hostile_packets_leave_udp_between_hosts_working(flooded):
+    _, sender, peer, *_ = flooded
+    receiver = peer.udp_socket(("0.0.0.0", PORT + 2))
+    receiver.settimeout(5)
+    sender.udp_socket().sendto(b"datagram", ("10.0.0.2", PORT + 2))
+    data, (source, _) = receiver.recvfrom(100)
+    assert (data, source) == (b"datagram", "10.0.0.1")
+
+
+def test_hostile_packets_are_counted_as_drops(flooded):
+    _, _, _, before, after, (dropped, passed) = flooded
+    # Each packet the router refuses is counted once; one passed on may at
+    # most draw one more drop (a write the kernel refused, or its answer to
+    # an address no host owns).
+    assert dropped > 1000
+    assert dropped <= after - before <= dropped + passed, (after - before, dropped, passed)
+
+
+def test_a_connect_its_client_abandons_is_reset_at_the_server(monkeypatch):
+    """The proxy connects the server before the client's handshake completes;
+    a client that gives up in between (or a forged SYN) must not leave the
+    server a connection that never ends, nor the supervisor a pipe."""
+    monkeypatch.setattr(supervisor, "CLIENT_PATIENCE", 0.5)
+    with Sandbox() as sb:
+        server, client = sb.add_host("server"), sb.add_host("client")
+        listener = server.listen(PORT)
+        listener.settimeout(5)
+        sock = client.socket()
+        sock.setblocking(False)
+        sock.connect_ex(("10.0.0.1", PORT))
+        sock.close()
+        accepted, _ = listener.accept()
+        accepted.settimeout(5)
+        with pytest.raises(ConnectionResetError):
+            accepted.recv(10)
+        assert sb.stats()["pipes"] == 0
+
+
+# -- 7. isolation --------------------------------------------------------------------
+
+# Answers every connection on port 9000 with the banner in argv[1].
+BANNER_SERVER = textwrap.dedent(
+    """
+    import socket, sys
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("0.0.0.0", 9000))
+    listener.listen()
+    while True:
+        conn, _ = listener.accept()
+        conn.sendall(sys.argv[1].encode())
+        conn.close()
+    """
+)
+
+
+def read_all(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(1024):
+        data += chunk
+    return data
+
+
+def test_two_sandboxes_with_the_same_subnet_each_reach_their_own_server(sandbox):
+    other = Sandbox().start()
+    try:
+        inodes = other.namespace_inodes()
+        clients = []
+        for sb, banner in ((sandbox, "first"), (other, "second")):
+            server = sb.add_host("server")
+            server.spawn([sys.executable, "-c", BANNER_SERVER, banner])
+            server.wait_for_port(PORT)
+            clients.append(sb.add_host("client"))
+        # Both connections open at once, to the same address and port.
+        first, second = (client.connect(("10.0.0.1", PORT)) for client in clients)
+        assert (read_all(first), read_all(second)) == (b"first", b"second")
+    finally:
+        other.close()
+    assert leaks.wait_until_gone(inodes, [other.supervisor_pid]) == []
+
+
+@pytest.fixture
+def machine_listener():
+    """A TCP listener on the machine's loopback, outside every sandbox."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    yield listener
+    listener.close()
+
+
+def nothing_to_accept(listener: socket.socket, seconds: float = 0.2) -> bool:
+    return not select.select([listener], [], [], seconds)[0]
+
+
+def test_a_host_cannot_reach_a_server_on_the_machines_loopback(sandbox, machine_listener):
+    host = sandbox.add_host()
+    with pytest.raises(ConnectionRefusedError):
+        host.connect(machine_listener.getsockname(), timeout=2)
+    assert nothing_to_accept(machine_listener)
+
+
+def test_loopback_in_a_host_is_the_hosts_own(sandbox, machine_listener):
+    host = sandbox.add_host()
+    own = host.listen(machine_listener.getsockname()[1], address="127.0.0.1")
+    conn = host.connect(machine_listener.getsockname(), timeout=2)
+    accepted, _ = own.accept()
+    conn.sendall(b"mine")
+    assert accepted.recv(10) == b"mine"
+    assert nothing_to_accept(machine_listener)
+
+
+def machine_addresses() -> list[str]:
+    """The IPv4 addresses of the machine's own network namespace, but loopback."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        found = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=socket.AF_INET)}
+    with contextlib.suppress(OSError):
+        found |= {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
+    return sorted(a for a in found if not a.startswith("127."))
+
+
+def test_a_host_cannot_reach_the_machines_own_addresses(sandbox):
+    addresses = machine_addresses()
+    if not addresses:
+        pytest.skip("the machine has no IPv4 address but loopback")
+    host = sandbox.add_host()
+    for address in addresses:
+        listener = socket.socket()
+        listener.bind((address, 0))
+        listener.listen()
+        try:
+            sock = host.socket()
+            sock.settimeout(2)
+            outcome = sock.connect_ex(listener.getsockname())
+            sock.close()
+            assert outcome in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EAGAIN, errno.ETIMEDOUT), (
+                address,
+                os.strerror(outcome),
+            )
+            assert nothing_to_accept(listener), f"a host reached {address}"
+        finally:
+            listener.close()
+
+
+# -- 8. load -------------------------------------------------------------------------
+
+HOSTS_PER_SIDE = 5
+RATE = 400  # new connections per second, all clients together
+SECONDS = 10
+
+# Answers each connection with the sha256 of all it received, then closes.
+HASH_SERVER = textwrap.dedent(
+    """
+    import asyncio, hashlib
+
+    async def answer(reader, writer):
+        data = await reader.read()
+        writer.write(hashlib.sha256(data).hexdigest().encode())
+        await writer.drain()
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(answer, "0.0.0.0", 9000, backlog=4096, reuse_address=True)
+        await server.serve_forever()
+
+    asyncio.run(main())
+    """
+)
+
+# argv: server address, connections per second, seconds, log file, name.
+# Opens connections on a fixed schedule, each sending a payload of its own and
+# reading the reply; logs [payload, reply, error, started, ended] per line.
+HASH_CLIENT = textwrap.dedent(
+    """
+    import asyncio, hashlib, json, sys, time
+    server, rate, seconds, log, name = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
+    total = round(rate * seconds)
+    results = []
+
+    async def one(number):
+        payload = "%s:%d:%s" % (name, number, hashlib.sha256(b"%d" % number).hexdigest()[:32])
+        started = time.monotonic()
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(server, 9000), 10)
+            writer.write(payload.encode())
+            writer.write_eof()
+            reply = (await asyncio.wait_for(reader.read(), 10)).decode()
+            writer.close()
+            results.append([payload, reply, None, started, time.monotonic()])
+        except Exception as exc:
+            results.append([payload, None, repr(exc), started, time.monotonic()])
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        start, tasks, number = loop.time(), [], 0
+        while number < total:
+            while number < total and start + number / rate <= loop.time():
+                tasks.append(asyncio.create_task(one(number)))
+                number += 1
+            await asyncio.sleep(max(0.0, start + number / rate - loop.time()))
+        await asyncio.gather(*tasks)
+
+    asyncio.run(main())
+    with open(log, "w") as f:
+        f.writelines(json.dumps(line) + "\\n" for line in results)
+    """
+)
+
+
+@dataclasses.dataclass
+class LoadRun:
+    cassette: Path
+    log: list[list]  # every client's lines
+    samples: list[tuple[float, int, int]]  # (seconds since the clients started, RSS, descriptors)
+    exit_codes: list[int]
+    divergences: object = None
+
+
+def run_load(directory: Path, mode: str, cassette: Path) -> LoadRun:
+    """5 server hosts (absent on replay) and 5 client hosts, at RATE for SECONDS."""
+    samples: list[tuple[float, int, int]] = []
+    logs = [directory / f"{mode}-client{i}.log" for i in range(HOSTS_PER_SIDE)]
+    with Sandbox(mode=mode, cassette=cassette) as sb:
+        servers = [sb.add_host(f"server{i}") for i in range(HOSTS_PER_SIDE)]
+        clients = [sb.add_host(f"client{i}") for i in range(HOSTS_PER_SIDE)]
+        inodes, supervisor_pid = sb.namespace_inodes(), sb.supervisor_pid
+        if mode == "record":
+            for server in servers:
+                server.spawn([sys.executable, "-c", HASH_SERVER])
+            for server in servers:
+                server.wait_for_port(PORT, timeout=10)
+        start = time.monotonic()
+        procs = [
+            client.spawn(
+                [
+                    sys.executable,
+                    "-c",
+                    HASH_CLIENT,
+                    server.address,
+                    str(RATE / HOSTS_PER_SIDE),
+                    str(SECONDS),
+                    str(log),
+                    client.name,
+                ]
+            )
+            for client, server, log in zip(clients, servers, logs)
+        ]
+        deadline = start + SECONDS + 30
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            samples.append(
+                (time.monotonic() - start, rss_bytes(supervisor_pid), open_descriptors(supervisor_pid))
+            )
+            time.sleep(0.25)
+        codes = [p.wait(5) for p in procs]
+    assert leaks.wait_until_gone(inodes, [supervisor_pid, *(p.pid for p in sb._processes)]) == []
+    lines = [json.loads(line) for log in logs for line in log.read_text().splitlines()]
+    return LoadRun(cassette, lines, samples, codes, sb.divergences)
+
+
+@pytest.fixture(scope="module")
+def recorded_load(tmp_path_factory) -> LoadRun:
+    directory = tmp_path_factory.mktemp("load")
+    return run_load(directory, "record", directory / "load.netplay")
+
+
+@pytest.fixture(scope="module")
+def replayed_load(recorded_load) -> LoadRun:
+    return run_load(recorded_load.cassette.parent, "replay", recorded_load.cassette)
+
+
+def assert_every_client_got_its_reply(run: LoadRun) -> None:
+    assert run.exit_codes == [0] * HOSTS_PER_SIDE
+    assert len(run.log) == RATE * SECONDS
+    errors = [line for line in run.log if line[2] is not None]
+    assert errors == [], f"{len(errors)} connections failed, e.g. {errors[:3]}"
+    wrong = [line for line in run.log if line[1] != hashlib.sha256(line[0].encode()).hexdigest()]
+    assert wrong == [], f"{len(wrong)} replies were not the hash of their payload, e.g. {wrong[:3]}"
+    assert len({line[0] for line in run.log}) == RATE * SECONDS
+
+
+def test_load_recording_gives_every_client_its_reply(recorded_load):
+    assert_every_client_got_its_reply(recorded_load)
+
+
+def test_load_recording_keeps_up_with_the_rate(recorded_load):
+    started = min(line[3] for line in recorded_load.log)
+    ended = max(line[4] for line in recorded_load.log)
+    # Open-loop clients: falling behind shows as a longer span.
+    assert ended - started < SECONDS * 1.1 + 1, f"{len(recorded_load.log) / (ended - started):.0f} per second"
+
+
+def test_load_recording_loses_no_connection_and_no_byte(recorded_load):
+    sent: dict[int, bytearray] = {}
+    answered: dict[int, bytearray] = {}
+    for event in Cassette(recorded_load.cassette).events():
+        if isinstance(event, ConnectionOpened):
+            assert event.outcome is Outcome.ESTABLISHED
+        if isinstance(event, Data):
+            side = sent if event.direction is Direction.C2S else answered
+            side.setdefault(event.conn, bytearray()).extend(event.data)
+    conversations = {bytes(sent[conn]).decode(): bytes(answered.get(conn, b"")).decode() for conn in sent}
+    assert len(conversations) == len(sent) == RATE * SECONDS
+    logged = {payload: reply for payload, reply, *_ in recorded_load.log}
+    assert conversations == logged
+
+
+def test_load_recording_keeps_the_supervisors_memory_flat(recorded_load):
+    samples = recorded_load.samples
+    early = next(rss for t, rss, _ in samples if t >= 2)
+    assert samples[-1][0] >= SECONDS - 1, "the run was not sampled to its end"
+    assert samples[-1][1] - early <= 20 * 1024 * 1024, [(round(t, 1), rss >> 20) for t, rss, _ in samples]
+
+
+def test_load_replay_without_servers_gives_every_client_its_recorded_reply(replayed_load):
+    assert_every_client_got_its_reply(replayed_load)
+    assert replayed_load.divergences.ok, replayed_load.divergences.format()[:2000]
+
+
+def test_load_replay_keeps_the_supervisors_descriptors_bounded(replayed_load):
+    # Far below the 1024 that is many systems' default limit, whatever the count of connections.
+    assert max(fds for _, _, fds in replayed_load.samples) < 300
+
+
+# -- the control channel and process exits -------------------------------------------
+
+
+def test_a_replay_report_larger_than_one_control_message_reaches_close(tmp_path):
+    """20000 recorded connections never opened on replay: a report of over a megabyte."""
+    cassette = tmp_path / "many.netplay"
+    header = Header("10.0.0.0/24", started=1732170000.0, tool_version="0.1.0")
+    with CassetteWriter(cassette, header) as writer:
+        for conn in range(20000):
+            opened = ConnectionOpened(0.001, conn, ("10.0.0.2", 40000), ("10.0.0.1", PORT), Outcome.REFUSED)
+            writer.write(opened)
+        writer.commit(1.0)
+    sb = Sandbox(mode="replay", cassette=cassette).start()
+    sb.close()
+    assert len(sb.divergences) == 20000
+
+
+def test_poll_notices_a_process_exit_on_its_own(sandbox):
+    proc = sandbox.add_host().spawn(["true"])
+    deadline = time.monotonic() + 5
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() == 0
