@@ -138,29 +138,6 @@ def wait_for_chunks(partial: Path, count: int, timeout: float = 15.0) -> None:
     raise AssertionError(f"the recording at {partial} never reached {count} chunks")
 
 
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
-def descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        children = children_of(todo.pop())
-        found += children
-        todo += children
-    return found
-
-
 def net_namespace(pid: int) -> int | None:
     try:
         return os.stat(f"/proc/{pid}/ns/net").st_ino
@@ -317,7 +294,7 @@ def kill_the_cli(directory: Path) -> Killed:
     )
     try:
         wait_for_chunks(partial_path_for(cassette), 5)
-        pids = descendants(cli.pid)
+        pids = leaks.descendants(cli.pid)
     finally:
         cli.kill()
         cli.wait(10)

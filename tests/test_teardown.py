@@ -31,44 +31,12 @@ MAKER = textwrap.dedent(
 )
 
 
-def _children_of(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
-def _descendants(pid: int) -> list[int]:
-    found = []
-    todo = [pid]
-    while todo:
-        children = _children_of(todo.pop())
-        found += children
-        todo += children
-    return found
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
-
-
 def test_daemon_that_double_forks_is_gone_after_teardown():
     sb = Sandbox().start()
     host = sb.add_host()
     marker = b"sleep\x00999.25\x00"
     host.run(["sh", "-c", "setsid sh -c 'sleep 999.25 >/dev/null 2>&1 &' "], timeout=10)
-    daemons = [int(p) for p in os.listdir("/proc") if p.isdigit() and _cmdline(int(p)) == marker]
+    daemons = [int(p) for p in os.listdir("/proc") if p.isdigit() and leaks.cmdline(int(p)) == marker]
     assert len(daemons) == 1 and leaks.alive(daemons[0])
     sb.close()
     assert leaks.wait_until_gone(pids=daemons) == []
@@ -123,8 +91,8 @@ def test_sigkill_of_the_cli_leaves_nothing():
     deadline = time.monotonic() + 10
     sleepers: list[int] = []
     while time.monotonic() < deadline and len(sleepers) < 2:
-        supervisors = _children_of(cli.pid)
-        sleepers = [pid for pid in _descendants(cli.pid) if _cmdline(pid) == b"sleep\x001000\x00"]
+        supervisors = leaks.children_of(cli.pid)
+        sleepers = [pid for pid in leaks.descendants(cli.pid) if leaks.cmdline(pid) == b"sleep\x001000\x00"]
         time.sleep(0.05)
     assert len(sleepers) == 2, "the CLI did not start its two commands"
     inodes = set()
