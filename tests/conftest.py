@@ -26,13 +26,17 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _host_untouched(request):
-    """Every root test must leave the root namespace's network and mounts as it found them."""
+    """Every root test must leave no process in a namespace of its own, and the root
+    namespace's network and mounts as it found them."""
     if request.node.get_closest_marker("root") is None or _privileged():
         yield
         return
     before = leaks.root_network_state()
     mounts_before = leaks.mounts()
+    processes_before = leaks.processes_in_other_netns()
     yield
+    left = leaks.new_processes_in_other_netns(processes_before)
+    assert not left, f"processes of a sandbox outlived it: {left}"
     assert leaks.root_network_state() == before, "the root namespace's network configuration changed"
     assert leaks.mounts() == mounts_before, "mounts changed"
 

@@ -115,3 +115,29 @@ def test_operations_after_close_raise_a_clear_error():
         host.spawn(["true"])
     with pytest.raises(SandboxClosed):
         sb.add_host()
+
+
+def test_sigterm_to_the_clis_whole_process_group_leaves_nothing():
+    """As ``timeout netplay run ...`` does: the CLI and its supervisor get SIGTERM at once.
+
+    ``; true`` makes the shell fork the server instead of exec'ing it, so the
+    server is a grandchild that no parent-death signal reaches.
+    """
+    server = f"{sys.executable} -m http.server 8765 --bind 10.0.0.1; true"
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "pytest_netplayground", "run", server, "sleep 1000; true"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 10
+    servers: list[int] = []
+    while time.monotonic() < deadline and not servers:
+        servers = [pid for pid in leaks.descendants(cli.pid) if b"http.server\x008765" in leaks.cmdline(pid)]
+        time.sleep(0.05)
+    assert servers, "the CLI did not start its server"
+    pids = leaks.descendants(cli.pid)
+    inodes = {os.stat(f"/proc/{pid}/ns/net").st_ino for pid in servers}
+    os.killpg(cli.pid, signal.SIGTERM)
+    cli.wait(30)
+    assert leaks.wait_until_gone(inodes, pids) == []

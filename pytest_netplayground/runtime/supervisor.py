@@ -185,10 +185,16 @@ class Supervisor:
         kernel kills everything left in it, daemons that double-forked included.
         """
         netns.unshare(netns.CLONE_NEWPID)
+        # Held open by the supervisor: EOF tells the reaper its parent died
+        # before the parent-death signal was armed (getppid() says 0 in here).
+        alive_r, alive_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs as PID 1 of the namespace
             try:
                 netns.set_parent_death_signal(signal.SIGKILL)
+                os.close(alive_w)
+                if select.select([alive_r], [], [], 0)[0]:
+                    os._exit(0)
                 os.closerange(0, 65536)
                 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT})
                 while True:
@@ -200,6 +206,8 @@ class Supervisor:
                     signal.sigwaitinfo({signal.SIGCHLD})
             finally:
                 os._exit(0)
+        os.close(alive_r)
+        self._reaper_alive = alive_w
         self.reaper_pid = pid
 
     # -- building ---------------------------------------------------------------

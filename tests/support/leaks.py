@@ -98,3 +98,30 @@ def cmdline(pid: int) -> bytes:
             return f.read()
     except OSError:
         return b""
+
+
+def processes_in_other_netns() -> dict[int, str]:
+    """Live processes whose network namespace is not this process's: pid -> command line."""
+    own = os.readlink("/proc/self/ns/net")
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/ns/net") == own:
+                continue
+        except OSError:
+            continue  # gone, or a zombie: holds nothing
+        if alive(int(entry)):
+            found[int(entry)] = cmdline(int(entry)).replace(b"\0", b" ").decode(errors="replace").strip()
+    return found
+
+
+def new_processes_in_other_netns(before: dict[int, str], timeout: float = 10.0) -> dict[int, str]:
+    """Processes in other network namespaces that were not there ``before``, once given time to go."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = {pid: cmd for pid, cmd in processes_in_other_netns().items() if pid not in before}
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
