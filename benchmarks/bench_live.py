@@ -660,6 +660,25 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def prepare(parser: argparse.ArgumentParser, headline: str) -> float:
+    """What every benchmark does first: check root, import the package, trap signals, say the load."""
+    if os.geteuid() != 0:
+        parser.error("needs root (network namespaces)")
+    try:
+        import pytest_netplayground  # noqa: F401
+    except ImportError:
+        sys.path.insert(0, str(REPO))
+    import pyroute2  # noqa: F401  (imported up front: setup timings exclude the import)
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
+    load = os.getloadavg()[0]
+    print(f"{headline}; load average {load:.2f}", flush=True)
+    if load > 0.5:
+        print("  (other work is running on this machine: the numbers will be noisy)", flush=True)
+    return load
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
@@ -675,27 +694,14 @@ def main(argv: list[str] | None = None) -> int:
         help="also profile the sandbox throughput case with py-spy (raw output to FILE)",
     )
     args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        parser.error("needs root (network namespaces)")
     if shutil.which("iperf3") is None:
         parser.error("needs iperf3 (apt-get install iperf3)")
-    try:
-        import pytest_netplayground  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, str(REPO))
-    import pyroute2  # noqa: F401  (imported up front: setup timings exclude the import)
-
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
+    params = QUICK if args.quick else FULL
+    load = prepare(parser, f"bench_live ({'quick' if args.quick else 'full'}): {params}")
     from pytest_netplayground import Sandbox
 
-    params = QUICK if args.quick else FULL
     prefix = f"netplay-bench-{os.getpid()}"
     started = time.monotonic()
-    load = os.getloadavg()[0]
-    print(f"bench_live ({'quick' if args.quick else 'full'}): {params}; load average {load:.2f}", flush=True)
-    if load > 0.5:
-        print("  (other work is running on this machine: the numbers will be noisy)", flush=True)
     try:
         print(
             f"traffic: iperf3 -n {params['bytes']}, {params['round_trips']} 64-byte round trips, "

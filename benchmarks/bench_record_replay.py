@@ -67,7 +67,7 @@ import time
 from pathlib import Path
 
 # When this file is run as a script its directory is first on sys.path.
-from bench_live import _interrupt, parse_json_output, read_ready, self_time, stop
+from bench_live import parse_json_output, prepare, read_ready, self_time, stop
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parent.parent
@@ -452,30 +452,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--native", action="store_true", help="with --profile: sample native frames too")
     args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        parser.error("needs root (network namespaces)")
     if args.profile and shutil.which("py-spy") is None:
         parser.error("--profile needs py-spy (pip install py-spy)")
-    try:
-        import pytest_netplayground  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, str(REPO))
-    import pyroute2  # noqa: F401
-
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
-
     params = QUICK if args.quick else FULL
     size = params["bytes"]
-    started = time.monotonic()
-    load = os.getloadavg()[0]
-    print(
+    load = prepare(
+        parser,
         f"bench_record_replay ({'quick' if args.quick else 'full'}): {size} bytes per transfer, "
-        f"{params['rounds']} round(s) of live, record, replay-flood, median kept; load average {load:.2f}",
-        flush=True,
+        f"{params['rounds']} round(s) of live, record, replay-flood, median kept",
     )
-    if load > 0.5:
-        print("  (other work is running on this machine: the numbers will be noisy)", flush=True)
+    started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="netplay-bench-"))
     profiles = None
     try:

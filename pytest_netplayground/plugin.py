@@ -6,7 +6,6 @@ fixture, ``@pytest.mark.netplay``, the command line.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import warnings
@@ -279,6 +278,3 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
             parts.append(f"{counts[key]} {noun} {label}")
     terminalreporter.write_sep("-", "netplay")
     terminalreporter.write_line(", ".join(parts))
-
-
-_ = os

@@ -184,8 +184,10 @@ def current_netns() -> int:
 
 
 def new_netns() -> int:
-    """Create a namespace, enter it, and return a descriptor that keeps it alive."""
+    """Create a namespace (IPv6 off), enter it, and return a descriptor that keeps it alive."""
     unshare(CLONE_NEWNET)
+    write_sysctl("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1")
+    write_sysctl("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1")
     return current_netns()
 
 

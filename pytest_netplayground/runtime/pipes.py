@@ -34,7 +34,18 @@ _LINGER_ABORT = struct.pack("ii", 1, 0)
 class Leg:
     """One socket of a pipe and the bytes queued to be written to it."""
 
-    __slots__ = ("sock", "fd", "out", "reading", "shut_pending", "shut_done", "read_eof", "closed", "mask")
+    __slots__ = (
+        "sock",
+        "fd",
+        "out",
+        "reading",
+        "shut_pending",
+        "shut_done",
+        "read_eof",
+        "closed",
+        "mask",
+        "handler",
+    )
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
@@ -46,6 +57,7 @@ class Leg:
         self.read_eof = False
         self.closed = False
         self.mask = -1
+        self.handler = None
 
 
 class Tap:
@@ -66,10 +78,6 @@ class Tap:
     def closed(self, pipe: "Pipe", now: float) -> None:
         """Both legs are closed; the pipe is finished."""
 
-    def timer(self, pipe: "Pipe", now: float) -> float | None:
-        """Called at the deadline the tap asked for; returns the next one or None."""
-        return None
-
 
 class Pipe:
     """A proxied TCP connection between ``client`` and ``server``."""
@@ -83,7 +91,6 @@ class Pipe:
         self.client_leg: Leg | None = None
         self.server_leg: Leg | None = None
         self.finished = False
-        self.deadline: float | None = None
         self.retry_until: float | None = None
 
     # -- wiring -----------------------------------------------------------------
@@ -111,7 +118,9 @@ class Pipe:
         if leg.out:
             mask |= select.EPOLLOUT
         if mask != leg.mask:
-            self.loop.watch(leg.fd, mask, self._handler(leg), registered=leg.mask != -1)
+            if leg.handler is None:
+                leg.handler = self._handler(leg)
+            self.loop.watch(leg.fd, mask, leg.handler, registered=leg.mask != -1)
             leg.mask = mask
 
     def _handler(self, leg: Leg):

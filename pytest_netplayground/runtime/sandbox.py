@@ -26,7 +26,6 @@ from ..core.addressing import DEFAULT_SUBNET, Subnet
 from ..core.divergence import DivergenceReport
 from ..errors import (
     CassetteMissing,
-    CommandNotFound,
     ConfigError,
     NetplayTimeout,
     SandboxClosed,
@@ -607,13 +606,7 @@ class Sandbox:
     def add_host(self, name: str | None = None) -> Host:
         """A new host with the next address of the subnet (.1, .2, ... in order)."""
         self.start()
-        if len(self.hosts) >= self.subnet.capacity:
-            from ..errors import ConfigError
-
-            raise ConfigError(
-                f"subnet {self.subnet} has room for {self.subnet.capacity} hosts; "
-                f"host number {len(self.hosts) + 1} does not fit: use a larger subnet"
-            )
+        self.subnet.host_address(len(self.hosts))  # no room: the subnet's error, before asking
         info, _ = self._channel.call("add_host", name=name)
         host = Host(self, info["index"], info["address"], info["name"])
         self.hosts.append(host)
@@ -700,4 +693,3 @@ def _max_fd() -> int:
 Sandbox.__module__ = "pytest_netplayground"
 Host.__module__ = "pytest_netplayground"
 Process.__module__ = "pytest_netplayground"
-_ = CommandNotFound

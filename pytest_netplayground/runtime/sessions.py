@@ -121,31 +121,32 @@ class Recorder(Session):
         self.next_conn = 0
         self._probe()
 
+    def _header(self) -> Header:
+        return Header(self.subnet, tuple(self.hosts), self.started, __version__)
+
     def _probe(self) -> None:
         """Fail now, before any process starts, if the cassette cannot be written."""
-        probe = CassetteWriter(self.path, Header(self.subnet, (), self.started, __version__))
-        probe.abort()
+        CassetteWriter(self.path, self._header()).abort()
         os.unlink(partial_path_for(self.path))
 
-    def write(self, event) -> None:
+    def _writing(self, write) -> None:
+        """Run ``write(writer)``, making the writer at the first event (the header then
+        lists the hosts known by then). A failure keeps the sandbox running; it is
+        reported at the end."""
         if self.error is not None:
             return
         try:
             if self.writer is None:
-                header = Header(self.subnet, tuple(self.hosts), self.started, __version__)
-                self.writer = CassetteWriter(self.path, header)
-            self.writer.write(event)
+                self.writer = CassetteWriter(self.path, self._header())
+            write(self.writer)
         except CassetteError as exc:
-            # Keep the sandbox running; the failure is reported at the end.
             self.error = exc
 
+    def write(self, event) -> None:
+        self._writing(lambda writer: writer.write(event))
+
     def write_data(self, t: float, conn: int, direction: Direction, data: memoryview) -> None:
-        if self.error is not None:
-            return
-        try:
-            self.writer.write_data(t, conn, direction, data)
-        except CassetteError as exc:
-            self.error = exc
+        self._writing(lambda writer: writer.write_data(t, conn, direction, data))
 
     def _open(self, client: Endpoint, server: Endpoint, outcome: Outcome) -> int:
         conn = self.next_conn
@@ -161,8 +162,7 @@ class Recorder(Session):
 
     def finish(self, action: object) -> dict:
         result: dict = {"cassette": None}
-        if self.error is None and self.writer is None:
-            self.write_header_only()
+        self._writing(lambda writer: None)  # a run without connections still gets its cassette
         writer = self.writer
         try:
             if self.error is not None:
@@ -183,14 +183,6 @@ class Recorder(Session):
                 writer.abort()
             result["error"] = exc
         return result
-
-    def write_header_only(self) -> None:
-        try:
-            self.writer = CassetteWriter(
-                self.path, Header(self.subnet, tuple(self.hosts), self.started, __version__)
-            )
-        except CassetteError as exc:
-            self.error = exc
 
 
 class ReplayTap(Tap):
@@ -260,9 +252,6 @@ class ReplayTap(Tap):
             self.timer_at = None
         self.run(time.monotonic())
 
-    def holds_open(self) -> bool:
-        return False
-
     def closed(self, pipe, now):
         self.replay.close(now)
         self.replayer.collect(self.replay.divergences)
@@ -328,6 +317,3 @@ class Replayer(Session):
             "cassette": str(self.cassette.path),
             "truncated_at": self.index.truncated_at,
         }
-
-
-_ = (Direction,)

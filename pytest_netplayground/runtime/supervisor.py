@@ -39,6 +39,7 @@ STAND_IN_PATIENCE = 2.0
 # (the client abandoned its connect, or its SYN was forged).
 CLIENT_PATIENCE = 10.0
 PROXY_TUN = "netplay0"
+_VERDICTS = {value: name for name, value in vars(Verdict).items() if not name.startswith("_")}
 _CONNECT_FAILURES = {
     errno.ECONNREFUSED: "refused",
     errno.EHOSTUNREACH: "unreachable",
@@ -214,8 +215,6 @@ class Supervisor:
 
     def _build_proxy(self) -> None:
         self.proxy_ns = netns.new_netns()
-        netns.write_sysctl("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1")
-        netns.write_sysctl("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1")
         netns.write_sysctl("/proc/sys/net/ipv4/tcp_tw_reuse", "1")
         self.proxy_tun = netns.open_tun(PROXY_TUN)
         netns.configure_proxy(PROXY_TUN, str(self.plan.subnet), str(self.plan.alias_network))
@@ -227,8 +226,6 @@ class Supervisor:
         address = self.plan.subnet.host_address(index)
         ns = netns.new_netns()
         try:
-            netns.write_sysctl("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1")
-            netns.write_sysctl("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1")
             tun = netns.open_tun(HOST_TUN)
             netns.configure_host(HOST_TUN, address, self.plan.subnet.network.prefixlen)
         finally:
@@ -298,8 +295,7 @@ class Supervisor:
     def _log_packet(self, origin: str, packet, verdict: int) -> None:
         from ..core.describe import describe_packet
 
-        names = {v: k for k, v in vars(Verdict).items() if not k.startswith("_")}
-        sys.stderr.write(f"netplay: {origin}: {describe_packet(bytes(packet))} -> {names.get(verdict)}\n")
+        sys.stderr.write(f"netplay: {origin}: {describe_packet(bytes(packet))} -> {_VERDICTS.get(verdict)}\n")
 
     # -- proxy pipes --------------------------------------------------------------
 
@@ -497,6 +493,7 @@ class Supervisor:
         return child
 
     def _child_exited(self, child: ChildProcess) -> None:
+        """Reap ``child`` (it exited, or was just killed) and tell the caller its exit code."""
         if child.pid not in self.children:
             return
         self.loop.unwatch(child.pidfd)
@@ -718,15 +715,7 @@ class Supervisor:
                 os.killpg(child.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-            try:
-                _, status = os.waitpid(child.pid, 0)
-                code = os.waitstatus_to_exitcode(status)
-            except ChildProcessError:
-                code = -signal.SIGKILL
-            self.loop.unwatch(child.pidfd)
-            os.close(child.pidfd)
-            del self.children[child.pid]
-            self._post(("exit", child.pid, code))
+            self._child_exited(child)
         try:
             os.kill(self.reaper_pid, signal.SIGKILL)
             os.waitpid(self.reaper_pid, 0)
