@@ -177,7 +177,6 @@ def run_commands(
         processes.append(proc)
         for stream, sink in ((proc.stdout, out), (proc.stderr, err)):
             sel.register(stream, selectors.EVENT_READ, [prefix, None if quiet else sink, b""])
-    first_failure = 0
     stopped_by: int | None = None
     deadline = None
     with _Stopper() as stopper:
@@ -219,16 +218,9 @@ def run_commands(
         if stopped_by is not None:
             sandbox.interrupted = True
             return 128 + stopped_by
-        exits: list[tuple[int, int]] = []
-        for proc in processes:
-            code = proc.wait()
-            exits.append((code, proc.pid))
-        # The first command (in the order given) that failed decides.
-        for code, _ in exits:
-            if code != 0:
-                first_failure = exit_code_of(code)
-                break
-    return first_failure
+    # The first command (in the order given) that failed decides.
+    codes = [proc.wait() for proc in processes]
+    return next((exit_code_of(code) for code in codes if code != 0), 0)
 
 
 def _make_sandbox(args, **mode):

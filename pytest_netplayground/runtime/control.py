@@ -31,19 +31,20 @@ def make_pair() -> tuple[socket.socket, socket.socket]:
     return a, b
 
 
-def encode(obj: object) -> bytes:
-    """One packet holding ``obj``; for messages that fit in one (``len() <= MAX_MESSAGE``)."""
-    return _LAST + pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+def packets(obj: object) -> list[bytes]:
+    """The packets that carry ``obj``: each at most :data:`PIECE` bytes."""
+    data = memoryview(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+    step = PIECE - 1
+    return [
+        (_LAST if start + step >= len(data) else _MORE) + data[start : start + step]
+        for start in range(0, max(len(data), 1), step)
+    ]
 
 
 def send(sock: socket.socket, obj: object, fds: list[int] | tuple[int, ...] = ()) -> None:
     """Send ``obj`` (in pieces if large), with ``fds`` on its first packet; blocks."""
-    data = memoryview(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
-    step = PIECE - 1
-    starts = range(0, max(len(data), 1), step)
-    for start in starts:
-        packet = (_LAST if start + step >= len(data) else _MORE) + data[start : start + step]
-        if fds and start == 0:
+    for i, packet in enumerate(packets(obj)):
+        if fds and i == 0:
             socket.send_fds(sock, [packet], list(fds))
         else:
             sock.sendall(packet)

@@ -10,6 +10,7 @@ exits, and the kernel reclaims the namespaces.
 
 from __future__ import annotations
 
+import collections
 import errno
 import heapq
 import itertools
@@ -138,7 +139,8 @@ class Supervisor:
         self.connecting: dict[int, Pipe] = {}
         self.listeners: dict[tuple[str, int], socket.socket] = {}
         self.children: dict[int, ChildProcess] = {}
-        self.outbox: list[tuple[bytes, list[int]]] = []
+        self.outbox: collections.deque[tuple[bytes, list[int], list[int]]] = collections.deque()
+        self._waiting_to_send = False
         self.stopping = False
         self.started = time.time()
         self.session = self._make_session(session or {})
@@ -218,7 +220,8 @@ class Supervisor:
         netns.write_sysctl("/proc/sys/net/ipv4/tcp_tw_reuse", "1")
         self.proxy_tun = netns.open_tun(PROXY_TUN)
         netns.configure_proxy(PROXY_TUN, str(self.plan.subnet), str(self.plan.alias_network))
-        self.loop.watch(self.proxy_tun, select.EPOLLIN, self._proxy_readable)
+        reader = self._tun_reader(self.proxy_tun, self.router.from_proxy, "proxy")
+        self.loop.watch(self.proxy_tun, select.EPOLLIN, reader)
         self.loop.watch(self.channel.fileno(), select.EPOLLIN, self._control_readable)
 
     def add_host(self, name: str | None = None) -> dict:
@@ -235,21 +238,27 @@ class Supervisor:
         self.host_names.append(name or f"host{index + 1}")
         self.router.add_host(index, address)
         self.session.note_host(address, self.host_names[-1])
-        self.loop.watch(tun, select.EPOLLIN, self._host_reader(index, tun))
+        reader = self._tun_reader(tun, self.router.from_host, f"host{index + 1}")
+        self.loop.watch(tun, select.EPOLLIN, reader)
         return {"index": index, "address": address, "name": self.host_names[-1]}
 
     # -- the router ---------------------------------------------------------------
 
-    def _host_reader(self, index: int, tun: int):
+    def _tun_reader(self, tun: int, route, origin: str):
+        """The handler that drains one TUN: each packet routed in place, then written on.
+
+        Built once per TUN with everything it needs bound locally: this is the
+        per-packet path.
+        """
         buf = bytearray(65536)
         view = memoryview(buf)
         readv = os.readv
         write = os.write
         router = self.router
-        from_host = router.from_host
         host_tun = self.host_tun
         proxy_tun = self.proxy_tun
         DELIVER, TO_PROXY = Verdict.DELIVER, Verdict.TO_PROXY
+        NEW_CONNECTION, REPLY = Verdict.NEW_CONNECTION, Verdict.REPLY
 
         def readable(events: int) -> None:
             for _ in range(64):
@@ -257,40 +266,22 @@ class Supervisor:
                     n = readv(tun, [buf])
                 except BlockingIOError:
                     return
-                verdict = from_host(buf, n)
+                verdict = route(buf, n)
                 if self.verbose:
-                    self._log_packet(f"host{index + 1}", view[:n], verdict)
+                    self._log_packet(origin, view[:n], verdict)
                 try:
                     if verdict == TO_PROXY:
                         write(proxy_tun, view[:n])
                     elif verdict == DELIVER:
                         write(host_tun[router.target], view[:n])
-                    elif verdict == Verdict.NEW_CONNECTION:
+                    elif verdict == NEW_CONNECTION:
                         self._open_server_leg(router.key)
-                    elif verdict == Verdict.REPLY:
+                    elif verdict == REPLY:
                         write(tun, router.reply)
                 except OSError:
                     router.dropped["write failed"] += 1
 
         return readable
-
-    def _proxy_readable(self, events: int) -> None:
-        buf = self.loop.read_buffer
-        view = memoryview(buf)[:65536]
-        router = self.router
-        for _ in range(64):
-            try:
-                n = os.readv(self.proxy_tun, [view])
-            except BlockingIOError:
-                return
-            verdict = router.from_proxy(buf, n)
-            if self.verbose:
-                self._log_packet("proxy", view[:n], verdict)
-            if verdict == Verdict.DELIVER:
-                try:
-                    os.write(self.host_tun[router.target], view[:n])
-                except OSError:
-                    router.dropped["write failed"] += 1
 
     def _log_packet(self, origin: str, packet, verdict: int) -> None:
         from ..core.describe import describe_packet
@@ -536,7 +527,11 @@ class Supervisor:
     # -- control channel ------------------------------------------------------------
 
     def _post(self, message: object, fds: list[int] = (), close_after: list[int] = ()) -> None:
-        self.outbox.append((control.encode(message), list(fds), list(close_after)))
+        """Queue a message for the caller (never blocking the loop) and send what can go now."""
+        pieces = control.packets(message)
+        for i, packet in enumerate(pieces):
+            last = i == len(pieces) - 1
+            self.outbox.append((packet, list(fds) if i == 0 else [], list(close_after) if last else []))
         self._flush_outbox()
 
     def _flush_outbox(self) -> None:
@@ -548,21 +543,21 @@ class Supervisor:
                 else:
                     self.channel.send(data, socket.MSG_DONTWAIT)
             except BlockingIOError:
-                self.loop.watch(
-                    self.channel.fileno(),
-                    select.EPOLLIN | select.EPOLLOUT,
-                    self._control_readable,
-                    registered=True,
-                )
+                if not self._waiting_to_send:
+                    self._waiting_to_send = True
+                    mask = select.EPOLLIN | select.EPOLLOUT
+                    self.loop.watch(self.channel.fileno(), mask, self._control_readable, registered=True)
                 return
             except OSError:
                 self.outbox.clear()
                 self.stopping = True
                 return
-            self.outbox.pop(0)
+            self.outbox.popleft()
             for fd in close_after:
                 os.close(fd)
-        self.loop.watch(self.channel.fileno(), select.EPOLLIN, self._control_readable, registered=True)
+        if self._waiting_to_send:
+            self._waiting_to_send = False
+            self.loop.watch(self.channel.fileno(), select.EPOLLIN, self._control_readable, registered=True)
 
     def _control_readable(self, events: int) -> None:
         if events & select.EPOLLOUT:
