@@ -32,7 +32,6 @@ OPTIONS = {
 }
 
 _state_key = pytest.StashKey["NetplayState"]()
-_counts_key = pytest.StashKey[dict]()
 
 
 class NetplayDivergenceWarning(UserWarning):
@@ -79,7 +78,7 @@ def pytest_configure(config: pytest.Config) -> None:
         merge([("ini", _ini_layer(config)), ("command line", _cli_layer(config))])
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
-    config.stash[_counts_key] = {}
+    config.pluginmanager.register(_Summary(), "netplay-summary")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -242,39 +241,25 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function):
     return result
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.when != "call":
-        return
-    counts = _counts(report)
-    if counts is None:
-        return
-    for name, value in report.user_properties:
-        if name == "netplay":
-            counts[value] = counts.get(value, 0) + 1
+class _Summary:
+    """Counts cassettes recorded, replayed and divergent (from the reports, so xdist works too)."""
 
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
 
-_session_config: list[pytest.Config] = []
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "call":
+            return
+        for name, value in report.user_properties:
+            if name == "netplay":
+                self.counts[value] = self.counts.get(value, 0) + 1
 
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_sessionstart(session: pytest.Session) -> None:
-    _session_config[:] = [session.config]
-
-
-def _counts(report) -> dict | None:
-    if not _session_config:
-        return None
-    return _session_config[0].stash.get(_counts_key, None)
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
-    counts = config.stash.get(_counts_key, {})
-    if not counts:
-        return
-    parts = []
-    for key, label in (("recorded", "recorded"), ("replayed", "replayed"), ("divergent", "divergent")):
-        if counts.get(key):
-            noun = "cassette" if counts[key] == 1 else "cassettes"
-            parts.append(f"{counts[key]} {noun} {label}")
-    terminalreporter.write_sep("-", "netplay")
-    terminalreporter.write_line(", ".join(parts))
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        parts = []
+        for key in ("recorded", "replayed", "divergent"):
+            if self.counts.get(key):
+                noun = "cassette" if self.counts[key] == 1 else "cassettes"
+                parts.append(f"{self.counts[key]} {noun} {key}")
+        if parts:
+            terminalreporter.write_sep("-", "netplay")
+            terminalreporter.write_line(", ".join(parts))

@@ -156,6 +156,13 @@ def _first_difference(a: bytes, b: bytes) -> int:
     return len(a)
 
 
+def _close_iterator(iterator: object) -> None:
+    """Close a generator-like source now (a cassette reader holds its file until then)."""
+    close = getattr(iterator, "close", None)
+    if close is not None:
+        close()
+
+
 class _RecordedStream:
     """One direction's recorded bytes, read lazily from its own steps() iterator.
 
@@ -172,6 +179,11 @@ class _RecordedStream:
         self.consumed = 0
         self.ended = False
         self.reset = False
+
+    def close(self) -> None:
+        """Let the source go: nothing more will be read."""
+        _close_iterator(self._events)
+        self.ended = True
 
     def _pull(self) -> bool:
         if self.ended:
@@ -423,10 +435,9 @@ class ConnectionReplay:
         # Nothing more is read: let the iterators go now (a cassette reader
         # holds the file open until its iterator ends) rather than whenever
         # this object is collected.
-        for iterator in (self._script, *(stream._events for stream in self._streams.values())):
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                close()
+        _close_iterator(self._script)
+        for stream in self._streams.values():
+            stream.close()
 
     @property
     def divergences(self) -> tuple[Divergence, ...]:
