@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import select
 import selectors
 import signal
 import socket
@@ -78,8 +79,6 @@ class _Channel:
         if self.gone:
             raise SandboxClosed("the sandbox's supervisor has exited")
         if timeout is not None:
-            import select
-
             ready, _, _ = select.select([self.sock], [], [], max(0.0, timeout))
             if not ready:
                 return False
