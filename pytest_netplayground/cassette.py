@@ -31,6 +31,7 @@ from .core.codec import (
     encode_header,
 )
 from .core.events import ConnectionOpened, Event, Header
+from .core.matching import Leads
 from .errors import CassetteError, CassetteFormatError, CassetteMissing
 
 __all__ = [
@@ -272,6 +273,8 @@ class CassetteIndex:
     complete: bool
     truncated_at: int | None = None
     end_time: float | None = None
+    #: Each connection's lead (see :class:`~.core.matching.Leads`), for matching on replay.
+    leads: dict[int, bytes | None] = attrs.field(factory=dict)
 
     def by_key(self) -> dict[ConnectionKey, list[ConnectionIndex]]:
         """Connections grouped by key, each group in opening order, as a replayer matches them."""
@@ -297,6 +300,7 @@ class Cassette:
         #: Offset of the incomplete last line a tolerant pass stopped at.
         self.truncated_at: int | None = None
         self._index: CassetteIndex | None = None
+        self._fd: int | None = None
         scan = self._scan()
         try:
             _, _, header = next(scan)
@@ -368,38 +372,62 @@ class Cassette:
             return self._index
         connections: dict[int, ConnectionIndex] = {}
         end_time = None
+        leads = Leads()
         for offset, length, record in self._scan():
             if isinstance(record, ConnectionOpened):
                 connections[record.conn] = ConnectionIndex(record)
+                leads.feed(record)
             elif isinstance(record, End):
                 end_time = record.t
             elif not isinstance(record, Header):
                 entry = connections[record.conn]  # the decoder guarantees it was opened
                 entry.offsets.append(offset)
                 entry.lengths.append(length)
+                leads.feed(record)
         self._index = CassetteIndex(
             header=self.header,
             connections=connections,
             complete=bool(self.complete),
             truncated_at=self.truncated_at,
             end_time=end_time,
+            leads=leads.leads,
         )
         return self._index
 
     def read_record(self, offset: int, length: int | None = None) -> Event:
         """Decode the event whose line starts at *offset* (as found by :meth:`index`)."""
+        if length is not None:
+            return self._decode_at(self._pread(offset, length), offset)
         with self._open_file() as f:
-            return self._read_at(f, offset, length)
-
-    def _read_at(self, f, offset: int, length: int | None) -> Event:
-        try:
-            f.seek(offset)
-            if length is not None:
-                line = f.read(length)
-            else:
+            try:
+                f.seek(offset)
                 line = self._read_line(f, offset)
+            except OSError as exc:
+                raise _io_error("read", self.path, exc) from exc
+        return self._decode_at(line, offset)
+
+    def _pread(self, offset: int, length: int) -> bytes:
+        """Read at *offset* through one descriptor kept for the life of this object:
+        a replay of thousands of connections then holds one, not one each."""
+        if self._fd is None:
+            with self._open_file() as f:
+                self._fd = os.dup(f.fileno())
+        try:
+            return os.pread(self._fd, length, offset)
         except OSError as exc:
             raise _io_error("read", self.path, exc) from exc
+
+    def close(self) -> None:
+        """Let go of the descriptor that reads records by offset (reopened if needed)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            self.close()
+
+    def _decode_at(self, line: bytes, offset: int) -> Event:
         if not line.endswith(b"\n"):
             raise CassetteFormatError(
                 "no complete record here; expected a newline-terminated JSON record "
@@ -450,17 +478,16 @@ class Cassette:
                 f"it has {len(self.index().connections)} connections"
             )
         yield entry.opened
-        with self._open_file() as f:
-            for offset, length in entry.spans():
-                event = self._read_at(f, offset, length)
-                if event.conn != conn:
-                    raise CassetteFormatError(
-                        f"found an event of connection {event.conn}, expected connection {conn} "
-                        "(has the cassette changed since it was indexed?)",
-                        path=str(self.path),
-                        offset=offset,
-                    )
-                yield event
+        for offset, length in entry.spans():
+            event = self._decode_at(self._pread(offset, length), offset)
+            if event.conn != conn:
+                raise CassetteFormatError(
+                    f"found an event of connection {event.conn}, expected connection {conn} "
+                    "(has the cassette changed since it was indexed?)",
+                    path=str(self.path),
+                    offset=offset,
+                )
+            yield event
 
     def __repr__(self) -> str:
         return f"<Cassette {str(self.path)!r}>"

@@ -367,6 +367,55 @@ def test_concurrent_connections_of_one_key_each_replay_their_own_recording(casse
     assert sb.divergences.ok, sb.divergences.format()
 
 
+def exchange(client, request: bytes) -> bytes:
+    """One connection: send ``request``, half-close, read the reply to its end."""
+    conn = client.connect(SERVER)
+    try:
+        conn.sendall(request)
+        conn.shutdown(socket.SHUT_WR)
+        return read_to_eof(conn)
+    finally:
+        conn.close()
+
+
+def record_exchanges(path: Path, requests: list[bytes]) -> None:
+    """Record one connection per request, one after another, each answered "reply to <request>"."""
+    with running("record", path) as sb:
+        server, client = two_hosts(sb)
+        listener = server.listen(PORT)
+        for request in requests:
+            conn = client.connect(SERVER)
+            accepted, _ = listener.accept()
+            conn.sendall(request)
+            conn.shutdown(socket.SHUT_WR)
+            assert read_to_eof(accepted) == request
+            accepted.sendall(b"reply to " + request)
+            accepted.close()
+            assert read_to_eof(conn) == b"reply to " + request
+            conn.close()
+
+
+def test_connections_of_one_key_opened_in_another_order_replay_by_what_they_send(cassette):
+    requests = [b"request %d" % i for i in range(4)]
+    record_exchanges(cassette, requests)
+    with running("replay", cassette) as sb:
+        _, client = two_hosts(sb)
+        replies = {request: exchange(client, request) for request in reversed(requests)}
+    assert replies == {request: b"reply to " + request for request in requests}
+    assert sb.divergences.ok, sb.divergences.format()
+
+
+def test_a_connection_saying_what_nobody_recorded_replays_the_first_recording_left(cassette):
+    record_exchanges(cassette, [b"first", b"second"])
+    with running("replay", cassette) as sb:
+        _, client = two_hosts(sb)
+        assert exchange(client, b"second") == b"reply to second"
+        assert exchange(client, b"changed") == b"reply to first"
+    [mismatch] = sb.divergences.items
+    assert isinstance(mismatch, ByteMismatch)
+    assert (mismatch.conn, mismatch.direction, mismatch.offset) == (0, Direction.C2S, 0)
+
+
 # -- pacing ----------------------------------------------------------------------
 
 CHUNKS = [b"chunk %d\n" % i for i in range(5)]

@@ -296,12 +296,11 @@ class _Fields:
             raise self._bad(key, value, expected) from None
 
     def choice(self, key: str, enum_type: type) -> Any:
-        names = [member.value for member in enum_type]
-        expected = "one of " + ", ".join(f'"{n}"' for n in names)
-        value = self._get(key, expected)
-        if not isinstance(value, str) or value not in names:
-            raise self._bad(key, value, expected)
-        return enum_type(value)
+        value = self.obj.get(key)
+        if isinstance(value, str) and value in enum_type._value2member_map_:
+            return enum_type._value2member_map_[value]
+        expected = "one of " + ", ".join(f'"{member.value}"' for member in enum_type)
+        raise self._bad(key, self._get(key, expected), expected)
 
     def payload(self) -> bytes:
         has_text, has_b64 = "text" in self.obj, "b64" in self.obj

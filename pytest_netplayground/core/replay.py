@@ -249,8 +249,11 @@ class _Parting:
             self.actual_after += data[:room]
 
 
+_DIRECTIONS = tuple(Direction)
+
+
 def _per_direction(value: object) -> object:
-    return attrs.Factory(lambda: dict.fromkeys(Direction, value))
+    return attrs.Factory(lambda: dict.fromkeys(_DIRECTIONS, value))
 
 
 @attrs.define(eq=False)

@@ -253,5 +253,7 @@ class Pipe:
                 if leg.mask != -1:
                     self.loop.unwatch(leg.fd)
                 leg.sock.close()
+            if leg is not None:
+                leg.handler = None  # it refers to this pipe: without the cycle, the pipe is freed at once
         self.loop.pipe_finished(self)
         self.tap.closed(self, self.loop.now())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 from pathlib import Path
 
 from .. import __version__
@@ -27,13 +28,19 @@ from ..core.events import (
     Outcome,
     Reset,
 )
-from ..core.matching import Matcher
+from ..core.matching import LEAD_LIMIT, Claim, Matcher
 from ..core.replay import Abort, ConnectionReplay, Finished, ReplayConfig, Send, ShutWrite
 from ..errors import CassetteError
 from .pipes import HIGH_WATER, Pipe, Tap
 
 # Larger reads are split so one record never outgrows what the codec takes.
 MAX_CHUNK = 1 << 20
+# How long a replayed connection waits for its client's first bytes to tell
+# which recording it is before it takes the first one left of its key.
+BIND_PATIENCE = 0.5
+# A replayed connection whose records take at most this many bytes in the
+# cassette is decoded once, not once per pass over it.
+DECODED_LIMIT = 256 * 1024
 
 
 class Decision:
@@ -186,37 +193,92 @@ class Recorder(Session):
 
 
 class ReplayTap(Tap):
-    """Drops the live bytes and writes the recorded ones, as the replay core decides."""
+    """Drops the live bytes and writes the recorded ones, as the replay core decides.
 
-    def __init__(self, replayer: "Replayer", replay: ConnectionReplay):
+    Until its :class:`~.core.matching.Claim` settles which recording this
+    connection replays, the live events are kept and the client's first bytes
+    are shown to the claim; then they are given to the replay in order.
+    """
+
+    def __init__(self, replayer: "Replayer", claim: Claim, server_live: bool, start: float):
         self.replayer = replayer
-        self.replay = replay
+        self.claim = claim
+        self.server_live = server_live
+        self.start = start
+        self.replay: ConnectionReplay | None = None
+        self.lead = bytearray()
+        self.held: list[tuple] = []
         self.pipe: Pipe | None = None
         self.timer_at: float | None = None
         self.done = False
 
     def attach(self, pipe, now):
         self.pipe = pipe
+        if not self._settle(now, final=False):
+            self._call_at(now + BIND_PATIENCE, lambda tap: tap._settle(time.monotonic(), True))
+
+    def _settle(self, now: float, final: bool) -> bool:
+        """Choose the recording if the client's bytes so far decide it; True once chosen."""
+        if self.replay is not None:
+            return True
+        opened = self.claim.settle(bytes(self.lead), final)
+        if opened is None:
+            return False
+        self.replay = ConnectionReplay(
+            opened,
+            self.replayer.steps(opened.conn),
+            config=self.replayer.config,
+            server_live=self.server_live,
+            start=self.start,
+            ordinal=self.replayer.matcher.ordinal_of(opened),
+        )
+        held, self.held, self.lead = self.held, [], bytearray()
+        for call, *args in held:
+            call(*args)
         self.run(now)
+        return True
 
     def data(self, pipe, direction, data, now):
+        if self.replay is None:
+            self.held.append((self.replay_data, direction, bytes(data), now))
+            if direction is Direction.C2S and len(self.lead) < LEAD_LIMIT:
+                self.lead += data[: LEAD_LIMIT - len(self.lead)]
+                self._settle(now, final=False)
+            return
         self.replay.live_data(direction, bytes(data), now)
         self.run(now)
 
+    def replay_data(self, direction, data, now):
+        self.replay.live_data(direction, data, now)
+
     def eof(self, pipe, direction, now):
+        if self.replay is None:
+            self.held.append((self.replay_eof, direction, now))
+            self._settle(now, final=direction is Direction.C2S)
+            return
         self.replay.live_eof(direction, now)
         self.run(now)
 
+    def replay_eof(self, direction, now):
+        self.replay.live_eof(direction, now)
+
     def reset(self, pipe, direction, now):
+        if self.replay is None:
+            self.held.append((self.replay_reset, direction, now))
+            self._settle(now, final=True)
+            return
         self.replay.live_reset(direction, now)
         self.run(now)
+
+    def replay_reset(self, direction, now):
+        self.replay.live_reset(direction, now)
 
     def drained(self, pipe, direction, now):
         self.run(now)
 
     def run(self, now: float) -> None:
         pipe = self.pipe
-        if pipe is None or pipe.finished:
+        if pipe is None or pipe.finished or self.replay is None:
             return
         while True:
             # Backpressure: stop pulling recorded bytes while a leg's queue is full.
@@ -245,7 +307,16 @@ class ReplayTap(Tap):
         deadline = self.replay.next_deadline()
         if deadline is not None and (self.timer_at is None or deadline < self.timer_at):
             self.timer_at = deadline
-            self.replayer.loop.call_at(deadline, lambda: self._timer(deadline))
+            self._call_at(deadline, lambda tap: tap._timer(deadline))
+
+    def _call_at(self, when: float, callback) -> None:
+        """Run ``callback(self)`` at ``when`` if this tap still exists then.
+
+        The loop holds the timer weakly: a finished connection's replay is
+        freed at once, not when its latest stall check comes due.
+        """
+        ref = weakref.ref(self)
+        self.replayer.loop.call_at(when, lambda: (tap := ref()) is not None and callback(tap))
 
     def _timer(self, deadline: float) -> None:
         if self.timer_at == deadline:
@@ -253,8 +324,36 @@ class ReplayTap(Tap):
         self.run(time.monotonic())
 
     def closed(self, pipe, now):
-        self.replay.close(now)
-        self.replayer.collect(self.replay.divergences)
+        self._settle(now, final=True)
+        if self.replay is not None:
+            self.replay.close(now)
+            self.replayer.collect(self.replay.divergences)
+        self.pipe = None
+
+
+class _DecodedOnce:
+    """Fresh iterators over one source, which is read once and remembered."""
+
+    def __init__(self, source):
+        self.make_source = source
+        self.source = None
+        self.events: list = []
+
+    def __call__(self):
+        return self._walk()
+
+    def _walk(self):
+        position = 0
+        while True:
+            if position == len(self.events):
+                if self.source is None:
+                    self.source = self.make_source()
+                event = next(self.source, None)
+                if event is None:
+                    return
+                self.events.append(event)
+            yield self.events[position]
+            position += 1
 
 
 class Replayer(Session):
@@ -268,43 +367,43 @@ class Replayer(Session):
         self.index = self.cassette.index()
         self.loop = loop
         self.config = config
-        self.matcher = Matcher(entry.opened for entry in self.index.connections.values())
-        self.pending: dict[tuple[Endpoint, Endpoint], ConnectionOpened] = {}
+        self.matcher = Matcher((entry.opened for entry in self.index.connections.values()), self.index.leads)
+        self.pending: dict[tuple[Endpoint, Endpoint], Claim] = {}
         self.found: list = []
 
     def on_syn(self, client: Endpoint, server: Endpoint) -> str:
-        opened = self.matcher.match(client, server)
-        if opened is None:
+        got = self.matcher.open(client, server)
+        if got is None:
             self.found.append(UnrecordedConnection(client, server))
             return Decision.REFUSE
-        if opened.outcome is not Outcome.ESTABLISHED:
-            return opened.outcome.value
-        self.pending[(client, server)] = opened
+        if isinstance(got, ConnectionOpened):
+            return got.outcome.value
+        self.pending[(client, server)] = got
         return Decision.LIVE
 
-    def _steps(self, conn: int):
-        def steps():
-            return self.cassette.iter_connection(conn)
+    def steps(self, conn: int):
+        """What a replay reads its connection from: each call a fresh iterator.
 
-        return steps
+        A replay walks its connection up to three times (the script, and the
+        bytes of each direction). A small connection is decoded once, as far as
+        the furthest pass has got, and kept while it plays; a large one is
+        streamed from the file by each pass.
+        """
+        if sum(self.index.connections[conn].lengths) > DECODED_LIMIT:
+            return lambda: self.cassette.iter_connection(conn)
+        return _DecodedOnce(lambda: self.cassette.iter_connection(conn))
 
     def tap_for(self, pipe: Pipe, server_live: bool) -> Tap:
-        opened = self.pending.pop((pipe.client, pipe.server))
-        replay = ConnectionReplay(
-            opened,
-            self._steps(opened.conn),
-            config=self.config,
-            server_live=server_live,
-            start=time.monotonic(),
-            ordinal=self.matcher.ordinal_of(opened),
-        )
-        return ReplayTap(self, replay)
+        claim = self.pending.pop((pipe.client, pipe.server))
+        return ReplayTap(self, claim, server_live, time.monotonic())
 
     def stand_in(self, pipe: Pipe) -> bool:
         return (pipe.client, pipe.server) in self.pending
 
     def connect_failed(self, client: Endpoint, server: Endpoint, outcome: str) -> None:
-        self.pending.pop((client, server), None)
+        claim = self.pending.pop((client, server), None)
+        if claim is not None:
+            claim.settle(b"", final=True)  # the attempt was made: its recording is not unused
 
     def collect(self, divergences) -> None:
         self.found.extend(divergences)
@@ -312,6 +411,7 @@ class Replayer(Session):
     def finish(self, action: object) -> dict:
         for opened in self.matcher.unused():
             self.found.append(UnusedRecording(opened.conn, opened.key, self.matcher.ordinal_of(opened)))
+        self.cassette.close()
         return {
             "divergences": DivergenceReport(tuple(self.found)),
             "cassette": str(self.cassette.path),

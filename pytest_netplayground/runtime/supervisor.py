@@ -139,6 +139,8 @@ class Supervisor:
         self.connecting: dict[int, Pipe] = {}
         self.listeners: dict[tuple[str, int], socket.socket] = {}
         self.children: dict[int, ChildProcess] = {}
+        # Hosts a process was ever started in or a socket made in: only there can a server listen.
+        self.inhabited: set[int] = set()
         self.outbox: collections.deque[tuple[bytes, list[int], list[int]]] = collections.deque()
         self._waiting_to_send = False
         self.stopping = False
@@ -305,7 +307,11 @@ class Supervisor:
             return
         pipe = Pipe(self.loop, key, client, server, Tap())
         self.pipes[key] = pipe
-        self._connect_server_leg(pipe)
+        if self.router.hosts.get(socket.inet_aton(server.host)) not in self.inhabited:
+            # Nothing ever ran there, so nothing listens: no need to ask its kernel.
+            self._server_leg_failed(pipe, errno.ECONNREFUSED)
+        else:
+            self._connect_server_leg(pipe)
 
     def _connect_server_leg(self, pipe: Pipe) -> None:
         """Connect the proxy's socket to the real server, from the client's alias and port."""
@@ -370,9 +376,10 @@ class Supervisor:
     def _server_leg_failed(self, pipe: Pipe, err: int) -> None:
         outcome = _CONNECT_FAILURES.get(err, "refused")
         if outcome == "refused" and self.session.stand_in(pipe):
-            self.connecting.pop(pipe.server_leg.fd, None)
-            self.loop.unwatch(pipe.server_leg.fd)
-            pipe.server_leg.sock.close()
+            if pipe.server_leg is not None:
+                self.connecting.pop(pipe.server_leg.fd, None)
+                self.loop.unwatch(pipe.server_leg.fd)
+                pipe.server_leg.sock.close()
             now = time.monotonic()
             if pipe.retry_until is None and self._host_is_busy(pipe.server.host):
                 pipe.retry_until = now + STAND_IN_PATIENCE
@@ -444,6 +451,7 @@ class Supervisor:
     # -- processes ----------------------------------------------------------------
 
     def spawn(self, host: int, argv, env, cwd, user, group, stdio_fds, kill_signal) -> ChildProcess:
+        self.inhabited.add(host)
         stdin, stdout, stderr = stdio_fds
 
         def in_child() -> None:
@@ -518,6 +526,7 @@ class Supervisor:
         return False
 
     def make_socket(self, host: int, family: int, type_: int) -> socket.socket:
+        self.inhabited.add(host)
         netns.setns(self.host_ns[host])
         try:
             return socket.socket(family, type_)
