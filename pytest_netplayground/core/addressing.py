@@ -9,6 +9,7 @@ the proxy by rewriting its destination, and back by rewriting its source.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import struct
@@ -134,8 +135,16 @@ def _check_port(instance, attribute, value) -> None:
         raise ConfigError(f"{attribute.name} must be a port number 0..65535, got {value}")
 
 
+@functools.lru_cache(maxsize=4096)
+def _canonical_ip(text: str) -> str:
+    # A sandbox has a few hundred addresses at most, seen at every connection.
+    return str(ipaddress.IPv4Address(text))
+
+
 def _to_ip(value: object) -> str:
     try:
+        if isinstance(value, str):
+            return _canonical_ip(value)
         return str(ipaddress.IPv4Address(value if not isinstance(value, bytes) else socket.inet_ntoa(value)))
     except (ValueError, OSError) as exc:
         raise ConfigError(f"not an IPv4 address: {value!r}") from exc
@@ -164,7 +173,8 @@ class ConnectionKey:
     """What identifies a recorded connection across runs.
 
     The client's ephemeral port changes from run to run, so it is not part of
-    the key; connections of one key are told apart by their opening order.
+    the key; connections of one key are told apart by their opening order and
+    by what their clients say first (see :mod:`.matching`).
     """
 
     client_host: str = attrs.field(converter=_to_ip)

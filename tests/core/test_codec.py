@@ -664,3 +664,37 @@ def test_deeply_nested_values_near_the_recursion_limit(field):
         err = first_error(HEAD + OPEN + line)
         assert err.offset == len(HEAD) + len(OPEN)
         assert len(str(err)) < 300
+
+
+def json_path(line: bytes):
+    """What the general decoder makes of a line, or the error it raises."""
+    try:
+        return decode_record(b" " + line)  # a leading space: JSON still, never the fast path
+    except CassetteFormatError:
+        return CassetteFormatError
+
+
+@given(events, st.lists(mutations, max_size=2))
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_the_fast_reading_of_a_line_never_differs_from_the_json_reading(event, changes):
+    line = encode_event(event).rstrip(b"\n")
+    for change in changes:
+        line = mutate(line, change)
+    fast = codec._decode_fast(line)
+    if fast is not None:
+        assert fast == json_path(line)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        Data(1.5, 3, Direction.C2S, b"plain text"),
+        Data(1.5, 3, Direction.S2C, bytes(range(256))),
+        HalfClosed(2.0, 3, Direction.C2S),
+        Reset(2.0, 3, Direction.S2C),
+        Closed(2.5, 3),
+    ],
+    ids=["text", "binary", "shut", "reset", "close"],
+)
+def test_the_lines_written_most_are_read_without_the_json_parser(event):
+    assert codec._decode_fast(encode_event(event).rstrip(b"\n")) == event
