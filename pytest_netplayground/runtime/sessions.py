@@ -39,8 +39,9 @@ MAX_CHUNK = 1 << 20
 # which recording it is before it takes the first one left of its key.
 BIND_PATIENCE = 0.5
 # A replayed connection whose records take at most this many bytes in the
-# cassette is decoded once, not once per pass over it.
-DECODED_LIMIT = 256 * 1024
+# cassette is decoded once, not once per pass over it, and kept while it
+# plays: small enough that thousands at once stay well within memory.
+DECODED_LIMIT = 64 * 1024
 
 
 class Decision:
