@@ -234,45 +234,41 @@ class ReplayTap(Tap):
             ordinal=self.replayer.matcher.ordinal_of(opened),
         )
         held, self.held, self.lead = self.held, [], bytearray()
-        for call, *args in held:
-            call(*args)
+        for event in held:
+            self._give(*event)
         self.run(now)
         return True
 
     def data(self, pipe, direction, data, now):
+        self._live("data", direction, now, bytes(data))
+
+    def eof(self, pipe, direction, now):
+        self._live("eof", direction, now)
+
+    def reset(self, pipe, direction, now):
+        self._live("reset", direction, now)
+
+    def _live(self, kind: str, direction: Direction, now: float, data: bytes = b"") -> None:
+        """One live event: to the replay, or held (and shown to the claim) until it settles."""
         if self.replay is None:
-            self.held.append((self.replay_data, direction, bytes(data), now))
-            if direction is Direction.C2S and len(self.lead) < LEAD_LIMIT:
+            self.held.append((kind, direction, now, data))
+            if kind != "data":
+                # The client closing (or either side resetting) is the last word on it.
+                self._settle(now, final=kind == "reset" or direction is Direction.C2S)
+            elif direction is Direction.C2S and len(self.lead) < LEAD_LIMIT:
                 self.lead += data[: LEAD_LIMIT - len(self.lead)]
                 self._settle(now, final=False)
             return
-        self.replay.live_data(direction, bytes(data), now)
+        self._give(kind, direction, now, data)
         self.run(now)
 
-    def replay_data(self, direction, data, now):
-        self.replay.live_data(direction, data, now)
-
-    def eof(self, pipe, direction, now):
-        if self.replay is None:
-            self.held.append((self.replay_eof, direction, now))
-            self._settle(now, final=direction is Direction.C2S)
-            return
-        self.replay.live_eof(direction, now)
-        self.run(now)
-
-    def replay_eof(self, direction, now):
-        self.replay.live_eof(direction, now)
-
-    def reset(self, pipe, direction, now):
-        if self.replay is None:
-            self.held.append((self.replay_reset, direction, now))
-            self._settle(now, final=True)
-            return
-        self.replay.live_reset(direction, now)
-        self.run(now)
-
-    def replay_reset(self, direction, now):
-        self.replay.live_reset(direction, now)
+    def _give(self, kind: str, direction: Direction, now: float, data: bytes) -> None:
+        if kind == "data":
+            self.replay.live_data(direction, data, now)
+        elif kind == "eof":
+            self.replay.live_eof(direction, now)
+        else:
+            self.replay.live_reset(direction, now)
 
     def drained(self, pipe, direction, now):
         self.run(now)
