@@ -277,7 +277,7 @@ class CassetteIndex:
     leads: dict[int, bytes | None] = attrs.field(factory=dict)
 
     def by_key(self) -> dict[ConnectionKey, list[ConnectionIndex]]:
-        """Connections grouped by key, each group in opening order, as a replayer matches them."""
+        """Connections grouped by key, each group in opening order (the order a replayer falls back on)."""
         groups: dict[ConnectionKey, list[ConnectionIndex]] = {}
         for entry in self.connections.values():
             groups.setdefault(entry.key, []).append(entry)
