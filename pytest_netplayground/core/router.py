@@ -146,6 +146,12 @@ class Router:
                 if src not in self.hosts:
                     self.dropped["spoofed source"] += 1
                     return Verdict.DROP
+                if src == dst:
+                    # Only a raw socket sends this out of its own host; the
+                    # host's kernel would drop it as martian on the way back,
+                    # leaving a server leg to wait minutes for an answer.
+                    self.dropped["from a host to itself"] += 1
+                    return Verdict.DROP
                 self.pending[key] = bytes(buf[:n])
                 self.key = key
                 return Verdict.NEW_CONNECTION

@@ -255,6 +255,13 @@ def test_syn_from_an_unowned_subnet_address_is_dropped_as_spoofed(router):
     assert router.dropped == {"spoofed source": 1}
 
 
+def test_syn_from_a_host_to_its_own_address_is_dropped_and_counted(router):
+    verdict, _ = from_host(router, syn(src=H1, dst=H1))
+    assert verdict == Verdict.DROP
+    assert router.dropped == {"from a host to itself": 1}
+    assert router.pending == {}
+
+
 # --- packets from the proxy --------------------------------------------------------------
 
 
