@@ -286,7 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     machine = f"{os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}"
     print(f"({elapsed:.0f} s; {machine})")
     if args.json:
-        Path(args.json).write_text(json.dumps({"params": params, "results": results, "target_met": met}, indent=2))
+        Path(args.json).write_text(
+            json.dumps({"params": params, "results": results, "target_met": met}, indent=2)
+        )
     return 0
 
 
