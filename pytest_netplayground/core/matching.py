@@ -188,17 +188,16 @@ class Matcher:
                 silent = self._first_left(pool.by_lead.get(b"", deque()))
                 return first if silent is None else silent
             return first if pool.lead_of[first] is None else None
-        longest = 0
-        for length in sorted((n for n, count in pool.lengths.items() if count > 0), reverse=True):
-            longest = max(longest, length)
+        lengths = sorted((n for n, count in pool.lengths.items() if count > 0), reverse=True)
+        for length in lengths:  # the longest lead that the live bytes start with wins
             if length <= len(live):
                 conns = pool.by_lead.get(live[:length])
                 conn = self._first_left(conns) if conns else None
                 if conn is not None:
                     return conn
-        if final or len(live) >= longest:
+        if final or not lengths or len(live) >= lengths[0]:
             return first  # no recording's client said this: the first one left
-        return None
+        return None  # a longer lead may still match
 
     def _take(self, key: ConnectionKey, conn: int) -> ConnectionOpened:
         self._used.add(conn)
