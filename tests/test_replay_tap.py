@@ -34,8 +34,8 @@ class FakeLoop:
     def __init__(self) -> None:
         self.timers: list[tuple[float, object]] = []
 
-    def call_at(self, when: float, callback) -> None:
-        self.timers.append((when, callback))
+    def call_at(self, when: float, callback, owner: object = None) -> None:
+        self.timers.append((when, callback if owner is None else lambda: callback(owner)))
 
     def fire_all(self) -> None:
         timers, self.timers = self.timers, []

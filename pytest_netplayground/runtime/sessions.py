@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import time
-import weakref
 from pathlib import Path
 
 from .. import __version__
@@ -216,7 +215,9 @@ class ReplayTap(Tap):
     def attach(self, pipe, now):
         self.pipe = pipe
         if not self._settle(now, final=False):
-            self._call_at(now + BIND_PATIENCE, lambda tap: tap._settle(time.monotonic(), True))
+            self.replayer.loop.call_at(
+                now + BIND_PATIENCE, lambda tap: tap._settle(time.monotonic(), True), owner=self
+            )
 
     def _settle(self, now: float, final: bool) -> bool:
         """Choose the recording if the client's bytes so far decide it; True once chosen."""
@@ -304,16 +305,7 @@ class ReplayTap(Tap):
         deadline = self.replay.next_deadline()
         if deadline is not None and (self.timer_at is None or deadline < self.timer_at):
             self.timer_at = deadline
-            self._call_at(deadline, lambda tap: tap._timer(deadline))
-
-    def _call_at(self, when: float, callback) -> None:
-        """Run ``callback(self)`` at ``when`` if this tap still exists then.
-
-        The loop holds the timer weakly: a finished connection's replay is
-        freed at once, not when its latest stall check comes due.
-        """
-        ref = weakref.ref(self)
-        self.replayer.loop.call_at(when, lambda: (tap := ref()) is not None and callback(tap))
+            self.replayer.loop.call_at(deadline, lambda tap: tap._timer(deadline), owner=self)
 
     def _timer(self, deadline: float) -> None:
         if self.timer_at == deadline:

@@ -79,7 +79,15 @@ class Loop:
             except (OSError, ValueError):
                 pass
 
-    def call_at(self, when: float, callback) -> None:
+    def call_at(self, when: float, callback, owner: object = None) -> None:
+        """Run ``callback()`` at ``when``; with ``owner``, run ``callback(owner)`` if it still exists then.
+
+        The timer holds an owner weakly, so a finished connection is freed at
+        once, not when its latest timer comes due.
+        """
+        if owner is not None:
+            ref, target = weakref.ref(owner), callback
+            callback = lambda: (alive := ref()) is not None and target(alive)
         heapq.heappush(self.timers, (when, next(self._seq), callback))
 
     def pipe_finished(self, pipe: Pipe) -> None:
@@ -307,7 +315,7 @@ class Supervisor:
             return
         pipe = Pipe(self.loop, key, client, server, Tap())
         self.pipes[key] = pipe
-        if self.router.hosts.get(socket.inet_aton(server.host)) not in self.inhabited:
+        if self.router.hosts.get(key[4:8]) not in self.inhabited:
             # Nothing ever ran there, so nothing listens: no need to ask its kernel.
             self._server_leg_failed(pipe, errno.ECONNREFUSED)
         else:
@@ -359,13 +367,11 @@ class Supervisor:
         syn = self.router.release(pipe.key)
         if syn is not None:
             os.write(self.proxy_tun, syn)
-        # A weak reference: a pipe that ends in time is not kept for the wait.
-        ref = weakref.ref(pipe)
-        self.loop.call_at(self.loop.now() + CLIENT_PATIENCE, lambda: self._client_never_came(ref()))
+        self.loop.call_at(self.loop.now() + CLIENT_PATIENCE, self._client_never_came, owner=pipe)
 
-    def _client_never_came(self, pipe: Pipe | None) -> None:
+    def _client_never_came(self, pipe: Pipe) -> None:
         """Reset the server's side of a connection whose client never completed its handshake."""
-        if pipe is None or pipe.finished or pipe.client_leg is not None:
+        if pipe.finished or pipe.client_leg is not None:
             return
         listener = self.listeners.get((self.plan.alias(pipe.server.host), pipe.server.port))
         if listener is not None:
@@ -591,8 +597,6 @@ class Supervisor:
             err = SandboxError(f"supervisor failed on {op!r}: {exc!r}\n{traceback.format_exc()}")
             self._post(("reply", request_id, False, err), [], [])
             return
-        finally:
-            pass
         self._post(("reply", request_id, True, result), send_fds, close_fds)
 
     def _dispatch(self, op: str, args: dict, fds: list[int]):
