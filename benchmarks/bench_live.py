@@ -656,6 +656,28 @@ def print_table(rows: list[list[str]]) -> None:
 # -- main ---------------------------------------------------------------------------------------------
 
 
+def machine_line() -> str:
+    return f"{os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}"
+
+
+def write_json(path: str, args: argparse.Namespace, params: dict, load: float, numbers: dict) -> None:
+    """Every number of a run, with what was run and on what machine."""
+    data = {
+        "mode": "quick" if args.quick else "full",
+        "params": params,
+        "machine": {
+            "cores": os.cpu_count(),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+            "load_average_at_start": load,
+        },
+        **numbers,
+    }
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -725,8 +747,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, ratios, targets = build_report(veth, sandbox)
     print()
     print_table(rows)
-    machine = f"{os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}"
-    print(f"\n({elapsed:.0f} s; {machine})")
+    print(f"\n({elapsed:.0f} s; {machine_line()})")
 
     profile = None
     if args.profile:
@@ -741,24 +762,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {share:5.1f}%  {name}")
 
     if args.json:
-        data = {
-            "mode": "quick" if args.quick else "full",
-            "params": params,
-            "machine": {
-                "cores": os.cpu_count(),
-                "kernel": platform.release(),
-                "python": platform.python_version(),
-                "load_average_at_start": load,
-            },
-            "veth": veth,
-            "sandbox": sandbox,
-            "ratios": ratios,
-            "targets": targets,
-            "profile_self_time_percent": profile,
-        }
-        with open(args.json, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
+        numbers = {"veth": veth, "sandbox": sandbox, "ratios": ratios, "targets": targets}
+        write_json(args.json, args, params, load, {**numbers, "profile_self_time_percent": profile})
     return 0
 
 

@@ -4,13 +4,14 @@ Usage (as root, takes about three minutes; ``--quick`` is a smoke run of half a 
 
     python benchmarks/bench_load.py [--quick] [--rates 500,1000,1500] [--json FILE]
 
-Every measurement uses one pair of programs from this file, five servers and five clients:
+Every measurement uses the load test's own server and client (``tests/support/load_programs.py``),
+five of each:
 
 * a server answers each connection with the sha256 (in hex) of all it received, then closes;
 * a client opens connections on a fixed schedule (open loop: it does not slow down when
   answers are late), each sending a payload of its own, half-closing, and reading the answer
-  to its end; it checks the answer and logs, per connection, whether it succeeded and the time
-  from the connect to the end of the answer (10 s limit for each of the two).
+  to its end (10 s limit for the connect and for the answer); it logs each connection, and
+  this script checks the answers and takes the time from the connect to the end of the answer.
 
 Client *i* talks to server *i*, at a fifth of the rate each, for 10 s (3 s with ``--quick``).
 At each rate of the ladder (500, 1000 and 1500 new connections a second in all; 1000 with
@@ -39,11 +40,7 @@ they and the temporary directory are removed at the end, on Ctrl-C and SIGTERM t
 from __future__ import annotations
 
 import argparse
-import asyncio
-import hashlib
-import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -51,9 +48,11 @@ import time
 from pathlib import Path
 
 # When this file is run as a script its directory is first on sys.path.
-from bench_live import prepare, quantile, veth_pair
+from bench_live import REPO, machine_line, prepare, quantile, veth_pair, write_json
 
-HERE = Path(__file__).resolve()
+sys.path.insert(0, str(REPO / "tests" / "support"))
+import load_programs  # noqa: E402  (the load test's own programs)
+
 BASE_PORT = 9000
 PAIRS = 5
 FULL = {"rates": [500, 1000, 1500], "seconds": 10.0}
@@ -62,81 +61,19 @@ SETUPS = ("veth", "live", "record", "replay")
 TARGET_RATE = 1000
 
 
-# -- the programs, run as ``bench_load.py _worker ROLE ...`` ------------------------------------------
-
-
-def worker_hash_server(port: int) -> None:
-    async def answer(reader, writer):
-        data = await reader.read()
-        writer.write(hashlib.sha256(data).hexdigest().encode())
-        await writer.drain()
-        writer.close()
-
-    async def main():
-        server = await asyncio.start_server(answer, "0.0.0.0", port, backlog=4096, reuse_address=True)
-        await server.serve_forever()
-
-    asyncio.run(main())
-
-
-def worker_hash_client(host: str, port: int, rate: float, seconds: float, log: str, name: str) -> None:
-    total = round(rate * seconds)
-    results: list[list] = []
-
-    async def one(number: int) -> None:
-        payload = f"{name}:{number}:{hashlib.sha256(b'%d' % number).hexdigest()[:32]}".encode()
-        started = time.monotonic()
-        try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
-            writer.write(payload)
-            writer.write_eof()
-            answer = await asyncio.wait_for(reader.read(), 10)
-            writer.close()
-            ok = answer == hashlib.sha256(payload).hexdigest().encode()
-            results.append(["ok" if ok else "wrong", started, time.monotonic()])
-        except Exception:
-            results.append(["failed", started, time.monotonic()])
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        start, tasks, number = loop.time(), [], 0
-        while number < total:
-            while number < total and start + number / rate <= loop.time():
-                tasks.append(asyncio.create_task(one(number)))
-                number += 1
-            await asyncio.sleep(max(0.0, start + number / rate - loop.time()))
-        await asyncio.gather(*tasks)
-
-    asyncio.run(main())
-    Path(log).write_text(json.dumps(results))
-
-
-def worker_main(argv: list[str]) -> None:
-    role, args = argv[0], argv[1:]
-    if role == "hash_server":
-        worker_hash_server(int(args[0]))
-    elif role == "hash_client":
-        worker_hash_client(args[0], int(args[1]), float(args[2]), float(args[3]), args[4], args[5])
-    else:
-        raise SystemExit(f"unknown worker role {role!r}")
-
-
-def worker_argv(role: str, *args: object) -> list[str]:
-    return [sys.executable, str(HERE), "_worker", role, *(str(a) for a in args)]
-
-
 # -- running the pair in each setup -------------------------------------------------------------------
 
 
 def summarize(logs: list[Path], expected: int) -> dict:
-    lines = [line for log in logs if log.exists() for line in json.loads(log.read_text())]
-    ok = [line for line in lines if line[0] == "ok"]
-    latencies = [ended - started for _, started, ended in ok]
-    span = max((line[2] for line in lines), default=0.0) - min((line[1] for line in lines), default=0.0)
+    lines = load_programs.read_logs(logs)
+    answered = [line for line in lines if line[2] is None]
+    ok = [line for line in answered if line[1] == load_programs.answer_to(line[0])]
+    latencies = [ended - started for *_, started, ended in ok]
+    span = max((line[4] for line in lines), default=0.0) - min((line[3] for line in lines), default=0.0)
     return {
         "answered": len(ok),
-        "failed": sum(line[0] == "failed" for line in lines) + (expected - len(lines)),
-        "wrong": sum(line[0] == "wrong" for line in lines),
+        "failed": len(lines) - len(answered) + (expected - len(lines)),
+        "wrong": len(answered) - len(ok),
         "rate": len(ok) / span if span > 0 else 0.0,
         "p50_ms": quantile(latencies, 50) * 1000 if latencies else float("nan"),
         "p99_ms": quantile(latencies, 99) * 1000 if latencies else float("nan"),
@@ -146,14 +83,14 @@ def summarize(logs: list[Path], expected: int) -> dict:
 def run_veth(rate: int, seconds: float, workdir: Path, prefix: str) -> dict:
     logs = [workdir / f"veth-{rate}-{i}.json" for i in range(PAIRS)]
     with veth_pair(prefix) as pair:
-        servers = [pair.spawn(0, worker_argv("hash_server", BASE_PORT + i)) for i in range(PAIRS)]
+        servers = [pair.spawn(0, load_programs.server_argv(BASE_PORT + i)) for i in range(PAIRS)]
         for i, server in enumerate(servers):
             pair.wait_for_port(server, BASE_PORT + i, timeout=10)
         clients = [
             pair.spawn(
                 1,
-                worker_argv(
-                    "hash_client", pair.server_address, BASE_PORT + i, rate / PAIRS, seconds, logs[i], f"c{i}"
+                load_programs.client_argv(
+                    pair.server_address, BASE_PORT + i, rate / PAIRS, seconds, logs[i], f"c{i}"
                 ),
             )
             for i in range(PAIRS)
@@ -174,13 +111,13 @@ def run_sandbox(mode: str, rate: int, seconds: float, workdir: Path, cassette: P
         clients = [sb.add_host(f"client{i}") for i in range(PAIRS)]
         if mode != "replay":
             for i, server in enumerate(servers):
-                server.spawn(worker_argv("hash_server", BASE_PORT + i), stdout=DEVNULL, stderr=DEVNULL)
+                server.spawn(load_programs.server_argv(BASE_PORT + i), stdout=DEVNULL, stderr=DEVNULL)
             for i, server in enumerate(servers):
                 server.wait_for_port(BASE_PORT + i, timeout=10)
         processes = [
             client.spawn(
-                worker_argv(
-                    "hash_client", server.address, BASE_PORT + i, rate / PAIRS, seconds, logs[i], f"c{i}"
+                load_programs.client_argv(
+                    server.address, BASE_PORT + i, rate / PAIRS, seconds, logs[i], f"c{i}"
                 ),
                 stdout=DEVNULL,
                 stderr=DEVNULL,
@@ -255,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             params["rates"] = [int(r) for r in args.rates.split(",")]
         except ValueError:
             parser.error(f"--rates takes whole numbers separated by commas, got {args.rates!r}")
-    prepare(parser, f"bench_load ({'quick' if args.quick else 'full'}): {params}")
+    load = prepare(parser, f"bench_load ({'quick' if args.quick else 'full'}): {params}")
     started = time.monotonic()
     results: dict[int, dict[str, dict]] = {}
     try:
@@ -283,17 +220,11 @@ def main(argv: list[str] | None = None) -> int:
             f"\ntarget: at {TARGET_RATE}/s over 10 hosts, record and replay lose nothing: "
             f"{'MET' if met else 'NOT MET'}"
         )
-    machine = f"{os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}"
-    print(f"({elapsed:.0f} s; {machine})")
+    print(f"({elapsed:.0f} s; {machine_line()})")
     if args.json:
-        Path(args.json).write_text(
-            json.dumps({"params": params, "results": results, "target_met": met}, indent=2)
-        )
+        write_json(args.json, args, params, load, {"results": results, "target_met": met})
     return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "_worker":
-        worker_main(sys.argv[2:])
-    else:
-        sys.exit(main())
+    sys.exit(main())

@@ -54,7 +54,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -67,7 +66,7 @@ import time
 from pathlib import Path
 
 # When this file is run as a script its directory is first on sys.path.
-from bench_live import parse_json_output, prepare, read_ready, self_time, stop
+from bench_live import machine_line, parse_json_output, prepare, read_ready, self_time, stop, write_json
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parent.parent
@@ -495,8 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, targets = build_report(summary, memory, size)
     print()
     print_table(rows)
-    machine = f"{os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}"
-    print(f"\n({elapsed:.0f} s; {machine})")
+    print(f"\n({elapsed:.0f} s; {machine_line()})")
     for result in summary["replay"]["rounds"] + [memory]:
         if result["divergences"]:
             print(f"\ndivergences:\n{result['divergences']}")
@@ -508,23 +506,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {share:5.1f}%  {name}")
 
     if args.json:
-        data = {
-            "mode": "quick" if args.quick else "full",
-            "params": params,
-            "machine": {
-                "cores": os.cpu_count(),
-                "kernel": platform.release(),
-                "python": platform.python_version(),
-                "load_average_at_start": load,
-            },
-            "setups": summary,
-            "memory": memory,
-            "targets": targets,
-            "profile_self_time_percent": profiles,
-        }
-        with open(args.json, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
+        numbers = {"setups": summary, "memory": memory, "targets": targets}
+        write_json(args.json, args, params, load, {**numbers, "profile_self_time_percent": profiles})
     replays = summary["replay"]["rounds"] + [memory]
     return 0 if all(r["replay_ok"] for r in replays) else 1
 

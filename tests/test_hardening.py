@@ -41,7 +41,7 @@ from pytest_netplayground.core.events import (
 )
 from pytest_netplayground.core.router import Router, Verdict
 from pytest_netplayground.runtime import supervisor
-from tests.support import leaks
+from tests.support import leaks, load_programs
 
 pytestmark = pytest.mark.root
 
@@ -797,64 +797,6 @@ HOSTS_PER_SIDE = 5
 RATE = 1000  # new connections per second, all clients together
 SECONDS = 10
 
-# Answers each connection with the sha256 of all it received, then closes.
-HASH_SERVER = textwrap.dedent(
-    """
-    import asyncio, hashlib
-
-    async def answer(reader, writer):
-        data = await reader.read()
-        writer.write(hashlib.sha256(data).hexdigest().encode())
-        await writer.drain()
-        writer.close()
-
-    async def main():
-        server = await asyncio.start_server(answer, "0.0.0.0", 9000, backlog=4096, reuse_address=True)
-        await server.serve_forever()
-
-    asyncio.run(main())
-    """
-)
-
-# argv: server address, connections per second, seconds, log file, name.
-# Opens connections on a fixed schedule, each sending a payload of its own and
-# reading the reply; logs [payload, reply, error, started, ended] per line.
-HASH_CLIENT = textwrap.dedent(
-    """
-    import asyncio, hashlib, json, sys, time
-    server, rate, seconds, log, name = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
-    total = round(rate * seconds)
-    results = []
-
-    async def one(number):
-        payload = "%s:%d:%s" % (name, number, hashlib.sha256(b"%d" % number).hexdigest()[:32])
-        started = time.monotonic()
-        try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(server, 9000), 10)
-            writer.write(payload.encode())
-            writer.write_eof()
-            reply = (await asyncio.wait_for(reader.read(), 10)).decode()
-            writer.close()
-            results.append([payload, reply, None, started, time.monotonic()])
-        except Exception as exc:
-            results.append([payload, None, repr(exc), started, time.monotonic()])
-
-    async def main():
-        loop = asyncio.get_running_loop()
-        start, tasks, number = loop.time(), [], 0
-        while number < total:
-            while number < total and start + number / rate <= loop.time():
-                tasks.append(asyncio.create_task(one(number)))
-                number += 1
-            await asyncio.sleep(max(0.0, start + number / rate - loop.time()))
-        await asyncio.gather(*tasks)
-
-    asyncio.run(main())
-    with open(log, "w") as f:
-        f.writelines(json.dumps(line) + "\\n" for line in results)
-    """
-)
-
 
 @dataclasses.dataclass
 class LoadRun:
@@ -875,22 +817,15 @@ def run_load(directory: Path, mode: str, cassette: Path) -> LoadRun:
         inodes, supervisor_pid = sb.namespace_inodes(), sb.supervisor_pid
         if mode == "record":
             for server in servers:
-                server.spawn([sys.executable, "-c", HASH_SERVER])
+                server.spawn(load_programs.server_argv(PORT))
             for server in servers:
                 server.wait_for_port(PORT, timeout=10)
         start = time.monotonic()
         procs = [
             client.spawn(
-                [
-                    sys.executable,
-                    "-c",
-                    HASH_CLIENT,
-                    server.address,
-                    str(RATE / HOSTS_PER_SIDE),
-                    str(SECONDS),
-                    str(log),
-                    client.name,
-                ]
+                load_programs.client_argv(
+                    server.address, PORT, RATE / HOSTS_PER_SIDE, SECONDS, log, client.name
+                )
             )
             for client, server, log in zip(clients, servers, logs)
         ]
@@ -902,8 +837,7 @@ def run_load(directory: Path, mode: str, cassette: Path) -> LoadRun:
             time.sleep(0.25)
         codes = [p.wait(5) for p in procs]
     assert leaks.wait_until_gone(inodes, [supervisor_pid, *(p.pid for p in sb._processes)]) == []
-    lines = [json.loads(line) for log in logs for line in log.read_text().splitlines()]
-    return LoadRun(cassette, lines, samples, codes, sb.divergences)
+    return LoadRun(cassette, load_programs.read_logs(logs), samples, codes, sb.divergences)
 
 
 @pytest.fixture(scope="module")
