@@ -153,39 +153,33 @@ PLUGIN_SUITE = textwrap.dedent(
 )
 
 
-def _run_plugin(directory: str) -> dict:
+def _pytest_in_process(directory: str, *options: str) -> tuple[int, str]:
+    """Run PLUGIN_SUITE with pytest in this process; its exit code and what it printed."""
     import pytest as inner_pytest
 
     with open(os.path.join(directory, "test_rootless_suite.py"), "w") as f:
         f.write(PLUGIN_SUITE)
     os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-    codes = {}
     out = io.StringIO()
     real_stdout = sys.stdout
     sys.stdout = out
     try:
-        for mode in ("record", "replay"):
-            codes[mode] = int(
-                inner_pytest.main(
-                    [
-                        directory,
-                        "-p",
-                        "pytest_netplayground.plugin",
-                        "-p",
-                        "no:cacheprovider",
-                        f"--netplay={mode}",
-                        "-q",
-                        "--rootdir",
-                        directory,
-                        "-c",
-                        os.devnull,
-                    ]
-                )
-            )
+        code = inner_pytest.main(
+            [directory, "-p", "pytest_netplayground.plugin", "-p", "no:cacheprovider", "-q", *options]
+            + ["--rootdir", directory, "-c", os.devnull]
+        )
     finally:
         sys.stdout = real_stdout
+    return int(code), out.getvalue()
+
+
+def _run_plugin(directory: str) -> dict:
+    codes, output = {}, ""
+    for mode in ("record", "replay"):
+        codes[mode], printed = _pytest_in_process(directory, f"--netplay={mode}")
+        output += printed
     cassette = os.path.join(directory, "cassettes", "test_rootless_suite", "test_talk.netplay")
-    return {"codes": codes, "output": out.getvalue(), "cassette_owner": os.stat(cassette).st_uid}
+    return {"codes": codes, "output": output, "cassette_owner": os.stat(cassette).st_uid}
 
 
 def test_plugin_records_and_replays_for_an_unprivileged_user():
@@ -246,33 +240,7 @@ def test_cli_says_what_is_missing_without_permission():
 
 
 def _run_plugin_without_tun(directory: str) -> tuple[int, str]:
-    import pytest as inner_pytest
-
-    with open(os.path.join(directory, "test_rootless_suite.py"), "w") as f:
-        f.write(PLUGIN_SUITE)
-    os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-    out = io.StringIO()
-    real_stdout = sys.stdout
-    sys.stdout = out
-    try:
-        code = inner_pytest.main(
-            [
-                directory,
-                "-p",
-                "pytest_netplayground.plugin",
-                "-p",
-                "no:cacheprovider",
-                "-q",
-                "-rE",
-                "--rootdir",
-                directory,
-                "-c",
-                os.devnull,
-            ]
-        )
-    finally:
-        sys.stdout = real_stdout
-    return int(code), out.getvalue()
+    return _pytest_in_process(directory, "-rE")
 
 
 def test_plugin_reports_the_missing_permission_as_a_setup_error():
