@@ -29,7 +29,7 @@ from ..core.replay import ReplayConfig
 from ..core.router import Router, Verdict, decode_key
 from ..errors import CommandNotFound, NetplayError, SandboxError
 from . import control, netns, sessions
-from .pipes import Leg, Pipe, Tap
+from .pipes import READ_SIZE, Leg, Pipe, Tap
 
 HOST_TUN = "eth0"
 # On replay, how long a connection waits for a server that is starting in its
@@ -57,8 +57,7 @@ class Loop:
         self.handlers: dict[int, object] = {}
         self.timers: list[tuple[float, int, object]] = []
         self._seq = itertools.count()
-        self.read_buffer = bytearray(256 * 1024)
-        self.finished_pipes: list[Pipe] = []
+        self.read_buffer = bytearray(READ_SIZE)  # every pipe reads into it, one read at a time
         self.on_pipe_finished = None
 
     @staticmethod
@@ -476,8 +475,7 @@ class Supervisor:
             kwargs["extra_groups"] = []
         if group is not None:
             kwargs["group"] = group
-        netns.setns(self.host_ns[host])
-        try:
+        with self._in_host(host):
             popen = subprocess.Popen(
                 argv,
                 stdin=stdin,
@@ -489,8 +487,6 @@ class Supervisor:
                 preexec_fn=in_child,
                 **kwargs,
             )
-        finally:
-            netns.setns(self.proxy_ns)
         self.session.note_command(host, list(argv))
         child = ChildProcess(popen, host)
         self.children[child.pid] = child
@@ -513,17 +509,14 @@ class Supervisor:
 
     def listening(self, host: int, port: int) -> bool:
         """Whether a TCP socket in ``host`` listens on ``port`` (any address)."""
-        netns.setns(self.host_ns[host])
-        try:
-            tables = []
+        tables = []
+        with self._in_host(host):
             for name in ("tcp", "tcp6"):
                 try:
                     with open(f"/proc/thread-self/net/{name}") as f:
                         tables.append(f.read())
                 except OSError:
                     pass
-        finally:
-            netns.setns(self.proxy_ns)
         for table in tables:
             for line in table.splitlines()[1:]:
                 fields = line.split()
@@ -533,11 +526,12 @@ class Supervisor:
 
     def make_socket(self, host: int, family: int, type_: int) -> socket.socket:
         self.inhabited.add(host)
-        netns.setns(self.host_ns[host])
-        try:
+        with self._in_host(host):
             return socket.socket(family, type_)
-        finally:
-            netns.setns(self.proxy_ns)
+
+    def _in_host(self, host: int):
+        """Run the body in ``host``'s network namespace (what it makes stays there), then come home."""
+        return netns.entered(self.host_ns[host], self.proxy_ns)
 
     # -- control channel ------------------------------------------------------------
 
@@ -737,9 +731,7 @@ class Supervisor:
         self.result = self.session.finish(self.cassette_action)
 
 
-def run_supervisor(
-    channel: socket.socket, subnet: str, verbose: bool, ready_fd: int | None = None, **extra
-) -> None:
+def run_supervisor(channel: socket.socket, subnet: str, verbose: bool, **extra) -> None:
     """Entry point of the forked supervisor: build, report, serve, exit."""
     code = 0
     try:
