@@ -490,15 +490,7 @@ class Sandbox:
                 f"no cassette at {self.cassette} to replay: record it first "
                 f"(pytest --netplay=record, or netplay record -f {self.cassette} ...)"
             )
-        return {
-            "session": {
-                "mode": self.mode,
-                "cassette": self.cassette,
-                "pace": self.replay_config.pacing.value,
-                "speed": self.replay_config.speed,
-                "stall_timeout": self.replay_config.stall_timeout,
-            }
-        }
+        return {"session": {"mode": self.mode, "cassette": self.cassette, "replay": self.replay_config}}
 
     def start(self) -> "Sandbox":
         if self._channel is not None:

@@ -169,12 +169,7 @@ class Supervisor:
         if mode == "record":
             return sessions.Recorder(origin, spec["cassette"], str(self.plan.subnet))
         if mode == "replay":
-            config = ReplayConfig(
-                pacing=spec.get("pace", "causal"),
-                speed=spec.get("speed", 1.0),
-                stall_timeout=spec.get("stall_timeout", 5.0),
-            )
-            return sessions.Replayer(origin, spec["cassette"], self.loop, config)
+            return sessions.Replayer(origin, spec["cassette"], self.loop, spec.get("replay", ReplayConfig()))
         return sessions.Session(origin)
 
     def _on_sigterm(self, signum, frame) -> None:
