@@ -345,18 +345,20 @@ def build_legacy_parser(prog: str = "plg") -> argparse.ArgumentParser:
     return parser
 
 
-def legacy_main(argv: Sequence[str], prog: str = "plg") -> int:
-    args = build_legacy_parser(prog).parse_args(argv)
-    args.causal = False
-    args.stall_timeout = 5.0
+def _legacy_command(args: argparse.Namespace) -> int:
+    if args.record:
+        return cmd_record(args)
+    if args.replay:
+        return cmd_replay(args)
+    if args.speed is not None or args.flood:
+        raise NetplayError("--speed and --flood go with --replay")
+    return cmd_run(args)
+
+
+def _run_command(prog: str, command, args: argparse.Namespace) -> int:
+    """Run a command, turning our errors into a message and an exit status."""
     try:
-        if args.record:
-            return cmd_record(args)
-        if args.replay:
-            return cmd_replay(args)
-        if args.speed is not None or args.flood:
-            raise NetplayError("--speed and --flood go with --replay")
-        return cmd_run(args)
+        return command(args)
     except NetplayError as exc:
         sys.stderr.write(f"{prog}: error: {exc}\n")
         return EXIT_ERROR
@@ -364,19 +366,19 @@ def legacy_main(argv: Sequence[str], prog: str = "plg") -> int:
         return 130
 
 
+def legacy_main(argv: Sequence[str], prog: str = "plg") -> int:
+    args = build_legacy_parser(prog).parse_args(argv)
+    args.causal = False
+    args.stall_timeout = 5.0
+    return _run_command(prog, _legacy_command, args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         return legacy_main(argv, prog="netplay")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return COMMANDS[args.action](args)
-    except NetplayError as exc:
-        sys.stderr.write(f"netplay: error: {exc}\n")
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        return 130
+    args = build_parser().parse_args(argv)
+    return _run_command("netplay", COMMANDS[args.action], args)
 
 
 def plg_main(argv: Sequence[str] | None = None) -> int:
