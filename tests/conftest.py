@@ -24,10 +24,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=reason))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _adopt_orphans():
+    """Orphans of our sandboxes come to this process, where the leak check looks."""
+    if _privileged() is None:
+        leaks.become_subreaper()
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _host_untouched(request):
-    """Every root test must leave no process in a namespace of its own, and the root
-    namespace's network and mounts as it found them."""
+    """Every root test must leave no process of its own in another network namespace,
+    and the root namespace's network and mounts as it found them."""
     if request.node.get_closest_marker("root") is None or _privileged():
         yield
         return

@@ -100,13 +100,25 @@ def cmdline(pid: int) -> bytes:
         return b""
 
 
+def become_subreaper() -> None:
+    """Make this process adopt its orphaned descendants, so a leaked process of
+    one of its sandboxes stays below it (and so in view of the checks below)
+    instead of being handed to the machine's init, where others' processes are."""
+    import ctypes
+
+    pr_set_child_subreaper = 36
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
 def processes_in_other_netns() -> dict[int, str]:
-    """Live processes whose network namespace is not this process's: pid -> command line."""
+    """Live descendants of this process whose network namespace is not this
+    process's: pid -> command line. Only our own: a sandbox someone else runs on
+    the machine at the same time is none of our business."""
     own = os.readlink("/proc/self/ns/net")
     found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for entry in map(str, descendants(os.getpid())):
         try:
             if os.readlink(f"/proc/{entry}/ns/net") == own:
                 continue
