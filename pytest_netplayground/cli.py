@@ -113,7 +113,15 @@ def _add_replay_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=5.0,
         metavar="S",
-        help="report a causal replay waiting longer than S seconds (default 5)",
+        help="a causal replay waiting longer than S seconds for a silent side reports a stall "
+        "and plays the rest of the recording (default 5)",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=0.2,
+        metavar="S",
+        help="a live side that sent less than recorded has had its turn after S seconds of quiet (default 0.2)",
     )
 
 
@@ -280,7 +288,7 @@ def cmd_record(args) -> int:
 def cmd_replay(args) -> int:
     _check_capacity(args)
     sandbox = _make_sandbox(
-        args, mode="replay", cassette=args.file, stall_timeout=args.stall_timeout, **_pacing(args)
+        args, mode="replay", cassette=args.file, stall_timeout=args.stall_timeout, settle=args.settle, **_pacing(args)
     )
     sandbox.interrupted = False
     try:
@@ -370,6 +378,7 @@ def legacy_main(argv: Sequence[str], prog: str = "plg") -> int:
     args = build_legacy_parser(prog).parse_args(argv)
     args.causal = False
     args.stall_timeout = 5.0
+    args.settle = 0.2
     return _run_command(prog, _legacy_command, args)
 
 

@@ -28,7 +28,14 @@ OPTIONS = {
     "speed": ("--netplay-speed", "speed factor of recorded pacing (default 1)"),
     "strict": ("--netplay-strict", "fail a test whose replay diverged: yes (default) or no (warn)"),
     "subnet": ("--netplay-subnet", "subnet the hosts get addresses from (default 10.0.0.0/24)"),
-    "stall_timeout": ("--netplay-stall-timeout", "seconds a causal replay may wait before reporting a stall"),
+    "stall_timeout": (
+        "--netplay-stall-timeout",
+        "seconds a causal replay waits for a silent side before it reports a stall and plays the rest (default 5)",
+    ),
+    "settle": (
+        "--netplay-settle",
+        "seconds of quiet after which a live side that sent less than recorded has had its turn (default 0.2)",
+    ),
 }
 
 _state_key = pytest.StashKey["NetplayState"]()
@@ -94,7 +101,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def netplay_config() -> dict:
     """Defaults for every sandboxed test; override (at any scope) to change them.
 
-    Keys as for the marker: subnet, pace, speed, strict, stall_timeout.
+    Keys as for the marker: subnet, pace, speed, strict, stall_timeout, settle.
     """
     return {}
 
@@ -152,6 +159,7 @@ def netplay(request: pytest.FixtureRequest, netplay_config, netplay_cassette_dir
         pace=settings.pace,
         speed=settings.speed,
         stall_timeout=settings.stall_timeout,
+        settle=settings.settle,
         output_dir=output_dir,
     )
     state = NetplayState(sandbox, settings, cassette, mode, output_dir)

@@ -17,7 +17,7 @@ from .core.replay import Pacing
 from .errors import ConfigError
 
 MODES = ("off", "record", "replay", "once")
-MARKER_KEYS = ("subnet", "pace", "speed", "strict", "cassette", "stall_timeout")
+MARKER_KEYS = ("subnet", "pace", "speed", "strict", "cassette", "stall_timeout", "settle")
 CASSETTE_SUFFIX = ".netplay"
 
 
@@ -33,9 +33,11 @@ def _bool(value: object) -> bool:
 
 
 def _positive(value: object) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a finite number above 0, got {value!r}")
     number = float(value)  # type: ignore[arg-type]
-    if not number > 0 or math.isnan(number):
-        raise ValueError(f"expected a number above 0, got {value!r}")
+    if not number > 0 or not math.isfinite(number):
+        raise ValueError(f"expected a finite number above 0, got {value!r}")
     return number
 
 
@@ -72,6 +74,7 @@ CONVERTERS = {
     "speed": _positive,
     "strict": _bool,
     "stall_timeout": _positive,
+    "settle": _positive,
     "cassette": _cassette,
 }
 
@@ -86,6 +89,7 @@ class Settings:
     speed: float = 1.0
     strict: bool = True
     stall_timeout: float = 5.0
+    settle: float = 0.2
     cassette: str | None = None
 
 
