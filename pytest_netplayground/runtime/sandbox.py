@@ -9,6 +9,7 @@ descriptors, so they work here like local ones.
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import select
 import selectors
@@ -510,6 +511,11 @@ class Sandbox:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the supervisor
             try:
+                # Objects inherited from the parent may own descriptors that are
+                # closed just below; were the collector to finalize one of them
+                # later, it would close whatever the supervisor had opened under
+                # that number since (a TUN, a proxy socket, a netlink socket).
+                gc.freeze()
                 keep = theirs.fileno()
                 os.closerange(3, keep)
                 os.closerange(keep + 1, _max_fd())
