@@ -54,11 +54,12 @@ def test_udp_seen_while_recording_is_counted_in_the_cassette_and_show(tmp_path):
     with running("record", cassette) as sb:
         udp_rounds(sb)
     flow = UdpSeen(0.0, "10.0.0.2", Endpoint(*UDP_SERVER), 2 * ROUNDS)
-    assert [(f.client, f.server, f.datagrams) for f in sb.udp] == [(flow.client, flow.server, flow.datagrams)]
-    assert [(f.client, f.server, f.datagrams) for f in Cassette(cassette).index().notes.udp] == [
-        (flow.client, flow.server, flow.datagrams)
-    ]
-    shown = subprocess.run([*NETPLAY, "show", str(cassette)], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    expected = [(flow.client, flow.server, flow.datagrams)]
+    assert [(f.client, f.server, f.datagrams) for f in sb.udp] == expected
+    assert [(f.client, f.server, f.datagrams) for f in Cassette(cassette).index().notes.udp] == expected
+    shown = subprocess.run(
+        [*NETPLAY, "show", str(cassette)], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
     assert shown.returncode == 0, shown.stderr
     assert "UDP not recorded: 6 datagrams between 10.0.0.2 and 10.0.0.1:5353" in shown.stdout
     assert "0 connections; the recording finished cleanly" not in shown.stdout
@@ -73,7 +74,8 @@ def test_udp_on_replay_is_a_divergence(tmp_path):
     [item] = sb.divergences.items
     assert isinstance(item, UdpNotReplayed)
     assert (item.client, item.server, item.datagrams) == ("10.0.0.2", Endpoint(*UDP_SERVER), 2 * ROUNDS)
-    assert "UDP not replayed: 6 datagrams went live between 10.0.0.2 and 10.0.0.1:5353" in sb.divergences.format()
+    text = sb.divergences.format()
+    assert "UDP not replayed: 6 datagrams went live between 10.0.0.2 and 10.0.0.1:5353" in text
 
 
 UDP_ECHO = textwrap.dedent(
@@ -109,7 +111,11 @@ def test_cli_record_report_names_udp_and_a_strict_replay_fails(tmp_path):
     cassette = tmp_path / "udp.traffic"
     commands = [shlex.join([sys.executable, "-c", UDP_ECHO]), shlex.join([sys.executable, "-c", UDP_ASK])]
     recorded = subprocess.run(
-        [*NETPLAY, "record", "-f", str(cassette), *commands], capture_output=True, text=True, cwd=ROOT, timeout=60
+        [*NETPLAY, "record", "-f", str(cassette), *commands],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
     )
     assert recorded.returncode == 0, recorded.stderr
     assert "netplay: UDP not recorded: " in recorded.stderr
@@ -159,3 +165,28 @@ def test_a_tls_handshake_that_cannot_replay_is_explained(tmp_path):
     text = " ".join(report.format().split())
     assert "The recorded client bytes are a TLS handshake" in text
     assert "TLS cannot be replayed byte for byte" in text
+
+
+UDP_SUITE = """
+def test_udp_only(netplay):
+    server, client = netplay.add_host("server"), netplay.add_host("client")
+    with server.udp_socket(bind=("10.0.0.1", 5353)) as answering, client.udp_socket() as asking:
+        answering.settimeout(5)
+        asking.settimeout(5)
+        asking.sendto(b"question", ("10.0.0.1", 5353))
+        question, sender = answering.recvfrom(100)
+        answering.sendto(b"answer", sender)
+        assert asking.recv(100) == b"answer"
+"""
+
+
+def test_pytest_warns_of_udp_when_recording_and_fails_a_strict_replay(pytester):
+    pytester.makepyfile(test_suite=UDP_SUITE)
+    recorded = pytester.runpytest_subprocess("--netplay=record", timeout=120)
+    recorded.assert_outcomes(passed=1, warnings=1)
+    recorded.stdout.fnmatch_lines(
+        ["*NetplayCoverageWarning: UDP not recorded: 2 datagrams between 10.0.0.2 and 10.0.0.1:5353*"]
+    )
+    replayed = pytester.runpytest_subprocess("--netplay=replay", timeout=120)
+    replayed.assert_outcomes(failed=1)
+    replayed.stdout.fnmatch_lines(["*UDP not replayed: 2 datagrams went live between 10.0.0.2 and*"])

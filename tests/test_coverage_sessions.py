@@ -38,13 +38,16 @@ def test_a_recorder_notes_each_servers_first_accept_and_the_udp_it_saw(tmp_path)
     recorder.note_host("10.0.0.1", "server")
     recorder.note_listening(WEB, 0.25)
     recorder.note_listening(WEB, 3.0)  # later connections say nothing new
-    recorder.note_udp({udp_key("10.0.0.2", "10.0.0.1", 5000, 53): 2, udp_key("10.0.0.1", "10.0.0.2", 53, 5000): 2})
+    recorder.note_udp(
+        {udp_key("10.0.0.2", "10.0.0.1", 5000, 53): 2, udp_key("10.0.0.1", "10.0.0.2", 53, 5000): 2}
+    )
     result = recorder.finish("commit")
     [flow] = result["udp"]
     assert (flow.client, flow.server, flow.datagrams) == ("10.0.0.2", DNS, 4)
     records = list(Cassette(path).records())
     assert [r for r in records if isinstance(r, ListenDelay)] == [ListenDelay(records[1].t, WEB, 0.25)]
-    assert [(r.client, r.server, r.datagrams) for r in records if isinstance(r, UdpSeen)] == [("10.0.0.2", DNS, 4)]
+    udp = [(r.client, r.server, r.datagrams) for r in records if isinstance(r, UdpSeen)]
+    assert udp == [("10.0.0.2", DNS, 4)]
 
 
 def write(path, records) -> None:
@@ -75,7 +78,8 @@ def test_a_replayer_reports_udp_and_finds_tls_streams_deep_in_a_difference(tmp_p
     session = replayer(path)
     assert session.on_syn(CLIENT, WEB) == "live"
     session.connect_failed(CLIENT, WEB, "refused")  # the recording is used, never played here
-    session.collect([MissingBytes(0, KEY, 1, Direction.S2C, 900, 1029, server_flight[884:948], server_flight[884:900])])
+    expected, actual = server_flight[884:948], server_flight[884:900]
+    session.collect([MissingBytes(0, KEY, 1, Direction.S2C, 900, 1029, expected, actual)])
     session.note_udp({udp_key("10.0.0.2", "10.0.0.1", 5000, 53): 1})
     report = session.finish("commit")["divergences"]
     assert report.tls == {(0, Direction.S2C)}

@@ -1,4 +1,5 @@
-"""Stand-in timing: a replayed connection waits for a live server only as long as it took to listen when recorded."""
+"""Stand-in timing: a replayed connection waits for a live server only as long as it took to listen
+when recorded."""
 
 from __future__ import annotations
 
