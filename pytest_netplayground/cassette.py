@@ -30,6 +30,7 @@ from .core.codec import (
     encode_event,
     encode_header,
 )
+from .core.coverage import NOTES, RunNotes
 from .core.events import ConnectionOpened, Event, Header
 from .core.matching import Leads
 from .errors import CassetteError, CassetteFormatError, CassetteMissing
@@ -70,8 +71,7 @@ def _io_error(action: str, path: Path, exc: OSError) -> CassetteError:
 
 
 def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable. Some file systems refuse to sync a
-    # directory; the rename has already happened, so that is not worth failing for.
+    # Makes the rename durable. Some file systems refuse to sync a directory: not worth failing for.
     try:
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
@@ -275,6 +275,7 @@ class CassetteIndex:
     end_time: float | None = None
     #: Each connection's lead (see :class:`~.core.matching.Leads`), for matching on replay.
     leads: dict[int, bytes | None] = attrs.field(factory=dict)
+    notes: RunNotes = attrs.field(factory=RunNotes)  # listen delays, UDP not recorded
 
     def by_key(self) -> dict[ConnectionKey, list[ConnectionIndex]]:
         """Connections grouped by key, each group in opening order (the order a replayer falls back on)."""
@@ -356,7 +357,7 @@ class Cassette:
     def events(self) -> Iterator[Event]:
         """Iterate the events from the start of the file; each call re-reads it."""
         for _, _, record in self._scan():
-            if not isinstance(record, (Header, End)):
+            if not isinstance(record, (Header, End, *NOTES)):
                 yield record
 
     __iter__ = events
@@ -372,8 +373,8 @@ class Cassette:
             return self._index
         connections: dict[int, ConnectionIndex] = {}
         end_time = None
-        leads = Leads()
-        for offset, length, record in self._scan():
+        leads, notes = Leads(), RunNotes()
+        for offset, length, record in notes.skim(self._scan()):
             if isinstance(record, ConnectionOpened):
                 connections[record.conn] = ConnectionIndex(record)
                 leads.feed(record)
@@ -391,6 +392,7 @@ class Cassette:
             truncated_at=self.truncated_at,
             end_time=end_time,
             leads=leads.leads,
+            notes=notes,
         )
         return self._index
 
@@ -439,9 +441,9 @@ class Cassette:
             record = decode_record(line, offset=offset)
         except CassetteFormatError as exc:
             raise self._located(exc) from None
-        if isinstance(record, (Header, End)):
+        if isinstance(record, (Header, End, *NOTES)):
             raise CassetteFormatError(
-                f"found a {'header' if isinstance(record, Header) else 'end marker'}, expected an event "
+                f"found a {'header' if isinstance(record, Header) else 'non-event'}, expected an event "
                 "(has the cassette changed since it was indexed?)",
                 path=str(self.path),
                 offset=offset,

@@ -12,6 +12,7 @@ from typing import Sequence
 
 from . import __version__
 from .core.addressing import DEFAULT_SUBNET, Subnet
+from .core.coverage import udp_line
 from .errors import NetplayError
 
 EXIT_USAGE = 2
@@ -282,6 +283,8 @@ def cmd_record(args) -> int:
         )
     else:
         sys.stderr.write(f"netplay: recorded {args.file}\n")
+    if sandbox.udp:
+        sys.stderr.write(f"netplay: {udp_line(sandbox.udp)}: cassettes hold TCP only\n")
     return code
 
 

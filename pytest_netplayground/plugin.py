@@ -14,6 +14,7 @@ from pathlib import Path
 import attrs
 import pytest
 
+from .core.coverage import udp_line
 from .errors import ConfigError, NetplayError
 from .settings import MARKER_KEYS, MODES, Settings, cassette_name, check_marker, merge, resolved_mode
 
@@ -43,6 +44,10 @@ _state_key = pytest.StashKey["NetplayState"]()
 
 class NetplayDivergenceWarning(UserWarning):
     """A replay diverged from its cassette in a test that is not strict."""
+
+
+class NetplayCoverageWarning(UserWarning):
+    """A recording saw traffic that the cassette does not hold (UDP)."""
 
 
 @attrs.define
@@ -210,6 +215,9 @@ def _finish(item: pytest.Item, state: NetplayState, passed: bool, skipped: bool 
             )
     else:
         sandbox.close("commit")
+    if state.mode == "record" and sandbox.udp:
+        text = f"{udp_line(sandbox.udp)}: {state.cassette} holds TCP only"
+        warnings.warn(NetplayCoverageWarning(text), stacklevel=1)
     for host in sandbox.hosts:
         for stream, data in sandbox.host_output(host).items():
             item.add_report_section(

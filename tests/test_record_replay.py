@@ -34,6 +34,7 @@ from pytest_netplayground.core.events import (
     Direction,
     HalfClosed,
     Header,
+    ListenDelay,
     Outcome,
 )
 from tests.support import leaks
@@ -177,8 +178,10 @@ def test_record_writes_every_step_of_a_connection_to_the_cassette(cassette):
     assert sb.cassette_written == str(cassette)
     assert not Path(str(cassette) + ".partial").exists()
 
-    header, opened, up, down, shut_up, shut_down, closed, end = Cassette(cassette).records()
+    header, listened, opened, up, down, shut_up, shut_down, closed, end = Cassette(cassette).records()
     assert isinstance(header, Header)
+    # The server's first accept, timed from the first socket in its host, comes before its connection.
+    assert isinstance(listened, ListenDelay) and listened.server == Endpoint(*SERVER)
     assert [h.address for h in header.hosts] == ["10.0.0.1", "10.0.0.2"]
     assert opened == ConnectionOpened(
         opened.t, 0, Endpoint(*client_end), Endpoint(*SERVER), Outcome.ESTABLISHED

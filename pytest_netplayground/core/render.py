@@ -14,7 +14,19 @@ from collections.abc import Iterable
 import attrs
 
 from .codec import End, is_text
-from .events import Closed, ConnectionOpened, Data, Direction, HalfClosed, Header, Outcome, Reset
+from .coverage import udp_line
+from .events import (
+    Closed,
+    ConnectionOpened,
+    Data,
+    Direction,
+    HalfClosed,
+    Header,
+    ListenDelay,
+    Outcome,
+    Reset,
+    UdpSeen,
+)
 
 __all__ = ["escape_text", "hexdump", "render_connection", "render_conversations", "render_header"]
 
@@ -171,12 +183,17 @@ def render_conversations(
     conversations: dict[int, _Conversation] = {}
     full_stream = False
     ended = False
+    delays: list[ListenDelay] = []
+    udp: list[UdpSeen] = []
     for event in events:
         if isinstance(event, Header):
             full_stream = True
             continue
         if isinstance(event, End):
             ended = True
+            continue
+        if isinstance(event, (ListenDelay, UdpSeen)):
+            (delays if isinstance(event, ListenDelay) else udp).append(event)
             continue
         if isinstance(event, ConnectionOpened):
             conversations[event.conn] = _Conversation(event)
@@ -189,8 +206,18 @@ def render_conversations(
     sections = [render_header(header)]
     for conn, conversation in conversations.items():
         sections.append(render_connection(conn, conversation.opened, conversation.events, width=width))
+    if delays:
+        sections.append(
+            "Servers first accepted (seconds after their host's first process):\n"
+            + "\n".join(f"{_INDENT}{note.server}  {note.delay:.3f}s" for note in delays)
+        )
+    if udp:
+        sections.append(udp_line(udp))
     count = len(conversations)
     footer = f"{count} connection{'s' if count != 1 else ''}"
+    if udp:
+        datagrams = sum(note.datagrams for note in udp)
+        footer += f"; {datagrams} UDP datagram{'s' if datagrams != 1 else ''} seen but not recorded"
     if complete is True:
         footer += "; the recording finished cleanly"
     elif complete is False:

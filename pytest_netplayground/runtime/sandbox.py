@@ -468,6 +468,7 @@ class Sandbox:
         self.divergences = DivergenceReport(())
         self.cassette_written: str | None = None
         self.truncated_at: int | None = None
+        self.udp: tuple = ()  # UDP seen while recording or replaying (core.events.UdpSeen)
         # Where output of processes spawned without stdout/stderr goes, one
         # file per process and stream, so it can be shown per host.
         self.output_dir = None if output_dir is None else os.fspath(output_dir)
@@ -576,6 +577,7 @@ class Sandbox:
         self.divergences = info.get("divergences", self.divergences)
         self.cassette_written = info.get("cassette")
         self.truncated_at = info.get("truncated_at")
+        self.udp = info.get("udp", ())
         error = info.get("error")
         for process in self._processes:
             if process.returncode is None and process.pid in channel.exits:

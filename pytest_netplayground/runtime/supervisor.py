@@ -32,9 +32,6 @@ from . import control, netns, sessions
 from .pipes import READ_SIZE, Leg, Pipe, Tap
 
 HOST_TUN = "eth0"
-# On replay, how long a connection waits for a server that is starting in its
-# host before the cassette stands in for it.
-STAND_IN_PATIENCE = 2.0
 # How long the proxy waits for a client whose SYN it passed on to complete the
 # handshake before it gives the connection up and resets the server's side
 # (the client abandoned its connect, or its SYN was forged).
@@ -146,8 +143,9 @@ class Supervisor:
         self.connecting: dict[int, Pipe] = {}
         self.listeners: dict[tuple[str, int], socket.socket] = {}
         self.children: dict[int, ChildProcess] = {}
-        # Hosts a process was ever started in or a socket made in: only there can a server listen.
-        self.inhabited: set[int] = set()
+        # Hosts a process was ever started in or a socket made in (only there can a
+        # server listen), with when that first happened: listen delays count from then.
+        self.inhabited: dict[int, float] = {}
         self.outbox: collections.deque[tuple[bytes, list[int], list[int]]] = collections.deque()
         self._waiting_to_send = False
         self.stopping = False
@@ -353,6 +351,9 @@ class Supervisor:
         # must not have its banner read before there is someone to give it to.
         self.loop.watch(leg.fd, 0, lambda ev: None, registered=True)
         leg.mask = 0
+        since = self.inhabited.get(self.router.hosts.get(pipe.key[4:8]))
+        if since is not None:
+            self.session.note_listening(pipe.server, self.loop.now() - since)
         pipe.tap = self.session.tap_for(pipe, server_live=True)
         self._release(pipe)
 
@@ -382,7 +383,9 @@ class Supervisor:
                 pipe.server_leg.sock.close()
             now = time.monotonic()
             if pipe.retry_until is None and self._host_is_busy(pipe.server.host):
-                pipe.retry_until = now + STAND_IN_PATIENCE
+                # Wait as long as the recorded server took to listen, from its host's start.
+                since = self.inhabited[self.router.hosts[pipe.key[4:8]]]
+                pipe.retry_until = self.session.stand_in_deadline(pipe.server, since, now)
             if pipe.retry_until is not None and now < pipe.retry_until and not self.stopping:
                 # Replay with the server host busy: its server may not listen
                 # yet. The client's SYN waits, as over a slow network.
@@ -451,7 +454,7 @@ class Supervisor:
     # -- processes ----------------------------------------------------------------
 
     def spawn(self, host: int, argv, env, cwd, user, group, stdio_fds, kill_signal) -> ChildProcess:
-        self.inhabited.add(host)
+        self.inhabited.setdefault(host, time.monotonic())
         stdin, stdout, stderr = stdio_fds
 
         def in_child() -> None:
@@ -520,7 +523,7 @@ class Supervisor:
         return False
 
     def make_socket(self, host: int, family: int, type_: int) -> socket.socket:
-        self.inhabited.add(host)
+        self.inhabited.setdefault(host, time.monotonic())
         with self._in_host(host):
             return socket.socket(family, type_)
 
@@ -723,6 +726,7 @@ class Supervisor:
             self.session.connect_failed(pipe.client, pipe.server, "timeout")
         for pipe in list(self.pipes.values()):
             pipe.close()
+        self.session.note_udp(self.router.udp)
         self.result = self.session.finish(self.cassette_action)
 
 
