@@ -129,7 +129,9 @@ def postgres_bin(program: str) -> str:
         path = os.path.join(directory, program)
         if os.access(path, os.X_OK):
             return path
-    pytest.skip(f"PostgreSQL's {program} is not installed under /usr/lib/postgresql/*/bin (Debian: postgresql)")
+    pytest.skip(
+        f"PostgreSQL's {program} is not installed under /usr/lib/postgresql/*/bin (Debian: postgresql)"
+    )
 
 
 @contextlib.contextmanager
