@@ -350,6 +350,12 @@ from tests.support import servers
 ENV = {**os.environ, "PGPASSWORD": servers.POSTGRES_PASSWORD, "PGCONNECT_TIMEOUT": "30"}
 PSQL = ["psql", "-X", "-h", "10.0.0.1", "-U", "postgres", "-At", "-c", "select 1"]
 
+@pytest.fixture
+def pg_directory():
+    # A fixture, so that it is removed after the sandbox has stopped the server.
+    with servers.postgres_directory() as directory:
+        yield directory
+
 def client_run(netplay, argv):
     server, client = netplay.add_host("server"), netplay.add_host("client")
     return server, lambda: client.run(argv, env=ENV, timeout=30)
@@ -374,22 +380,20 @@ def test_present(netplay, tmp_path):
 """ % (KEEP_ALIVE_CLIENT, KEEP_ALIVE_OUTPUT),
     "psql_trust": """
 @pytest.mark.netplay(stall_timeout=2)
-def test_present(netplay):
+def test_present(netplay, pg_directory):
     server, talk = client_run(netplay, PSQL)
-    with servers.postgres_directory() as directory:
-        servers.start_postgres(server, directory, auth="trust")
-        result = talk()
+    servers.start_postgres(server, pg_directory, auth="trust")
+    result = talk()
     assert (result.returncode, result.stdout) == (0, b"1\\n"), result
 """,
     # A new server sends a new salt, so it rejects the recorded answer: only
     # the client is checked, the server's answers come from the cassette.
     "psql_md5": """
 @pytest.mark.netplay(stall_timeout=2, check=["client"])
-def test_present(netplay):
+def test_present(netplay, pg_directory):
     server, talk = client_run(netplay, PSQL)
-    with servers.postgres_directory() as directory:
-        servers.start_postgres(server, directory, auth="md5")
-        result = talk()
+    servers.start_postgres(server, pg_directory, auth="md5")
+    result = talk()
     assert (result.returncode, result.stdout) == (0, b"1\\n"), result
 """,
 }
