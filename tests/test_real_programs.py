@@ -45,9 +45,7 @@ def pending(what: str):
     return pytest.mark.xfail(strict=True, reason=f"pending: {what}")
 
 
-TURN_PACING = pending("turn pacing (a live side that sends less than recorded hangs the replay)")
 LEARNED_NOISE = pending("learned noise (--netplay-record-runs=2) and check=")
-NO_PLACEHOLDER_WAIT = pending("stand-in without a 2 s wait when a placeholder runs in the server's host")
 EXCHANGE_MATCHING = pending('exchange matching (match="exchange")')
 
 
@@ -128,7 +126,6 @@ def test_curl_gets_the_recorded_page_with_nginx_absent(nginx_recording):
     assert sb.divergences.ok, sb.divergences.format()
 
 
-@TURN_PACING
 @pytest.mark.timeout(60)
 def test_curl_asking_a_shorter_path_than_recorded_ends_and_reports(nginx_recording):
     started = time.monotonic()
@@ -227,7 +224,6 @@ def test_redis_cli_calls_replay_promptly_with_the_server_absent(redis_recording)
     assert took < FIVE_CALLS_WITHIN, f"five stood-in calls took {took:.2f} s"
 
 
-@NO_PLACEHOLDER_WAIT
 @pytest.mark.timeout(90)
 def test_redis_cli_calls_replay_promptly_with_a_placeholder_in_the_servers_host(redis_recording):
     with sandbox("replay", redis_recording) as sb:
@@ -290,12 +286,10 @@ def test_psql_replays_with_postgres_absent(psql_recording):
 
 
 @pytest.mark.timeout(120)
-def test_psql_replay_with_postgres_present_ends_and_reports_what_differed(psql_recording, request):
+def test_psql_replay_with_postgres_present_ends_and_reports_what_differed(psql_recording):
     """A new server has another BackendKeyData; under md5, another salt, so it
     rejects the recorded password answer and closes."""
     auth, recording = psql_recording
-    if auth == "md5":
-        request.applymarker(TURN_PACING)
     started = time.monotonic()
     with servers.postgres_directory() as directory, sandbox("replay", recording) as sb:
         servers.start_postgres(sb.host("server"), directory, auth=auth)
@@ -317,7 +311,6 @@ def socat_client(sb: Sandbox, line: bytes) -> subprocess.CompletedProcess:
     return run_client(sb, argv, input=line)
 
 
-@TURN_PACING
 @pytest.mark.timeout(60)
 def test_socat_sending_less_than_recorded_ends_and_reports(cassette):
     socat = servers.require("socat")
