@@ -20,18 +20,10 @@ import attrs
 
 from .core import codec
 from .core.addressing import ConnectionKey
-from .core.codec import (
-    Decoder,
-    End,
-    Record,
-    decode_record,
-    encode_data_parts,
-    encode_end,
-    encode_event,
-    encode_header,
-)
+from .core.codec import Decoder, End, Record, decode_record, encode_data_parts, encode_end, encode_header
 from .core.events import ConnectionOpened, Event, Header
 from .core.matching import Leads
+from .core.noise import LearnedNoise
 from .errors import CassetteError, CassetteFormatError, CassetteMissing
 
 __all__ = [
@@ -162,9 +154,9 @@ class CassetteWriter:
             raise _io_error("sync", self.partial_path, exc) from exc
         self._close()
 
-    def write(self, event: Event) -> None:
-        """Append one event."""
-        self._write(encode_event(event))
+    def write(self, event: Event | LearnedNoise) -> None:
+        """Append one event (or, after them, a noise record)."""
+        self._write(codec.encode_record(event))
 
     def write_data(self, t: float, conn: int, direction, data) -> None:
         """Append a Data event straight from a buffer, with one ``writev``."""
@@ -275,6 +267,8 @@ class CassetteIndex:
     end_time: float | None = None
     #: Each connection's lead (see :class:`~.core.matching.Leads`), for matching on replay.
     leads: dict[int, bytes | None] = attrs.field(factory=dict)
+    #: Regions of recorded turns that differed between two recordings (``--runs 2``).
+    noise: tuple[LearnedNoise, ...] = ()
 
     def by_key(self) -> dict[ConnectionKey, list[ConnectionIndex]]:
         """Connections grouped by key, each group in opening order (the order a replayer falls back on)."""
@@ -356,7 +350,7 @@ class Cassette:
     def events(self) -> Iterator[Event]:
         """Iterate the events from the start of the file; each call re-reads it."""
         for _, _, record in self._scan():
-            if not isinstance(record, (Header, End)):
+            if not isinstance(record, (Header, End, LearnedNoise)):
                 yield record
 
     __iter__ = events
@@ -372,9 +366,11 @@ class Cassette:
             return self._index
         connections: dict[int, ConnectionIndex] = {}
         end_time = None
-        leads = Leads()
+        leads, noise = Leads(), []
         for offset, length, record in self._scan():
-            if isinstance(record, ConnectionOpened):
+            if isinstance(record, LearnedNoise):
+                noise.append(record)
+            elif isinstance(record, ConnectionOpened):
                 connections[record.conn] = ConnectionIndex(record)
                 leads.feed(record)
             elif isinstance(record, End):
@@ -391,6 +387,7 @@ class Cassette:
             truncated_at=self.truncated_at,
             end_time=end_time,
             leads=leads.leads,
+            noise=tuple(noise),
         )
         return self._index
 

@@ -42,6 +42,8 @@ from .events import (
     Outcome,
     Reset,
 )
+from .noise import LearnedNoise
+from .noise_codec import decode_noise, encode_noise
 
 __all__ = [
     "MAX_DATA_CHUNK",
@@ -73,7 +75,7 @@ class End:
     t: float
 
 
-Record = Header | ConnectionOpened | Data | HalfClosed | Reset | Closed | End
+Record = Header | ConnectionOpened | Data | HalfClosed | Reset | Closed | LearnedNoise | End
 
 # C0 controls except tab, LF and CR; DEL; C1 controls. Payloads holding any of
 # them are stored as base64, since they would show as noise in a diff.
@@ -81,7 +83,7 @@ _NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 _ENDPOINT = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})", re.ASCII)
 
-_EVENT_NAMES = ("open", "data", "shut", "reset", "close", "end")
+_EVENT_NAMES = ("open", "data", "shut", "reset", "close", "noise", "end")
 
 
 _NOT_TEXT_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -218,6 +220,8 @@ def encode_record(record: Record) -> bytes:
         return encode_header(record)
     if isinstance(record, End):
         return encode_end(record.t)
+    if isinstance(record, LearnedNoise):
+        return encode_noise(record)
     return encode_event(record)
 
 
@@ -478,6 +482,8 @@ def decode_record(line: bytes, *, offset: int | None = None) -> Record:
         if "ev" not in obj:
             raise CassetteFormatError(f'record has no "ev" field; expected {expected}', offset=offset)
         raise CassetteFormatError(f"unknown event type ev={_show(ev)}; expected {expected}", offset=offset)
+    if ev == "noise":
+        return decode_noise(obj, offset)
     fields = _Fields(obj, f'"{ev}"', offset)
     t = fields.time("t")
     if ev == "end":
