@@ -9,6 +9,7 @@ recording plus the noise learned from the second (see
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from .cassette import Cassette, CassetteWriter
@@ -26,22 +27,47 @@ def run_path(path: str | os.PathLike, run: int) -> Path:
     return path.with_name(f"{path.name}.run{run}")
 
 
-def commit_with_noise(first: str | os.PathLike, second: str | os.PathLike, path: str | os.PathLike):
-    """Make *path* the *first* recording plus the noise learned from *second*; remove both.
+def _turn_order(item: tuple) -> tuple:
+    (conn, direction, turn), _ = item
+    return conn, direction.value, turn
 
-    Returns the noise. Raises :class:`CassetteError` (leaving both recordings
-    and any cassette at *path* as they were) if either recording is incomplete.
+
+def _joined(noise: list[LearnedNoise]) -> tuple[LearnedNoise, ...]:
+    """One record per turn, its spans from every comparison joined."""
+    spans: dict = {}
+    for item in noise:
+        spans.setdefault((item.conn, item.direction, item.turn), []).extend(item.spans)
+    joined = []
+    for (conn, direction, turn), found in sorted(spans.items(), key=_turn_order):
+        merged: list[list[int]] = []
+        for start, end in sorted(found):
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        joined.append(LearnedNoise(conn, direction, turn, tuple(map(tuple, merged))))
+    return tuple(joined)
+
+
+def commit_with_noise(
+    first: str | os.PathLike, others: Sequence[str | os.PathLike], path: str | os.PathLike
+) -> tuple[LearnedNoise, ...]:
+    """Make *path* the *first* recording plus the noise learned from each of *others*; remove them all.
+
+    Returns the noise. Raises :class:`CassetteError` (leaving the recordings
+    and any cassette at *path* as they were) if a recording is incomplete.
     """
-    recordings = [Cassette(first), Cassette(second)]
-    noise: tuple[LearnedNoise, ...] = learn(recordings[0].events(), recordings[1].events())
+    base = Cassette(first)
+    recordings = [base] + [Cassette(other) for other in others]
+    noise = _joined([item for other in recordings[1:] for item in learn(base.events(), other.events())])
     for recording in recordings:
         if not recording.complete:
             raise CassetteError(
                 f"cannot learn noise from {recording.path}: the recording was cut short; record again"
             )
     end = None
-    with CassetteWriter(path, recordings[0].header) as writer:
-        for record in recordings[0].records():
+    with CassetteWriter(path, base.header) as writer:
+        for record in base.records():
             if isinstance(record, End):
                 end = record.t
             elif not isinstance(record, (Header, LearnedNoise)):

@@ -81,7 +81,7 @@ def test_commit_with_noise_keeps_the_first_recording_and_adds_what_differed(tmp_
     first, second = run_path(path, 1), run_path(path, 2)
     write(first, recording("Mon, 01 Jan 2024 12:00:01 GMT"))
     write(second, recording("Mon, 01 Jan 2024 12:00:02 GMT"))
-    noise = commit_with_noise(first, second, path)
+    noise = commit_with_noise(first, [second], path)
     assert not first.exists() and not second.exists()
     cassette = Cassette(path)
     assert list(cassette.events()) == recording("Mon, 01 Jan 2024 12:00:01 GMT")
@@ -101,7 +101,7 @@ def test_commit_with_noise_refuses_a_cut_short_recording_and_keeps_the_cassette(
         writer.write(recording("b")[0])
         writer.keep_as(second)  # no end marker
     with pytest.raises(Exception, match="cut short"):
-        commit_with_noise(first, second, path)
+        commit_with_noise(first, [second], path)
     assert path.read_bytes() == before
 
 

@@ -29,7 +29,7 @@ from ..errors import ConfigError
 from .events import ConnectionOpened, Data, Direction, HostInfo
 from .turns import split_turns
 
-__all__ = ["IgnoreRule", "LearnedNoise", "Noise", "learn", "resolve_check"]
+__all__ = ["IgnoreRule", "LearnedNoise", "Noise", "check_hosts", "ignore_rules", "learn", "resolve_check"]
 
 #: Differing middles of two turns up to this size are diffed byte by byte;
 #: larger ones (after their common prefix and suffix) become one span.
@@ -117,7 +117,8 @@ class IgnoreRule:
             unknown = set(text) - {"pattern", "port", "direction"}
             if unknown or "pattern" not in text:
                 raise ConfigError(
-                    f"an ignore rule given as a dict takes the keys pattern, port and direction, got {dict(text)!r}"
+                    "an ignore rule given as a dict takes the keys pattern, port and direction, "
+                    f"got {dict(text)!r}"
                 )
             return cls(text["pattern"], text.get("port"), text.get("direction"))
         if isinstance(text, (bytes, re.Pattern)):
@@ -183,7 +184,7 @@ def resolve_check(check: Iterable[str], hosts: Iterable[HostInfo]) -> frozenset[
 class Noise:
     """What a replay overlooks when it compares live turns with recorded ones, and who it checks."""
 
-    ignore: tuple[IgnoreRule, ...] = attrs.field(default=(), converter=lambda v: tuple(map(IgnoreRule.parse, v)))
+    ignore: tuple[IgnoreRule, ...] = attrs.field(default=(), converter=lambda v: ignore_rules(v))
     learned: tuple[LearnedNoise, ...] = attrs.field(default=(), converter=tuple)
     #: Addresses of the hosts whose sending is compared; None: all of them.
     checked: frozenset[str] | None = attrs.field(default=None)
@@ -205,7 +206,9 @@ class Noise:
     def learned_spans(self, conn: int, direction: Direction, turn_index: int) -> tuple[tuple[int, int], ...]:
         return tuple(sorted(self._by_turn.get((conn, Direction(direction), turn_index), ())))
 
-    def comparator(self, opened: ConnectionOpened, direction: Direction, turn_index: int) -> Comparator | None:
+    def comparator(
+        self, opened: ConnectionOpened, direction: Direction, turn_index: int
+    ) -> Comparator | None:
         """None when no rule touches this turn (the caller compares exactly); else
         ``f(recorded_turn, live_turn)``: None when they are equal but for noise,
         or the offset in the live turn where they part."""
@@ -304,12 +307,25 @@ def _glob(pieces: list[str], text: str) -> int | None:
     for piece in middle:
         found = text.find(piece, position)
         if found < 0:
-            return position
+            return _partial(piece, text, position)
         position = found + len(piece)
     if len(text) - len(last) >= position and text.endswith(last):
         return None
     found = text.find(last, position)
-    return position if found < 0 else found + len(last)
+    return _partial(last, text, position) if found < 0 else found + len(last)
+
+
+def _partial(piece: str, text: str, position: int) -> int:
+    """Where *text* parts from *piece* (which it lacks) after *position*: just past
+    the longest start of the piece that it has."""
+    low, high = 0, len(piece)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if text.find(piece[:middle], position) >= 0:
+            low = middle
+        else:
+            high = middle - 1
+    return text.find(piece[:low], position) + low
 
 
 def _to_live_offset(offset: int, masks: list[list[int]]) -> int:
@@ -416,3 +432,30 @@ def learn(first: Iterable[object], second: Iterable[object]) -> tuple[LearnedNoi
                 if spans:
                     found.append(LearnedNoise(opening.conn, turn.direction, turn.index, spans))
     return tuple(sorted(found, key=lambda n: (n.conn, n.direction.value, n.turn)))
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def ignore_rules(value: object) -> tuple[IgnoreRule, ...]:
+    """Ignore rules from one rule or a list of them (strings, dicts or rules)."""
+    if isinstance(value, (str, bytes, Mapping, IgnoreRule, re.Pattern)):
+        value = [value]
+    try:
+        items = list(value)  # type: ignore[call-overload]
+    except TypeError:
+        raise ConfigError(f"ignore takes a list of regular expressions, got {value!r}") from None
+    return tuple(IgnoreRule.parse(item) for item in items)
+
+
+def check_hosts(value: object) -> tuple[str, ...]:
+    """Checked hosts from names or addresses, as a list or one comma-separated string."""
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        hosts = tuple(str(item).strip() for item in items)  # type: ignore[union-attr]
+    except TypeError:
+        raise ConfigError(f"check takes host names or addresses, got {value!r}") from None
+    for host in hosts:
+        if not host or any(ch.isspace() for ch in host):
+            raise ConfigError(f"check takes host names or addresses, got {host!r} in {value!r}")
+    return hosts

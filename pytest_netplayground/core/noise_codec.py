@@ -39,7 +39,8 @@ def decode_noise(obj: dict, offset: int | None = None) -> LearnedNoise:
 
     def bad(key: str, expected: str) -> CassetteFormatError:
         shown = "missing" if key not in obj else f"= {json.dumps(obj[key])[:60]}"
-        return CassetteFormatError(f'"noise" record has field "{key}" {shown}; expected {expected}', offset=offset)
+        message = f'"noise" record has field "{key}" {shown}; expected {expected}'
+        return CassetteFormatError(message, offset=offset)
 
     for key in ("conn", "turn"):
         if not _count(obj.get(key)):
