@@ -245,7 +245,7 @@ def _learn_noise(item: pytest.Item, state: NetplayState) -> None:
         return
     runs = [run_path(state.cassette, run) for run in range(1, state.runs + 1)]
     noise = commit_with_noise(runs[0], runs[1:], state.cassette)
-    regions = sum(len(item.spans) for item in noise)
+    regions = sum(len(learned.spans) for learned in noise)
     item.add_report_section(
         "call",
         "netplay",

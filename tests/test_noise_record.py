@@ -179,3 +179,44 @@ def test_pytest_record_runs_2_keeps_the_cassette_when_the_second_run_fails(pytes
     result.assert_outcomes(failed=1)
     assert (directory / "test_fetch.netplay").read_text() == "the old cassette\n"
     assert sorted(p.name for p in directory.iterdir()) == ["test_fetch.failed.netplay", "test_fetch.netplay"]
+
+
+def _postgres_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+    return found[-1].parent if found else None
+
+
+@pytest.mark.root
+@pytest.mark.skipif(_postgres_bin() is None or shutil.which("psql") is None, reason="needs PostgreSQL and psql")
+def test_record_runs_2_learns_postgres_backend_key_data(tmp_path):
+    import os
+    import pwd
+
+    bin_dir = _postgres_bin()
+    user = pwd.getpwnam("postgres")
+    os.chown(tmp_path, user.pw_uid, user.pw_gid)
+    data = tmp_path / "data"
+    subprocess.run(
+        [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"],
+        user="postgres", cwd=tmp_path, check=True, capture_output=True, timeout=120,
+    )
+    done = tmp_path / "done"
+    # The server stops once the client has finished (or after 30 s), so each run ends.
+    server = (
+        f"rm -f {done}; {bin_dir}/postgres -D {data} -k {tmp_path} -c listen_addresses='*' & pid=$!; "
+        f"for i in $(seq 300); do [ -e {done} ] && break; sleep 0.1; done; kill -INT $pid; wait $pid"
+    )
+    client = f"sleep 2; psql -h 10.0.0.1 -U postgres -Atc 'select 40 + 2'; touch {done}"
+    path = tmp_path / "pg.netplay"
+    result = netplay("record", "--runs", "2", "-u", "postgres", "-f", str(path), server, client, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "10.0.0.2 | 42" in result.stdout
+    cassette = Cassette(path)
+    noise = cassette.index().noise
+    assert noise and all(n.direction is Direction.S2C for n in noise)
+    replies = server_turns(path)
+    keys = [(n.turn, s, e) for n in noise for s, e in n.spans if b"K\x00\x00\x00\x0c" in replies[n.turn]]
+    assert keys, f"no noise in the turn with BackendKeyData: {noise}"
+    for turn, start, end in keys:
+        key = replies[turn].index(b"K\x00\x00\x00\x0c") + 5
+        assert key <= start and end <= key + 8
