@@ -128,7 +128,8 @@ def _add_replay_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="REGEX",
-        help="bytes matching REGEX may differ (repeatable); scope it as PORT:REGEX, s2c:REGEX, PORT:c2s:REGEX",
+        help="bytes matching REGEX may differ (repeatable); "
+        "scope it as PORT:REGEX, s2c:REGEX or PORT:c2s:REGEX",
     )
     parser.add_argument(
         "--check",
@@ -313,7 +314,8 @@ def cmd_record(args) -> int:
             for done in paths[: len(codes) - 1]:
                 os.unlink(done)
             sys.stderr.write(
-                f"netplay: interrupted: the recording so far is in {written}; {args.file} was left as it was\n"
+                f"netplay: interrupted: the recording so far is in {written}; "
+                f"{args.file} was left as it was\n"
             )
             return code
     if runs > 1:

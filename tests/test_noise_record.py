@@ -121,7 +121,8 @@ def test_check_only_the_client_reports_the_servers_differences_as_information(tm
     once = tmp_path / "once.netplay"
     (tmp_path / "index.txt").write_text("hello from http.server\n")
     assert netplay("record", "-f", str(once), SERVER, CLIENT, cwd=tmp_path).returncode == 0
-    result = netplay("replay", "--strict", "--check", "10.0.0.2", "-f", str(once), SERVER, CLIENT, cwd=tmp_path)
+    strict = ["replay", "--strict", "-f", str(once)]
+    result = netplay(*strict, "--check", "10.0.0.2", SERVER, CLIENT, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
 
 
@@ -131,7 +132,10 @@ import sys
 import pytest
 
 SERVE = "import http.server as h; h.HTTPServer(('', 8000), h.SimpleHTTPRequestHandler).handle_request()"
-FETCH = "import urllib.request as u; print(u.urlopen('http://10.0.0.1:8000/index.txt', timeout=10).read().decode())"
+FETCH = (
+    "import urllib.request as u; "
+    "print(u.urlopen('http://10.0.0.1:8000/index.txt', timeout=10).read().decode())"
+)
 
 
 def test_fetch(netplay, tmp_path_factory):
@@ -152,7 +156,7 @@ def test_fetch(netplay, tmp_path_factory):
 def test_pytest_record_runs_2_runs_the_test_twice_and_stores_noise(pytester):
     pytester.makepyfile(test_suite=SUITE)
     (pytester.path / "index.txt").write_text("hello\n")
-    result = pytester.runpytest_subprocess("--netplay=record", "--netplay-record-runs=2", "-p", "no:cacheprovider", timeout=120)
+    result = pytester.runpytest_subprocess("--netplay=record", "--netplay-record-runs=2", timeout=120)
     result.assert_outcomes(passed=1)
     assert (pytester.path / "runs.log").read_text().split() == ["record", "record"]
     directory = pytester.path / "cassettes" / "test_suite"
@@ -187,19 +191,30 @@ def _postgres_bin() -> Path | None:
 
 
 @pytest.mark.root
-@pytest.mark.skipif(_postgres_bin() is None or shutil.which("psql") is None, reason="needs PostgreSQL and psql")
-def test_record_runs_2_learns_postgres_backend_key_data(tmp_path):
+@pytest.mark.skipif(
+    _postgres_bin() is None or shutil.which("psql") is None, reason="needs PostgreSQL and psql"
+)
+def test_record_runs_2_learns_postgres_backend_key_data():
     import os
     import pwd
+    import tempfile
 
     bin_dir = _postgres_bin()
     user = pwd.getpwnam("postgres")
-    os.chown(tmp_path, user.pw_uid, user.pw_gid)
+    # PostgreSQL refuses to run as root; its user must reach the data directory.
+    with tempfile.TemporaryDirectory(prefix="netplay-pg-") as directory:
+        os.chown(directory, user.pw_uid, user.pw_gid)
+        _record_postgres_twice(bin_dir, Path(directory))
+
+
+def _record_postgres_twice(bin_dir: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     subprocess.run(
         [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"],
         user="postgres", cwd=tmp_path, check=True, capture_output=True, timeout=120,
     )
+    with open(data / "pg_hba.conf", "a") as hba:
+        hba.write("host all all 10.0.0.0/24 trust\n")
     done = tmp_path / "done"
     # The server stops once the client has finished (or after 30 s), so each run ends.
     server = (

@@ -21,11 +21,15 @@ def test_ignore_check_and_runs_merge_through_one_path():
         [
             ("ini", {"record_runs": "2"}),
             ("netplay_config fixture", {"ignore": "Date: [^\\r]*"}),
-            ("marker", {"ignore": ["5432:s2c:K.{12}", {"pattern": "x", "port": 80}], "check": "client, 10.0.0.3"}),
+            (
+                "marker",
+                {"ignore": ["5432:s2c:K.{12}", {"pattern": "x", "port": 80}], "check": "client, 10.0.0.3"},
+            ),
         ]
     )
     assert settings.record_runs == 2
-    assert settings.ignore == (IgnoreRule.parse("5432:s2c:K.{12}"), IgnoreRule.parse({"pattern": "x", "port": 80}))
+    rules = (IgnoreRule.parse("5432:s2c:K.{12}"), IgnoreRule.parse({"pattern": "x", "port": 80}))
+    assert settings.ignore == rules
     assert settings.check == ("client", "10.0.0.3")
     assert merge([]).ignore == () and merge([]).check == () and merge([]).record_runs == 1
 
