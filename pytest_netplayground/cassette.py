@@ -33,6 +33,7 @@ from .core.codec import (
 from .core.coverage import NOTES, RunNotes
 from .core.events import ConnectionOpened, Event, Header
 from .core.matching import Leads
+from .core.noise import LearnedNoise
 from .errors import CassetteError, CassetteFormatError, CassetteMissing
 
 __all__ = [
@@ -162,9 +163,9 @@ class CassetteWriter:
             raise _io_error("sync", self.partial_path, exc) from exc
         self._close()
 
-    def write(self, event: Event) -> None:
-        """Append one event."""
-        self._write(encode_event(event))
+    def write(self, event: Event | LearnedNoise) -> None:
+        """Append one event (or, after them, a noise record)."""
+        self._write(codec.encode_record(event))
 
     def write_data(self, t: float, conn: int, direction, data) -> None:
         """Append a Data event straight from a buffer, with one ``writev``."""
@@ -276,6 +277,8 @@ class CassetteIndex:
     #: Each connection's lead (see :class:`~.core.matching.Leads`), for matching on replay.
     leads: dict[int, bytes | None] = attrs.field(factory=dict)
     notes: RunNotes = attrs.field(factory=RunNotes)  # listen delays, UDP not recorded
+    #: Regions of recorded turns that differed between two recordings (``--runs 2``).
+    noise: tuple[LearnedNoise, ...] = ()
 
     def by_key(self) -> dict[ConnectionKey, list[ConnectionIndex]]:
         """Connections grouped by key, each group in opening order (the order a replayer falls back on)."""
@@ -357,7 +360,7 @@ class Cassette:
     def events(self) -> Iterator[Event]:
         """Iterate the events from the start of the file; each call re-reads it."""
         for _, _, record in self._scan():
-            if not isinstance(record, (Header, End, *NOTES)):
+            if not isinstance(record, (Header, End, LearnedNoise, *NOTES)):
                 yield record
 
     __iter__ = events
@@ -373,9 +376,11 @@ class Cassette:
             return self._index
         connections: dict[int, ConnectionIndex] = {}
         end_time = None
-        leads, notes = Leads(), RunNotes()
+        leads, notes, noise = Leads(), RunNotes(), []
         for offset, length, record in notes.skim(self._scan()):
-            if isinstance(record, ConnectionOpened):
+            if isinstance(record, LearnedNoise):
+                noise.append(record)
+            elif isinstance(record, ConnectionOpened):
                 connections[record.conn] = ConnectionIndex(record)
                 leads.feed(record)
             elif isinstance(record, End):
@@ -393,6 +398,7 @@ class Cassette:
             end_time=end_time,
             leads=leads.leads,
             notes=notes,
+            noise=tuple(noise),
         )
         return self._index
 

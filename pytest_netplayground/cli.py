@@ -13,6 +13,7 @@ from typing import Sequence
 from . import __version__
 from .core.addressing import DEFAULT_SUBNET, Subnet
 from .core.coverage import udp_line
+from .core.noise import check_hosts
 from .errors import NetplayError
 
 EXIT_USAGE = 2
@@ -75,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument(
         "-f", "--file", default=DEFAULT_FILE, help=f"cassette to write (default {DEFAULT_FILE})"
     )
+    record.add_argument(
+        "--runs",
+        type=_runs,
+        default=1,
+        metavar="N",
+        help="run the commands N times and store what differed between the runs as noise (default 1)",
+    )
     _add_output_options(record)
     _add_sandbox_options(record)
     replay = sub.add_parser("replay", help="run commands against the TCP traffic recorded in a cassette")
@@ -124,6 +132,28 @@ def _add_replay_options(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="a live side that sent less than recorded has had its turn after S seconds of quiet (default 0.2)",
     )
+    parser.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="REGEX",
+        help="bytes matching REGEX may differ (repeatable); "
+        "scope it as PORT:REGEX, s2c:REGEX or PORT:c2s:REGEX",
+    )
+    parser.add_argument(
+        "--check",
+        action="append",
+        default=[],
+        metavar="HOSTS",
+        help="compare only what these hosts send (names or addresses, comma-separated, repeatable; "
+        "default all); the others' differences are reported as information",
+    )
+
+
+def _runs(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 9:
+        raise argparse.ArgumentTypeError(f"expected a number of runs from 1 to 9, got {value!r}")
+    return int(value)
 
 
 def _id(value: str | None) -> int | str | None:
@@ -265,9 +295,9 @@ def _pacing(args) -> dict:
     return {"pace": "causal"}
 
 
-def cmd_record(args) -> int:
-    _check_capacity(args)
-    sandbox = _make_sandbox(args, mode="record", cassette=args.file)
+def _record_once(args, path: str) -> tuple[int, bool, str | None]:
+    """One recording of the commands to *path*: (exit code, interrupted, where a cut-short one is)."""
+    sandbox = _make_sandbox(args, mode="record", cassette=path)
     sandbox.interrupted = False
     code = EXIT_ERROR
     try:
@@ -276,22 +306,53 @@ def cmd_record(args) -> int:
     finally:
         interrupted = sandbox.interrupted or code == EXIT_ERROR and not sandbox.hosts
         sandbox.close("abort" if interrupted else "commit")
-    if interrupted:
+    if sandbox.udp:
+        sys.stderr.write(f"netplay: {udp_line(sandbox.udp)}: cassettes hold TCP only\n")
+    return code, interrupted, sandbox.cassette_written
+
+
+def cmd_record(args) -> int:
+    from .learning import commit_with_noise, run_path
+
+    _check_capacity(args)
+    runs = getattr(args, "runs", 1)
+    paths = [args.file] if runs == 1 else [str(run_path(args.file, run)) for run in range(1, runs + 1)]
+    codes = []
+    for path in paths:
+        code, interrupted, written = _record_once(args, path)
+        codes.append(code)
+        if interrupted:
+            for done in paths[: len(codes) - 1]:
+                os.unlink(done)
+            sys.stderr.write(
+                f"netplay: interrupted: the recording so far is in {written}; "
+                f"{args.file} was left as it was\n"
+            )
+            return code
+    if runs > 1:
+        noise = commit_with_noise(paths[0], paths[1:], args.file)
+        regions = sum(len(item.spans) for item in noise)
         sys.stderr.write(
-            f"netplay: interrupted: the recording so far is in {sandbox.cassette_written}; "
-            f"{args.file} was left as it was\n"
+            f"netplay: recorded {args.file} ({runs} runs: {regions} noise "
+            f"region{'s' if regions != 1 else ''} in {len(noise)} turn{'s' if len(noise) != 1 else ''})\n"
         )
     else:
         sys.stderr.write(f"netplay: recorded {args.file}\n")
-    if sandbox.udp:
-        sys.stderr.write(f"netplay: {udp_line(sandbox.udp)}: cassettes hold TCP only\n")
-    return code
+    # The first run that failed decides, as the first command that failed does within a run.
+    return next((code for code in codes if code != 0), 0)
 
 
 def cmd_replay(args) -> int:
     _check_capacity(args)
     sandbox = _make_sandbox(
-        args, mode="replay", cassette=args.file, stall_timeout=args.stall_timeout, settle=args.settle, **_pacing(args)
+        args,
+        mode="replay",
+        cassette=args.file,
+        stall_timeout=args.stall_timeout,
+        settle=args.settle,
+        ignore=getattr(args, "ignore", ()),
+        check=[host for item in getattr(args, "check", ()) for host in check_hosts(item)],
+        **_pacing(args),
     )
     sandbox.interrupted = False
     try:

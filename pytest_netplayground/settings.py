@@ -13,11 +13,12 @@ import re
 import attrs
 
 from .core.addressing import DEFAULT_SUBNET, Subnet
+from .core.noise import IgnoreRule, check_hosts, ignore_rules
 from .core.replay import Pacing
 from .errors import ConfigError
 
 MODES = ("off", "record", "replay", "once")
-MARKER_KEYS = ("subnet", "pace", "speed", "strict", "cassette", "stall_timeout", "settle")
+MARKER_KEYS = ("subnet", "pace", "speed", "strict", "cassette", "stall_timeout", "settle", "ignore", "check")
 CASSETTE_SUFFIX = ".netplay"
 
 
@@ -56,6 +57,12 @@ def _pace(value: object) -> str:
     return text
 
 
+def _runs(value: object) -> int:
+    if isinstance(value, bool) or str(value).strip() not in ("1", "2", "3", "4", "5", "6", "7", "8", "9"):
+        raise ValueError(f"expected a number of recordings from 1 to 9, got {value!r}")
+    return int(str(value).strip())
+
+
 def _subnet(value: object) -> str:
     return str(Subnet.parse(value))
 
@@ -76,6 +83,9 @@ CONVERTERS = {
     "stall_timeout": _positive,
     "settle": _positive,
     "cassette": _cassette,
+    "ignore": ignore_rules,
+    "check": check_hosts,
+    "record_runs": _runs,
 }
 
 
@@ -91,6 +101,9 @@ class Settings:
     stall_timeout: float = 5.0
     settle: float = 0.2
     cassette: str | None = None
+    ignore: tuple[IgnoreRule, ...] = ()
+    check: tuple[str, ...] = ()
+    record_runs: int = 1
 
 
 def merge(layers: list[tuple[str, dict]]) -> Settings:

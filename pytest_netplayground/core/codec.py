@@ -44,6 +44,8 @@ from .events import (
     Reset,
     UdpSeen,
 )
+from .noise import LearnedNoise
+from .noise_codec import decode_noise, encode_noise
 
 __all__ = [
     "MAX_DATA_CHUNK",
@@ -75,7 +77,9 @@ class End:
     t: float
 
 
-Record = Header | ConnectionOpened | Data | HalfClosed | Reset | Closed | End | ListenDelay | UdpSeen
+Record = (
+    Header | ConnectionOpened | Data | HalfClosed | Reset | Closed | LearnedNoise | End | ListenDelay | UdpSeen
+)
 
 # Records about the whole run: they name no connection (see codec_notes).
 _NOTES = (ListenDelay, UdpSeen)
@@ -86,7 +90,7 @@ _NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 _ENDPOINT = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})", re.ASCII)
 
-_EVENT_NAMES = ("open", "data", "shut", "reset", "close", "end", "listen", "udp")
+_EVENT_NAMES = ("open", "data", "shut", "reset", "close", "noise", "end", "listen", "udp")
 
 
 _NOT_TEXT_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -227,6 +231,8 @@ def encode_record(record: Record) -> bytes:
         return encode_header(record)
     if isinstance(record, End):
         return encode_end(record.t)
+    if isinstance(record, LearnedNoise):
+        return encode_noise(record)
     return encode_event(record)
 
 
@@ -487,6 +493,8 @@ def decode_record(line: bytes, *, offset: int | None = None) -> Record:
         if "ev" not in obj:
             raise CassetteFormatError(f'record has no "ev" field; expected {expected}', offset=offset)
         raise CassetteFormatError(f"unknown event type ev={_show(ev)}; expected {expected}", offset=offset)
+    if ev == "noise":
+        return decode_noise(obj, offset)
     fields = _Fields(obj, f'"{ev}"', offset)
     t = fields.time("t")
     if ev == "end":

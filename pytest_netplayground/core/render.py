@@ -27,6 +27,8 @@ from .events import (
     Reset,
     UdpSeen,
 )
+from .noise import LearnedNoise
+from .turns import split_turns
 
 __all__ = ["escape_text", "hexdump", "render_connection", "render_conversations", "render_header"]
 
@@ -114,13 +116,40 @@ def _heading(conn: int, opened: ConnectionOpened | None) -> str:
     return f"#{conn} {opened.client} -> {opened.server} {opened.outcome.value}"
 
 
+_NOISE_SHOWN = 60  # characters of a noise region shown
+
+
+def _noise_lines(events: list, noise: Iterable[LearnedNoise]) -> list[str]:
+    """Each learned noise region with the recorded bytes it covers."""
+    turns = {(turn.direction, turn.index): turn.data for turn in split_turns(events)}
+    lines = []
+    for item in sorted(noise, key=lambda n: (n.direction.value, n.turn)):
+        data = turns.get((item.direction, item.turn), b"")
+        for start, end in item.spans:
+            piece = data[start:end]
+            shown = escape_text(piece.decode("utf-8")) if is_text(piece) else piece.hex(" ")
+            if len(shown) > _NOISE_SHOWN:
+                shown = shown[:_NOISE_SHOWN] + "..."
+            lines.append(
+                f"{_INDENT}~ noise: {_SIDE[item.direction]} turn {item.turn}, bytes {start}-{end}: {shown}"
+            )
+    return lines
+
+
 def render_connection(
-    conn: int, opened: ConnectionOpened | None, events: Iterable, *, width: int = 80
+    conn: int,
+    opened: ConnectionOpened | None,
+    events: Iterable,
+    *,
+    width: int = 80,
+    noise: Iterable[LearnedNoise] = (),
 ) -> str:
     """One conversation: heading, each event with its time and direction, then a summary.
 
-    *events* are the connection's events after its opening, in time order.
+    *events* are the connection's events after its opening, in time order;
+    *noise* its learned noise regions, listed after them.
     """
+    events = list(events)
     lines = [_heading(conn, opened)]
     sent = {Direction.C2S: 0, Direction.S2C: 0}
     first_t = opened.t if opened is not None else None
@@ -153,6 +182,7 @@ def render_connection(
         elif isinstance(event, Closed):
             closed = True
             lines.append(f"{stamp}  closed")
+    lines.extend(_noise_lines(events, noise))
     duration = (last_t - first_t) if first_t is not None and last_t is not None else 0.0
     summary = (
         f"{_INDENT}= {sent[Direction.C2S]} bytes client -> server, "
@@ -168,6 +198,7 @@ def render_connection(
 class _Conversation:
     opened: ConnectionOpened | None
     events: list = attrs.field(factory=list)
+    noise: list = attrs.field(factory=list)
 
 
 def render_conversations(
@@ -197,6 +228,8 @@ def render_conversations(
             continue
         if isinstance(event, ConnectionOpened):
             conversations[event.conn] = _Conversation(event)
+        elif isinstance(event, LearnedNoise):
+            conversations.setdefault(event.conn, _Conversation(None)).noise.append(event)
         else:
             conversations.setdefault(event.conn, _Conversation(None)).events.append(event)
     if ended:
@@ -205,7 +238,11 @@ def render_conversations(
         complete = False
     sections = [render_header(header)]
     for conn, conversation in conversations.items():
-        sections.append(render_connection(conn, conversation.opened, conversation.events, width=width))
+        sections.append(
+            render_connection(
+                conn, conversation.opened, conversation.events, width=width, noise=conversation.noise
+            )
+        )
     if delays:
         sections.append(
             "Servers first accepted (seconds after their host's first process):\n"

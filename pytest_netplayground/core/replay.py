@@ -24,6 +24,7 @@ from ..errors import ConfigError
 from .comparison import Comparator, DirectionCheck, close_iterator
 from .divergence import Divergence, MissingReset, Stall, UnexpectedReset
 from .events import Closed, ConnectionOpened, Data, Direction, Event, HalfClosed, Reset
+from .noise import IgnoreRule, Noise, check_hosts, ignore_rules
 
 __all__ = [
     "Abort",
@@ -90,6 +91,12 @@ class ReplayConfig:
     speed: float = attrs.field(default=1.0, converter=_positive("speed", infinite_ok=False))
     stall_timeout: float = attrs.field(default=5.0, converter=_positive("stall_timeout", infinite_ok=False))
     settle: float = attrs.field(default=0.2, converter=_positive("settle", infinite_ok=False))
+    #: The user's ignore rules; the replayer folds them into ``noise``.
+    ignore: tuple[IgnoreRule, ...] = attrs.field(default=(), converter=ignore_rules)
+    #: What the comparison of each live turn overlooks, and which senders it checks.
+    noise: Noise = attrs.field(factory=Noise)
+    #: Names or addresses of the hosts whose sending is compared (empty: all).
+    check: tuple[str, ...] = attrs.field(default=(), converter=check_hosts)
 
 
 @attrs.frozen

@@ -454,6 +454,8 @@ class Sandbox:
         stall_timeout: float = 5.0,
         settle: float = 0.2,
         output_dir: str | os.PathLike | None = None,
+        ignore: object = (),
+        check: object = (),
     ):
         from ..core.replay import ReplayConfig
 
@@ -464,7 +466,9 @@ class Sandbox:
             raise ConfigError(f"mode {mode!r} needs a cassette path")
         self.mode = mode
         self.cassette = None if cassette is None else os.path.abspath(os.fspath(cassette))
-        self.replay_config = ReplayConfig(pacing=pace, speed=speed, stall_timeout=stall_timeout, settle=settle)
+        self.replay_config = ReplayConfig(
+            pacing=pace, speed=speed, stall_timeout=stall_timeout, settle=settle, ignore=ignore, check=check
+        )
         self.divergences = DivergenceReport(())
         self.cassette_written: str | None = None
         self.truncated_at: int | None = None

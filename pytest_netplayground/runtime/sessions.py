@@ -13,6 +13,8 @@ import os
 import time
 from pathlib import Path
 
+import attrs
+
 from .. import __version__
 from ..cassette import Cassette, CassetteWriter, partial_path_for
 from ..core.addressing import Endpoint
@@ -40,6 +42,7 @@ from ..core.events import (
 )
 from ..core.standin import stand_in_deadline
 from ..core.matching import LEAD_LIMIT, Claim, Matcher
+from ..core.noise import Noise, resolve_check
 from ..core.replay import Abort, ConnectionReplay, Finished, ReplayConfig, Send, ShutWrite
 from ..errors import CassetteError
 from .pipes import HIGH_WATER, Pipe, Tap
@@ -258,13 +261,17 @@ class ReplayTap(Tap):
         opened = self.claim.settle(bytes(self.lead), final)
         if opened is None:
             return False
+        config = self.replayer.config
+        noise = config.noise
         self.replay = ConnectionReplay(
             opened,
             self.replayer.steps(opened.conn),
-            config=self.replayer.config,
+            config=config,
             server_live=self.server_live,
             start=self.start,
             ordinal=self.replayer.matcher.ordinal_of(opened),
+            checked=[direction for direction in Direction if noise.is_checked(opened, direction)],
+            comparator_for=lambda direction, turn: noise.comparator(opened, direction, turn),
         )
         held, self.held, self.lead = self.held, [], bytearray()
         for event in held:
@@ -387,10 +394,28 @@ class Replayer(Session):
         self.cassette = Cassette(path, tolerate_truncation=True)
         self.index = self.cassette.index()
         self.loop = loop
-        self.config = config
+        self.base_config = config
+        self._config: tuple[int, ReplayConfig] | None = None
         self.matcher = Matcher((entry.opened for entry in self.index.connections.values()), self.index.leads)
         self.pending: dict[tuple[Endpoint, Endpoint], Claim] = {}
         self.found: list = []
+
+    @property
+    def config(self) -> ReplayConfig:
+        """The replay settings with the noise of this cassette: the user's ignore rules, the
+        learned noise, and the checked hosts (names looked up among the hosts made so far,
+        then the recorded ones)."""
+        if self._config is None or self._config[0] != len(self.hosts):
+            base = self.base_config
+            noise = Noise(
+                ignore=base.ignore + base.noise.ignore,
+                learned=base.noise.learned + self.index.noise,
+                checked=resolve_check(base.check, (*self.hosts, *self.index.header.hosts))
+                if base.check
+                else base.noise.checked,
+            )
+            self._config = (len(self.hosts), attrs.evolve(base, noise=noise))
+        return self._config[1]
 
     def on_syn(self, client: Endpoint, server: Endpoint) -> str:
         got = self.matcher.open(client, server)
