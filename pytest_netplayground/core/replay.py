@@ -34,6 +34,7 @@ from .divergence import (
     UnexpectedReset,
 )
 from .events import Closed, ConnectionOpened, Data, Direction, Event, HalfClosed, Reset
+from .exchange import Match, match_mode
 
 __all__ = [
     "Abort",
@@ -96,6 +97,10 @@ class ReplayConfig:
     pacing: Pacing = attrs.field(default=Pacing.CAUSAL, converter=_pacing)
     speed: float = attrs.field(default=1.0, converter=_positive("speed", infinite_ok=False))
     stall_timeout: float = attrs.field(default=5.0, converter=_positive("stall_timeout", infinite_ok=True))
+    #: What live traffic is paired with: recorded connections, or recorded exchanges (see :mod:`.exchange`).
+    match: Match = attrs.field(default=Match.CONNECTION, converter=match_mode)
+    #: Seconds of silence after which a live side's turn counts as complete.
+    settle: float = attrs.field(default=0.2, converter=_positive("settle", infinite_ok=False))
 
 
 @attrs.frozen
