@@ -115,6 +115,13 @@ def _add_replay_options(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="report a causal replay waiting longer than S seconds (default 5)",
     )
+    parser.add_argument(
+        "--match",
+        choices=("connection", "exchange"),
+        default="connection",
+        help="pair each live connection with a recorded one (connection, the default), or answer each "
+        "request with the reply to the same recorded request of any connection (exchange: for pools)",
+    )
 
 
 def _id(value: str | None) -> int | str | None:
@@ -280,7 +287,12 @@ def cmd_record(args) -> int:
 def cmd_replay(args) -> int:
     _check_capacity(args)
     sandbox = _make_sandbox(
-        args, mode="replay", cassette=args.file, stall_timeout=args.stall_timeout, **_pacing(args)
+        args,
+        mode="replay",
+        cassette=args.file,
+        stall_timeout=args.stall_timeout,
+        match=args.match,
+        **_pacing(args),
     )
     sandbox.interrupted = False
     try:
@@ -370,6 +382,7 @@ def legacy_main(argv: Sequence[str], prog: str = "plg") -> int:
     args = build_legacy_parser(prog).parse_args(argv)
     args.causal = False
     args.stall_timeout = 5.0
+    args.match = "connection"
     return _run_command(prog, _legacy_command, args)
 
 

@@ -29,6 +29,10 @@ OPTIONS = {
     "strict": ("--netplay-strict", "fail a test whose replay diverged: yes (default) or no (warn)"),
     "subnet": ("--netplay-subnet", "subnet the hosts get addresses from (default 10.0.0.0/24)"),
     "stall_timeout": ("--netplay-stall-timeout", "seconds a causal replay may wait before reporting a stall"),
+    "match": (
+        "--netplay-match",
+        "what a replay pairs live traffic with: connection (default) or exchange (request/reply, any connection)",
+    ),
 }
 
 _state_key = pytest.StashKey["NetplayState"]()
@@ -94,7 +98,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def netplay_config() -> dict:
     """Defaults for every sandboxed test; override (at any scope) to change them.
 
-    Keys as for the marker: subnet, pace, speed, strict, stall_timeout.
+    Keys as for the marker: subnet, pace, speed, strict, stall_timeout, match.
     """
     return {}
 
@@ -152,6 +156,7 @@ def netplay(request: pytest.FixtureRequest, netplay_config, netplay_cassette_dir
         pace=settings.pace,
         speed=settings.speed,
         stall_timeout=settings.stall_timeout,
+        match=settings.match,
         output_dir=output_dir,
     )
     state = NetplayState(sandbox, settings, cassette, mode, output_dir)

@@ -13,11 +13,12 @@ import re
 import attrs
 
 from .core.addressing import DEFAULT_SUBNET, Subnet
+from .core.exchange import Match
 from .core.replay import Pacing
 from .errors import ConfigError
 
 MODES = ("off", "record", "replay", "once")
-MARKER_KEYS = ("subnet", "pace", "speed", "strict", "cassette", "stall_timeout")
+MARKER_KEYS = ("subnet", "pace", "speed", "strict", "cassette", "stall_timeout", "match")
 CASSETTE_SUFFIX = ".netplay"
 
 
@@ -54,6 +55,14 @@ def _pace(value: object) -> str:
     return text
 
 
+def _match(value: object) -> str:
+    text = str(value).strip().lower()
+    allowed = [m.value for m in Match]
+    if text not in allowed:
+        raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
+    return text
+
+
 def _subnet(value: object) -> str:
     return str(Subnet.parse(value))
 
@@ -73,6 +82,7 @@ CONVERTERS = {
     "strict": _bool,
     "stall_timeout": _positive,
     "cassette": _cassette,
+    "match": _match,
 }
 
 
@@ -87,6 +97,7 @@ class Settings:
     strict: bool = True
     stall_timeout: float = 5.0
     cassette: str | None = None
+    match: str = "connection"
 
 
 def merge(layers: list[tuple[str, dict]]) -> Settings:

@@ -451,6 +451,7 @@ class Sandbox:
         pace: str = "causal",
         speed: float = 1.0,
         stall_timeout: float = 5.0,
+        match: str = "connection",
         output_dir: str | os.PathLike | None = None,
     ):
         from ..core.replay import ReplayConfig
@@ -462,7 +463,9 @@ class Sandbox:
             raise ConfigError(f"mode {mode!r} needs a cassette path")
         self.mode = mode
         self.cassette = None if cassette is None else os.path.abspath(os.fspath(cassette))
-        self.replay_config = ReplayConfig(pacing=pace, speed=speed, stall_timeout=stall_timeout)
+        self.replay_config = ReplayConfig(
+            pacing=pace, speed=speed, stall_timeout=stall_timeout, match=match
+        )
         self.divergences = DivergenceReport(())
         self.cassette_written: str | None = None
         self.truncated_at: int | None = None
