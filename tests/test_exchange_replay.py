@@ -114,9 +114,10 @@ def pool_run(sb: Sandbox, seed: int, paths=("/a", "/b", "/c"), server: bool = Tr
     return json.loads(out)
 
 
-@pytest.fixture
-def pool_cassette(tmp_path) -> Path:
-    path = tmp_path / "pool.netplay"
+@pytest.fixture(scope="module")
+def pool_cassette(tmp_path_factory) -> Path:
+    """The pool client's 30 requests over four connections, recorded once for the module."""
+    path = tmp_path_factory.mktemp("pool") / "pool.netplay"
     with running("record", path) as sb:
         recorded = pool_run(sb, seed=1)
     assert recorded["got"] == {p: list(range(1, 11)) for p in ("/a", "/b", "/c")}
@@ -143,14 +144,23 @@ def test_with_its_server_present_the_cassette_still_answers_the_client(pool_cass
 def test_a_request_never_recorded_gets_the_closest_reply_and_is_reported(pool_cassette):
     started = time.monotonic()
     with running("replay", pool_cassette, match="exchange") as sb:
-        replayed = pool_run(sb, seed=4, paths=("/a", "/b", "/x"), server=False)
+        replayed = pool_run(sb, seed=4, paths=("/a", "/b", "/cx"), server=False)
     assert time.monotonic() - started < 60  # a bound on hanging, not a speed check
     assert replayed["got"]["/a"] == list(range(1, 11))
-    assert replayed["got"]["/x"] == [-1] * 10  # answered, with another path's reply
-    mismatches = [d for d in sb.divergences if isinstance(d, RequestMismatch)]
-    assert mismatches, sb.divergences.format()
-    text = sb.divergences.format()
-    assert "matched no recorded one" in text and "never asked for" in text  # /c's exchanges
+    assert replayed["got"]["/cx"] == [-1] * 10  # answered, with /c's replies
+    mismatches = list(sb.divergences)
+    assert len(mismatches) == 10 and all(isinstance(d, RequestMismatch) for d in mismatches), sb.divergences
+    assert all(b"GET /c " in d.expected and b"GET /cx " in d.actual for d in mismatches)
+    assert "matched no recorded one" in sb.divergences.format()
+
+
+def test_recorded_requests_never_asked_for_are_reported(pool_cassette):
+    with running("replay", pool_cassette, match="exchange") as sb:
+        replayed = pool_run(sb, seed=5, paths=("/a", "/b"), server=False)
+    assert replayed["got"] == {p: list(range(1, 11)) for p in ("/a", "/b")}
+    [unused] = sb.divergences
+    assert (unused.count, unused.total) == (10, 30) and unused.first.startswith(b"GET /c ")
+    assert "10 of 30 recorded exchanges were never asked for" in sb.divergences.format()
 
 
 def test_connection_matching_of_the_same_cassette_does_not_give_each_reply_once(pool_cassette):
