@@ -232,7 +232,8 @@ class ExchangeBook:
     """The recorded exchanges of one key, and which of them live requests have used.
 
     Each is used once, earliest recorded first; only when none of the same
-    request is left is one given again (and counted as a reuse).
+    request is left is one given again (and counted as a reuse, except a
+    banner: the number of connections a pool opens may vary).
     """
 
     key: ConnectionKey
@@ -286,7 +287,8 @@ class ExchangeBook:
             if not every:
                 return None
             index = every[0]
-            self.reused += 1
+            if request:  # a banner again is one more connection, which pools may well open
+                self.reused += 1
         self.uses[index] += 1
         return self.exchanges[index]
 

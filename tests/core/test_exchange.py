@@ -244,6 +244,12 @@ def test_banners_are_given_at_opening_as_the_recorded_connections_had_them():
     assert third.open(0.0) == []  # not every recorded connection greeted: past them, none does
 
 
+def test_past_the_recorded_connections_a_banner_is_given_again_when_every_one_had_it():
+    book = build_books([conversation(0, (S2C, b"220 one\r\n"), (C2S, b"QUIT\r\n"), (S2C, b"221\r\n"))])[KEY]
+    assert [replies(ExchangeReplay(book, 0.2).open(0.0)) for _ in range(3)] == [[b"220 one\r\n"]] * 3
+    assert [type(f) for f in book.findings()] == [UnusedExchanges]  # QUIT; the banners are no reuse
+
+
 def test_a_reply_after_which_the_server_closed_says_so():
     book = build_books([conversation(0, (C2S, b"GET /\r\n"), (S2C, b"body"), "fin s2c", "fin c2s")])[KEY]
     [answer] = replay(book).client_data(b"GET /\r\n", 0.0)
