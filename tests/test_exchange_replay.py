@@ -218,3 +218,53 @@ def test_redis_benchmark_with_ten_connections_replays_with_its_server_absent(tmp
     assert "diverged" not in replayed.stderr, replayed.stderr
     for test in REDIS_TESTS.upper().split(","):
         assert f"{test}: " in replayed.stdout and "requests per second" in replayed.stdout, replayed.stdout
+
+
+MARKED_SUITE = """
+import socket
+import sys
+
+import pytest
+
+
+def line_from(sock):
+    sock.settimeout(10)
+    data = b""
+    while not data.endswith(b"\\n"):
+        chunk = sock.recv(1)
+        assert chunk, data
+        data += chunk
+    return data
+
+
+@pytest.mark.netplay(match="exchange")
+def test_two_lines(netplay):
+    server, client = netplay.add_host("server"), netplay.add_host("client")
+    if netplay.mode == "record":
+        server.spawn([sys.executable, "-m", "pytest_netplayground.examples.echo_server", "7000"])
+        server.wait_for_port(7000)
+        conns, order = [client.connect((server.address, 7000))], [(0, b"one\\n"), (0, b"two\\n")]
+    else:
+        # The same two lines, each on a connection of its own, the other way round.
+        conns = [client.connect((server.address, 7000)) for _ in range(2)]
+        order = [(1, b"two\\n"), (0, b"one\\n")]
+    for conn in conns:
+        assert line_from(conn) == b"hello from echo server\\n"
+    for i, line in order:
+        conns[i].sendall(line)
+        assert line_from(conns[i]) == line.upper()
+    for conn in conns:
+        conn.close()
+"""
+
+
+def test_the_marker_chooses_exchange_matching_and_the_command_line_overrides_it(pytester):
+    pytester.makepyfile(test_marked=MARKED_SUITE)
+
+    def run(*args: str):
+        return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=120)
+
+    run("--netplay=record").assert_outcomes(passed=1)
+    run("--netplay=replay").assert_outcomes(passed=1)
+    # One connection for one, the second live connection has no recording.
+    run("--netplay=replay", "--netplay-match=connection").assert_outcomes(failed=1)
