@@ -105,7 +105,8 @@ class ExchangeReplayer(Replayer):
     def __init__(self, clock_origin: float, path: str, loop, config):
         super().__init__(clock_origin, path, loop, config)
         self.books = build_books(
-            (entry.opened, self.cassette.iter_connection(conn)) for conn, entry in self.index.connections.items()
+            (entry.opened, self.cassette.iter_connection(conn))
+            for conn, entry in self.index.connections.items()
         )
         self.waiting: set[tuple[Endpoint, Endpoint]] = set()
 

@@ -463,9 +463,7 @@ class Sandbox:
             raise ConfigError(f"mode {mode!r} needs a cassette path")
         self.mode = mode
         self.cassette = None if cassette is None else os.path.abspath(os.fspath(cassette))
-        self.replay_config = ReplayConfig(
-            pacing=pace, speed=speed, stall_timeout=stall_timeout, match=match
-        )
+        self.replay_config = ReplayConfig(pacing=pace, speed=speed, stall_timeout=stall_timeout, match=match)
         self.divergences = DivergenceReport(())
         self.cassette_written: str | None = None
         self.truncated_at: int | None = None

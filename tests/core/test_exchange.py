@@ -73,7 +73,14 @@ def replies(answers) -> list[bytes]:
 
 def test_exchanges_pair_each_request_turn_with_the_reply_after_it():
     first, events = conversation(
-        0, (C2S, b"GET a"), (C2S, b"\r\n"), (S2C, b"A"), (C2S, b"GET b\r\n"), (S2C, b"B1"), (S2C, b"B2"), "fin c2s"
+        0,
+        (C2S, b"GET a"),
+        (C2S, b"\r\n"),
+        (S2C, b"A"),
+        (C2S, b"GET b\r\n"),
+        (S2C, b"B1"),
+        (S2C, b"B2"),
+        "fin c2s",
     )
     got = exchanges_of(first, events)
     assert [(e.number, e.request, e.reply, e.ending) for e in got] == [
@@ -101,7 +108,10 @@ def test_a_server_closing_after_its_client_did_ends_no_exchange():
 def test_a_request_the_server_answers_by_resetting():
     first, events = conversation(0, (C2S, b"PING"), (S2C, b"PONG"), (C2S, b"SHUTDOWN"), "rst s2c")
     got = exchanges_of(first, events)
-    assert [(e.request, e.reply, e.ending) for e in got] == [(b"PING", b"PONG", None), (b"SHUTDOWN", b"", Ending.RESET)]
+    assert [(e.request, e.reply, e.ending) for e in got] == [
+        (b"PING", b"PONG", None),
+        (b"SHUTDOWN", b"", Ending.RESET),
+    ]
 
 
 def test_books_are_per_key_and_hold_exchanges_of_every_connection_in_recorded_order():
@@ -125,8 +135,12 @@ def pool_book():
     """Two recorded connections of one key; INCR answered 1..4 across them."""
     return build_books(
         [
-            conversation(0, (C2S, b"INCR\r\n"), (S2C, b":1\r\n"), (C2S, b"INCR\r\n"), (S2C, b":3\r\n"), t0=0.0),
-            conversation(1, (C2S, b"INCR\r\n"), (S2C, b":2\r\n"), (C2S, b"INCR\r\n"), (S2C, b":4\r\n"), t0=0.0005),
+            conversation(
+                0, (C2S, b"INCR\r\n"), (S2C, b":1\r\n"), (C2S, b"INCR\r\n"), (S2C, b":3\r\n"), t0=0.0
+            ),
+            conversation(
+                1, (C2S, b"INCR\r\n"), (S2C, b":2\r\n"), (C2S, b"INCR\r\n"), (S2C, b":4\r\n"), t0=0.0005
+            ),
             conversation(2, (C2S, b"GET k\r\n"), (S2C, b"$1\r\nv\r\n"), t0=0.1),
         ]
     )[KEY]
