@@ -269,3 +269,34 @@ def test_the_marker_chooses_exchange_matching_and_the_command_line_overrides_it(
     run("--netplay=replay").assert_outcomes(passed=1)
     # One connection for one, the second live connection has no recording.
     run("--netplay=replay", "--netplay-match=connection").assert_outcomes(failed=1)
+
+
+def get_and_read_to_close(client, path: str) -> bytes:
+    """One HTTP request with ``Connection: close``: the server ends the connection after its reply."""
+    sock = client.connect(("10.0.0.1", PORT))
+    sock.settimeout(10)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 10.0.0.1\r\nConnection: close\r\n\r\n".encode())
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    sock.close()
+    return b"".join(chunks)
+
+
+def test_a_refused_attempt_fails_again_and_a_server_that_closed_after_replying_closes_again(tmp_path):
+    cassette = tmp_path / "refused.netplay"
+    with running("record", cassette) as sb:
+        server, client = sb.add_host("server"), sb.add_host("client")
+        with pytest.raises(ConnectionRefusedError):
+            client.connect(("10.0.0.1", PORT))
+        server.spawn([sys.executable, "-c", COUNTING_SERVER])
+        server.wait_for_port(PORT, timeout=10)
+        recorded = get_and_read_to_close(client, "/a")
+    assert recorded.endswith(b"\r\n\r\n/a:1")
+    with running("replay", cassette, match="exchange") as sb:
+        _, client = sb.add_host("server"), sb.add_host("client")
+        with pytest.raises(ConnectionRefusedError):
+            client.connect(("10.0.0.1", PORT))
+        # Read to the end: the replay closes where the recorded server did.
+        assert get_and_read_to_close(client, "/a") == recorded
+    assert sb.divergences.ok, sb.divergences.format()

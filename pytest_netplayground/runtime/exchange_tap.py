@@ -18,8 +18,8 @@ from __future__ import annotations
 import time
 
 from ..core.addressing import ConnectionKey, Endpoint
-from ..core.divergence import DivergenceReport
-from ..core.events import Direction
+from ..core.divergence import DivergenceReport, UnrecordedConnection
+from ..core.events import ConnectionOpened, Direction
 from ..core.exchange import Answer, Ending, ExchangeReplay, build_books
 from .pipes import Pipe, Tap
 from .sessions import Decision, Replayer
@@ -100,7 +100,12 @@ class ExchangeTap(Tap):
 
 class ExchangeReplayer(Replayer):
     """Replay mode with exchange matching: every connection of a recorded key is answered
-    from the exchanges of all the key's recordings."""
+    from the exchanges of all the key's recordings.
+
+    Attempts that failed when recorded (refused, timed out) fail again at the
+    same rank among the attempts of their key, as in connection matching;
+    every other attempt of a key with an established recording is let through.
+    """
 
     def __init__(self, clock_origin: float, path: str, loop, config):
         super().__init__(clock_origin, path, loop, config)
@@ -111,11 +116,14 @@ class ExchangeReplayer(Replayer):
         self.waiting: set[tuple[Endpoint, Endpoint]] = set()
 
     def on_syn(self, client: Endpoint, server: Endpoint) -> str:
+        got = self.matcher.open(client, server)
+        if isinstance(got, ConnectionOpened):
+            return got.outcome.value  # the recorded attempt of this rank failed: so does this one
         if ConnectionKey.of(client, server) in self.books:
             self.waiting.add((client, server))
             return Decision.LIVE
-        # No established recording: a failed attempt replays its outcome; none is refused.
-        return super().on_syn(client, server)
+        self.found.append(UnrecordedConnection(client, server))
+        return Decision.REFUSE
 
     def tap_for(self, pipe: Pipe, server_live: bool) -> Tap:
         self.waiting.discard((pipe.client, pipe.server))
