@@ -278,3 +278,16 @@ def test_replay_config_takes_a_match_mode_and_a_settle_time():
         match_mode("pairs")
     with pytest.raises(ConfigError, match="settle"):
         ReplayConfig(settle=0)
+
+
+def test_settings_take_match_from_any_layer_and_reject_unknown_modes():
+    from pytest_netplayground.settings import check_marker, merge
+
+    assert merge([]).match == "connection"
+    assert (
+        merge([("ini", {"match": "exchange"}), ("command line", {"match": "Connection"})]).match
+        == "connection"
+    )
+    check_marker((), {"match": "exchange"}, "t.py::test")
+    with pytest.raises(ConfigError, match="'match'.*expected one of connection, exchange"):
+        merge([("marker", {"match": "pairs"})])
