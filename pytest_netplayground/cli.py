@@ -148,6 +148,13 @@ def _add_replay_options(parser: argparse.ArgumentParser) -> None:
         help="compare only what these hosts send (names or addresses, comma-separated, repeatable; "
         "default all); the others' differences are reported as information",
     )
+    parser.add_argument(
+        "--match",
+        choices=("connection", "exchange"),
+        default="connection",
+        help="pair each live connection with a recorded one (connection, the default), or answer each "
+        "request with the reply to the same recorded request of any connection (exchange: for pools)",
+    )
 
 
 def _runs(value: str) -> int:
@@ -352,6 +359,7 @@ def cmd_replay(args) -> int:
         settle=args.settle,
         ignore=getattr(args, "ignore", ()),
         check=[host for item in getattr(args, "check", ()) for host in check_hosts(item)],
+        match=args.match,
         **_pacing(args),
     )
     sandbox.interrupted = False
@@ -443,6 +451,7 @@ def legacy_main(argv: Sequence[str], prog: str = "plg") -> int:
     args.causal = False
     args.stall_timeout = 5.0
     args.settle = 0.2
+    args.match = "connection"
     return _run_command(prog, _legacy_command, args)
 
 

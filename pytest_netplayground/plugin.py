@@ -38,6 +38,10 @@ OPTIONS = {
         "--netplay-settle",
         "seconds of quiet after which a live side that sent less than recorded has had its turn (default 0.2)",
     ),
+    "match": (
+        "--netplay-match",
+        "what a replay pairs live traffic with: connection (default) or exchange (request/reply, any connection)",
+    ),
     "record_runs": (
         "--netplay-record-runs",
         "with --netplay=record, run each sandboxed test this many times (2: learn its noise)",
@@ -115,7 +119,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def netplay_config() -> dict:
     """Defaults for every sandboxed test; override (at any scope) to change them.
 
-    Keys as for the marker: subnet, pace, speed, strict, stall_timeout, settle, ignore, check.
+    Keys as for the marker: subnet, pace, speed, strict, stall_timeout, settle, match, ignore, check.
     """
     return {}
 
@@ -175,6 +179,7 @@ def netplay(request: pytest.FixtureRequest, netplay_config, netplay_cassette_dir
         speed=settings.speed,
         stall_timeout=settings.stall_timeout,
         settle=settings.settle,
+        match=settings.match,
         output_dir=output_dir,
         ignore=settings.ignore,
         check=settings.check,

@@ -13,12 +13,15 @@ import re
 import attrs
 
 from .core.addressing import DEFAULT_SUBNET, Subnet
+from .core.exchange import Match
 from .core.noise import IgnoreRule, check_hosts, ignore_rules
 from .core.replay import Pacing
 from .errors import ConfigError
 
 MODES = ("off", "record", "replay", "once")
-MARKER_KEYS = ("subnet", "pace", "speed", "strict", "cassette", "stall_timeout", "settle", "ignore", "check")
+MARKER_KEYS = (
+    "subnet", "pace", "speed", "strict", "cassette", "stall_timeout", "settle", "match", "ignore", "check"
+)
 CASSETTE_SUFFIX = ".netplay"
 
 
@@ -63,6 +66,14 @@ def _runs(value: object) -> int:
     return int(str(value).strip())
 
 
+def _match(value: object) -> str:
+    text = str(value).strip().lower()
+    allowed = [m.value for m in Match]
+    if text not in allowed:
+        raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
+    return text
+
+
 def _subnet(value: object) -> str:
     return str(Subnet.parse(value))
 
@@ -86,6 +97,7 @@ CONVERTERS = {
     "ignore": ignore_rules,
     "check": check_hosts,
     "record_runs": _runs,
+    "match": _match,
 }
 
 
@@ -104,6 +116,7 @@ class Settings:
     ignore: tuple[IgnoreRule, ...] = ()
     check: tuple[str, ...] = ()
     record_runs: int = 1
+    match: str = "connection"
 
 
 def merge(layers: list[tuple[str, dict]]) -> Settings:

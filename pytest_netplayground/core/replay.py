@@ -24,6 +24,7 @@ from ..errors import ConfigError
 from .comparison import Comparator, DirectionCheck, close_iterator
 from .divergence import Divergence, MissingReset, Stall, UnexpectedReset
 from .events import Closed, ConnectionOpened, Data, Direction, Event, HalfClosed, Reset
+from .exchange import Match, match_mode
 from .noise import IgnoreRule, Noise, check_hosts, ignore_rules
 
 __all__ = [
@@ -97,6 +98,8 @@ class ReplayConfig:
     noise: Noise = attrs.field(factory=Noise)
     #: Names or addresses of the hosts whose sending is compared (empty: all).
     check: tuple[str, ...] = attrs.field(default=(), converter=check_hosts)
+    #: What live traffic is paired with: recorded connections, or recorded exchanges (see :mod:`.exchange`).
+    match: Match = attrs.field(default=Match.CONNECTION, converter=match_mode)
 
 
 @attrs.frozen

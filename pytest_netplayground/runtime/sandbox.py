@@ -453,6 +453,7 @@ class Sandbox:
         speed: float = 1.0,
         stall_timeout: float = 5.0,
         settle: float = 0.2,
+        match: str = "connection",
         output_dir: str | os.PathLike | None = None,
         ignore: object = (),
         check: object = (),
@@ -467,7 +468,13 @@ class Sandbox:
         self.mode = mode
         self.cassette = None if cassette is None else os.path.abspath(os.fspath(cassette))
         self.replay_config = ReplayConfig(
-            pacing=pace, speed=speed, stall_timeout=stall_timeout, settle=settle, ignore=ignore, check=check
+            pacing=pace,
+            speed=speed,
+            stall_timeout=stall_timeout,
+            settle=settle,
+            ignore=ignore,
+            check=check,
+            match=match,
         )
         self.divergences = DivergenceReport(())
         self.cassette_written: str | None = None

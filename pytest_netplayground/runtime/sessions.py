@@ -40,6 +40,7 @@ from ..core.events import (
     Outcome,
     Reset,
 )
+from ..core.exchange import Match
 from ..core.standin import stand_in_deadline
 from ..core.matching import LEAD_LIMIT, Claim, Matcher
 from ..core.noise import Noise, resolve_check
@@ -388,6 +389,14 @@ class Replayer(Session):
     """Replay mode: match each connection to a recorded one and play it back."""
 
     mode = "replay"
+
+    def __new__(cls, clock_origin: float, path: str, loop, config: ReplayConfig):
+        """Exchange matching (``config.match``) is a replayer of its own, in its own module."""
+        if cls is Replayer and config.match is Match.EXCHANGE:
+            from .exchange_tap import ExchangeReplayer
+
+            cls = ExchangeReplayer
+        return super().__new__(cls)
 
     def __init__(self, clock_origin: float, path: str, loop, config: ReplayConfig):
         super().__init__(clock_origin)
