@@ -15,7 +15,7 @@ import pytest_netplayground.runtime.supervisor  # noqa: F401  (loaded before a t
 from pytest_netplayground import ConfigError, Sandbox
 from pytest_netplayground.cassette import Cassette
 from tests.support import leaks
-from tests.support.unprivileged import run_unprivileged, user_dir
+from tests.support.unprivileged import run_unprivileged
 
 pytestmark = pytest.mark.root
 
@@ -165,8 +165,8 @@ def test_names_are_written_in_the_cassette_and_shown(tmp_path):
 
 def _rootless_names() -> dict:
     with Sandbox() as sb:
-        server, client = sb.add_host(name="server"), sb.add_host()
-        resolved = client.run("hostname; getent hosts server h2", timeout=10, text=True)
+        sb.add_host(name="server")
+        resolved = sb.add_host().run("hostname; getent hosts server h2", timeout=10, text=True)
         inodes, pids = sb.namespace_inodes(), [sb.supervisor_pid]
     return {"out": resolved.stdout, "err": resolved.stderr, "inodes": inodes, "pids": pids}
 

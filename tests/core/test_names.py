@@ -54,11 +54,7 @@ def test_another_hosts_default_name_is_refused_but_its_own_is_fine():
 def test_hosts_text_lists_loopback_then_each_host_with_its_default_name():
     text = hosts_text([("10.0.0.1", "server"), ("10.0.0.2", "h2"), ("10.0.0.3", "client")])
     assert text == (
-        "127.0.0.1\tlocalhost\n"
-        "::1\tlocalhost\n"
-        "10.0.0.1\tserver\th1\n"
-        "10.0.0.2\th2\n"
-        "10.0.0.3\tclient\th3\n"
+        "127.0.0.1\tlocalhost\n::1\tlocalhost\n10.0.0.1\tserver\th1\n10.0.0.2\th2\n10.0.0.3\tclient\th3\n"
     )
 
 
@@ -99,4 +95,6 @@ def test_nsswitch_files_keeps_no_action_of_its_old_place():
 
 
 def test_nsswitch_without_a_hosts_line_gets_one():
-    assert nsswitch_text("# hosts: dns\npasswd: files\n") == "# hosts: dns\npasswd: files\nhosts:\tfiles dns\n"
+    assert (
+        nsswitch_text("# hosts: dns\npasswd: files\n") == "# hosts: dns\npasswd: files\nhosts:\tfiles dns\n"
+    )
