@@ -41,7 +41,11 @@ def _fail(what: str) -> None:
     err = ctypes.get_errno()
     exc = OSError(err, os.strerror(err))
     if err in (errno.EPERM, errno.EACCES):
-        raise PermissionProblem(f"{what} was not permitted ({os.strerror(err)}): {netns.NEEDS}") from exc
+        raise PermissionProblem(
+            f"{what} was not permitted ({os.strerror(err)}): each host has a mount namespace of its own "
+            "for its names (/etc/hosts, /etc/hostname); where namespaces work but a security profile "
+            "(AppArmor, seccomp, a container's) forbids mount, allow mount in user namespaces"
+        ) from exc
     raise SandboxError(f"{what} failed: {os.strerror(err)}") from exc
 
 

@@ -235,6 +235,7 @@ class Supervisor:
         index = len(self.host_ns)
         address = self.plan.subnet.host_address(index)
         name = self.names.add(address, name)
+        ns = tun = -1
         try:
             ns = netns.new_netns()
             try:
@@ -245,6 +246,9 @@ class Supervisor:
             self.host_files.add(name, self.names.text())
         except BaseException:
             self.names.entries.pop()
+            for fd in (tun, ns):
+                if fd >= 0:
+                    os.close(fd)
             raise
         self.host_ns.append(ns)
         self.host_tun.append(tun)
