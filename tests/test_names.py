@@ -195,3 +195,32 @@ def test_an_nsswitch_that_does_not_read_files_first_is_replaced_in_the_hosts(tmp
         seen = fresh.add_host().run(["cat", str(machine)], timeout=10, text=True).stdout
     assert seen == "passwd: files\nhosts:\tfiles dns\n"
     assert machine.read_text() == "passwd: files\nhosts: dns files\n"
+
+
+def _mount(*args: str) -> None:
+    subprocess.run(["mount", *args], check=True, capture_output=True)
+
+
+def test_hosts_follow_what_the_machine_mounts_later_and_never_the_reverse(sandbox, tmp_path):
+    if shutil.which("mount") is None:
+        pytest.skip("mount is not installed")
+    outer = tmp_path / "outer"
+    outer.mkdir()
+    _mount("-t", "tmpfs", "-o", "size=64k", "netplay-outer", str(outer))
+    try:
+        _mount("--make-shared", str(outer))
+        host = sandbox.add_host(name="follower")
+        (outer / "inner").mkdir()
+        _mount("-t", "tmpfs", "-o", "size=64k", "netplay-inner", str(outer / "inner"))
+        try:
+            (outer / "inner" / "note").write_text("mounted after the host was made\n")
+            seen = host.run(["cat", str(outer / "inner" / "note")], timeout=10, text=True)
+            host.run(["mkdir", str(outer / "from-host")], timeout=10)
+            made = host.run(["mount", "-t", "tmpfs", "netplay-host", str(outer / "from-host")], timeout=10)
+        finally:
+            subprocess.run(["umount", str(outer / "inner")], check=True)
+        assert seen.stdout == "mounted after the host was made\n", seen.stderr
+        assert made.returncode == 0, made.stderr
+        assert not os.path.ismount(outer / "from-host"), "a host's mount reached the machine"
+    finally:
+        subprocess.run(["umount", str(outer)], check=True)

@@ -5,8 +5,9 @@ sandbox's user namespace (so this works rootless too). In its mount namespace
 ``/etc/hosts`` (every host's name and address), ``/etc/hostname`` and, when the
 machine's does not look in files first, ``/etc/nsswitch.conf`` are bind mounts
 of files in a private directory of the supervisor; everything else is the
-machine's. Propagation is private both ways: nothing mounted here reaches the
-machine, nothing the machine mounts later reaches the hosts.
+machine's. Propagation goes one way only (slave mounts): what the machine
+mounts later under a shared mount reaches the hosts too, nothing mounted in
+the sandbox ever reaches the machine.
 
 All hosts share one hosts file. A host added later appends its line to that
 same file (same inode), so the bind mounts of hosts made before see it at once.
@@ -26,7 +27,7 @@ from . import netns
 
 MS_BIND = 4096
 MS_REC = 16384
-MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
 
 HOSTS = "/etc/hosts"
 HOSTNAME = "/etc/hostname"
@@ -95,7 +96,7 @@ class HostFiles:
         host's; its own copies, made here, it can.
         """
         netns.unshare(netns.CLONE_NEWNS | netns.CLONE_NEWUTS)
-        _mount("none", "/", MS_REC | MS_PRIVATE)
+        _mount("none", "/", MS_REC | MS_SLAVE)
         self.home = (_own_ns("mnt"), _own_ns("uts"))
         self.directory = tempfile.mkdtemp(prefix="netplay-names-")
         os.chmod(self.directory, 0o700)
