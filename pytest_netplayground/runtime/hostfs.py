@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 
+from ..core.names import nsswitch_text
 from ..errors import PermissionProblem, SandboxError
 from . import netns
 
@@ -97,17 +98,20 @@ class HostFiles:
         """
         netns.unshare(netns.CLONE_NEWNS | netns.CLONE_NEWUTS)
         _mount("none", "/", MS_REC | MS_SLAVE)
-        self.home = (_own_ns("mnt"), _own_ns("uts"))
-        self.directory = tempfile.mkdtemp(prefix="netplay-names-")
-        os.chmod(self.directory, 0o700)
-        path = os.path.join(self.directory, "hosts")
-        self.hosts_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        os.fchmod(self.hosts_fd, 0o644)
+        try:
+            self.directory = tempfile.mkdtemp(prefix="netplay-names-")
+            path = os.path.join(self.directory, "hosts")
+            self.hosts_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            os.fchmod(self.hosts_fd, 0o644)
+        except OSError as exc:
+            raise SandboxError(
+                f"cannot make the hosts' /etc/hosts in {tempfile.gettempdir()} ({exc.strerror}): "
+                "set TMPDIR to a directory this user may write"
+            ) from exc
         self.nsswitch = self._nsswitch_copy()
+        self.home = (_own_ns("mnt"), _own_ns("uts"))
 
     def _nsswitch_copy(self) -> str | None:
-        from ..core.names import nsswitch_text
-
         try:
             with open(NSSWITCH) as f:
                 text = nsswitch_text(f.read())
