@@ -210,7 +210,7 @@ def run_commands(
     out = out if out is not None else sys.stdout.buffer
     err = err if err is not None else sys.stderr.buffer
     colors = Colors(hasattr(out, "isatty") and out.isatty() and "NO_COLOR" not in os.environ)
-    hosts = [sandbox.add_host(name=command.split()[0] if command.split() else None) for command in commands]
+    hosts = [sandbox.add_host() for _ in commands]
     width = max(len(h.address) for h in hosts)
     processes = []
     sel = selectors.DefaultSelector()

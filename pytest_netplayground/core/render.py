@@ -110,10 +110,19 @@ def render_header(header: Header) -> str:
     return "\n".join(lines)
 
 
-def _heading(conn: int, opened: ConnectionOpened | None) -> str:
+def host_names(header: Header) -> dict[str, str]:
+    """Each recorded host's name by address, for headings a reader can follow by name."""
+    return {host.address: host.name for host in header.hosts if host.name}
+
+
+def _heading(conn: int, opened: ConnectionOpened | None, names: dict[str, str]) -> str:
     if opened is None:
         return f"#{conn} (opening not recorded)"
-    return f"#{conn} {opened.client} -> {opened.server} {opened.outcome.value}"
+    heading = f"#{conn} {opened.client} -> {opened.server} {opened.outcome.value}"
+    client, server = names.get(opened.client.host), names.get(opened.server.host)
+    if client or server:
+        heading += f"  [{client or opened.client.host} -> {server or opened.server.host}]"
+    return heading
 
 
 _NOISE_SHOWN = 60  # characters of a noise region shown
@@ -143,14 +152,16 @@ def render_connection(
     *,
     width: int = 80,
     noise: Iterable[LearnedNoise] = (),
+    names: dict[str, str] | None = None,
 ) -> str:
     """One conversation: heading, each event with its time and direction, then a summary.
 
     *events* are the connection's events after its opening, in time order;
-    *noise* its learned noise regions, listed after them.
+    *noise* its learned noise regions, listed after them; *names* (address to
+    host name) adds the hosts' names to the heading.
     """
     events = list(events)
-    lines = [_heading(conn, opened)]
+    lines = [_heading(conn, opened, names or {})]
     sent = {Direction.C2S: 0, Direction.S2C: 0}
     first_t = opened.t if opened is not None else None
     last_t = first_t
@@ -237,10 +248,11 @@ def render_conversations(
     elif full_stream and complete is None:
         complete = False
     sections = [render_header(header)]
+    names = host_names(header)
     for conn, conversation in conversations.items():
         sections.append(
             render_connection(
-                conn, conversation.opened, conversation.events, width=width, noise=conversation.noise
+                conn, conversation.opened, conversation.events, width=width, noise=conversation.noise, names=names
             )
         )
     if delays:

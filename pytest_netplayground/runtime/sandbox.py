@@ -26,6 +26,7 @@ import attrs
 
 from ..core.addressing import DEFAULT_SUBNET, Subnet
 from ..core.divergence import DivergenceReport
+from ..core.names import default_name
 from ..errors import (
     CassetteMissing,
     ConfigError,
@@ -615,7 +616,12 @@ class Sandbox:
     # -- hosts ----------------------------------------------------------------------
 
     def add_host(self, name: str | None = None) -> Host:
-        """A new host with the next address of the subnet (.1, .2, ... in order)."""
+        """A new host with the next address of the subnet (.1, .2, ... in order).
+
+        Every host resolves ``name`` (a DNS label, unique in the sandbox) and
+        the default name ``hN`` (N = 1, 2, ... in order) of every host, through
+        its own ``/etc/hosts``; ``hostname`` in it prints ``name`` (``hN`` if none).
+        """
         self.start()
         self.subnet.host_address(len(self.hosts))  # no room: the subnet's error, before asking
         info, _ = self._channel.call("add_host", name=name)
@@ -640,8 +646,8 @@ class Sandbox:
         return collected
 
     def host(self, name_or_address: str) -> Host:
-        for host in self.hosts:
-            if name_or_address in (host.name, host.address):
+        for index, host in enumerate(self.hosts):
+            if name_or_address in (host.name, host.address, default_name(index)):
                 return host
         raise KeyError(name_or_address)
 

@@ -25,10 +25,11 @@ import traceback
 import weakref
 
 from ..core.addressing import AddressPlan
+from ..core.names import NameTable
 from ..core.replay import ReplayConfig
 from ..core.router import Router, Verdict, decode_key
 from ..errors import CommandNotFound, NetplayError, SandboxError
-from . import control, netns, sessions
+from . import control, hostfs, netns, sessions
 from .pipes import READ_SIZE, Leg, Pipe, Tap
 
 HOST_TUN = "eth0"
@@ -139,6 +140,8 @@ class Supervisor:
         self.host_ns: list[int] = []
         self.host_tun: list[int] = []
         self.host_names: list[str] = []
+        self.names = NameTable()
+        self.host_files = hostfs.HostFiles()
         self.pipes: dict[bytes, Pipe] = {}
         self.connecting: dict[int, Pipe] = {}
         self.listeners: dict[tuple[str, int], socket.socket] = {}
@@ -229,18 +232,28 @@ class Supervisor:
     def add_host(self, name: str | None = None) -> dict:
         index = len(self.host_ns)
         address = self.plan.subnet.host_address(index)
-        ns = netns.new_netns()
+        name = self.names.add(address, name)
+        ns = tun = -1
         try:
-            tun = netns.open_tun(HOST_TUN)
-            netns.configure_host(HOST_TUN, address, self.plan.subnet.network.prefixlen)
-        finally:
-            netns.setns(self.proxy_ns)
+            ns = netns.new_netns()
+            try:
+                tun = netns.open_tun(HOST_TUN)
+                netns.configure_host(HOST_TUN, address, self.plan.subnet.network.prefixlen)
+            finally:
+                netns.setns(self.proxy_ns)
+            self.host_files.add(name, self.names.text())
+        except BaseException:
+            self.names.entries.pop()
+            for fd in (tun, ns):
+                if fd >= 0:
+                    os.close(fd)
+            raise
         self.host_ns.append(ns)
         self.host_tun.append(tun)
-        self.host_names.append(name or f"host{index + 1}")
+        self.host_names.append(name)
         self.router.add_host(index, address)
         self.session.note_host(address, self.host_names[-1])
-        reader = self._tun_reader(tun, self.router.from_host, f"host{index + 1}")
+        reader = self._tun_reader(tun, self.router.from_host, name)
         self.loop.watch(tun, select.EPOLLIN, reader)
         return {"index": index, "address": address, "name": self.host_names[-1]}
 
@@ -473,7 +486,7 @@ class Supervisor:
             kwargs["extra_groups"] = []
         if group is not None:
             kwargs["group"] = group
-        with self._in_host(host):
+        with self._in_host(host), self.host_files.entered(host):
             popen = subprocess.Popen(
                 argv,
                 stdin=stdin,
@@ -728,6 +741,7 @@ class Supervisor:
             pipe.close()
         self.session.note_udp(self.router.udp)
         self.result = self.session.finish(self.cassette_action)
+        self.host_files.close()
 
 
 def run_supervisor(channel: socket.socket, subnet: str, verbose: bool, **extra) -> None:
