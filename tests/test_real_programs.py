@@ -4,10 +4,7 @@ Each scenario records with the real server, then replays with the server absent
 (the cassette stands in), with a placeholder process in its host, or with the
 server present. None may hang: every client runs under a deadline of the
 replay's stall timeout plus a few seconds, and a client still running then
-fails the test saying that the replay hung. Scenarios that need what is not
-built yet are marked with :func:`pending` (a strict xfail: the test runs, and
-starts failing as soon as it passes, so the mark is removed with the fix).
-Run with ``--runxfail`` to see how they fail today.
+fails the test saying that the replay hung.
 """
 
 from __future__ import annotations
@@ -40,13 +37,6 @@ ENDS_WITHIN = STALL + GRACE
 FIVE_CALLS_WITHIN = 5.0
 
 
-def pending(what: str):
-    """A scenario that needs ``what``, which is not built yet."""
-    return pytest.mark.xfail(strict=True, reason=f"pending: {what}")
-
-
-LEARNED_NOISE = pending("learned noise (--netplay-record-runs=2) and check=")
-EXCHANGE_MATCHING = pending('exchange matching (match="exchange")')
 
 
 @contextlib.contextmanager
@@ -237,7 +227,6 @@ def test_redis_cli_calls_replay_promptly_with_a_placeholder_in_the_servers_host(
 # -- redis-benchmark: a pool of connections splits the work anew each run ------------
 
 
-@EXCHANGE_MATCHING
 @pytest.mark.timeout(180)
 def test_redis_benchmark_with_ten_connections_replays_by_exchange(cassette, tmp_path):
     benchmark = servers.require("redis-benchmark")
@@ -413,7 +402,6 @@ def run_suite(pytester: pytest.Pytester, *args: str, passes: bool) -> pytest.Run
     return result
 
 
-@LEARNED_NOISE
 @pytest.mark.timeout(400)
 @pytest.mark.parametrize("name", list(SUITE_TESTS))
 def test_replay_with_the_server_present_passes_strictly_after_two_recording_runs(pytester, name):
