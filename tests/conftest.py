@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -30,6 +32,34 @@ def _adopt_orphans():
     if _privileged() is None:
         leaks.become_subreaper()
     yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _temporary_directory_left_clean(tmp_path_factory):
+    """Nothing the suite makes may stay in the temporary directory.
+
+    For the session the temporary directory is a fresh one of its own
+    (world-writable like /tmp, for the rootless tests' unprivileged user), so
+    what others on the machine put in /tmp is not counted; whatever is left
+    in it at the end is a leak, and fails the session. pytest's own tmp_path
+    stays where it was.
+    """
+    tmp_path_factory.getbasetemp()
+    private = tempfile.mkdtemp(prefix="netplay-suite-")
+    os.chmod(private, 0o1777)
+    saved = (tempfile.tempdir, os.environ.get("TMPDIR"))
+    tempfile.tempdir = os.environ["TMPDIR"] = private
+    try:
+        yield
+    finally:
+        tempfile.tempdir = saved[0]
+        if saved[1] is None:
+            del os.environ["TMPDIR"]
+        else:
+            os.environ["TMPDIR"] = saved[1]
+        left = sorted(os.listdir(private))
+        shutil.rmtree(private, ignore_errors=True)
+    assert not left, f"the suite left these in the temporary directory: {left}"
 
 
 @pytest.fixture(autouse=True)
