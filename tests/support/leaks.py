@@ -100,15 +100,16 @@ def cmdline(pid: int) -> bytes:
         return b""
 
 
-def become_subreaper() -> None:
+def become_subreaper(adopt: bool = True) -> None:
     """Make this process adopt its orphaned descendants, so a leaked process of
     one of its sandboxes stays below it (and so in view of the checks below)
-    instead of being handed to the machine's init, where others' processes are."""
+    instead of being handed to the machine's init, where others' processes are.
+    ``adopt=False`` undoes it."""
     import ctypes
 
     pr_set_child_subreaper = 36
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0) != 0:
+    if libc.prctl(pr_set_child_subreaper, int(adopt), 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
 
 

@@ -1,0 +1,85 @@
+"""The suite's own leak check: it blames a test for what the test made, and only that.
+
+A process in another network namespace that someone else on the machine runs
+is none of the test's business; an orphan of the test's own is, even after
+its parent is gone (the test process adopts it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import time
+
+import pytest
+
+from tests.support import leaks
+
+pytestmark = pytest.mark.root
+
+CLONE_NEWNET = 0x40000000
+
+
+def _orphan_in_a_new_netns() -> int:
+    """Fork a child that forks a sleeper in a network namespace of its own and exits at once;
+    the sleeper's pid. Its new parent is whoever adopts orphans of this process's children."""
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the short-lived middle process
+        try:
+            os.close(read_end)
+            os.setsid()
+            sleeper = os.fork()
+            if sleeper == 0:
+                os.close(write_end)
+                libc = ctypes.CDLL(None, use_errno=True)
+                if libc.unshare(CLONE_NEWNET) == 0:
+                    os.closerange(0, 3)
+                    time.sleep(30)
+                os._exit(0)
+            os.write(write_end, str(sleeper).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        sleeper = int(f.read())
+    os.waitpid(child, 0)  # the sleeper is orphaned, and adopted, when this returns
+    own = os.readlink("/proc/self/ns/net")
+    deadline = time.monotonic() + 10
+    while os.readlink(f"/proc/{sleeper}/ns/net") == own:
+        assert time.monotonic() < deadline, "the sleeper never got a network namespace of its own"
+        time.sleep(0.005)
+    return sleeper
+
+
+@contextlib.contextmanager
+def killed_at_the_end(pid: int, ours: bool):
+    try:
+        yield pid
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        if ours:
+            os.waitpid(pid, 0)
+
+
+def test_a_process_in_another_netns_that_someone_else_runs_is_not_blamed():
+    leaks.become_subreaper(False)  # so the orphan goes past this process, as a stranger's would
+    try:
+        stranger = _orphan_in_a_new_netns()
+    finally:
+        leaks.become_subreaper(True)
+    with killed_at_the_end(stranger, ours=False):
+        assert stranger not in leaks.descendants(os.getpid())
+        assert leaks.alive(stranger)
+        assert stranger not in leaks.processes_in_other_netns()
+
+
+def test_an_orphan_of_our_own_in_another_netns_is_found():
+    orphan = _orphan_in_a_new_netns()
+    with killed_at_the_end(orphan, ours=True):
+        assert orphan in leaks.children_of(os.getpid())
+        assert orphan in leaks.processes_in_other_netns()
+        assert orphan in leaks.new_processes_in_other_netns({}, timeout=0)
