@@ -1,8 +1,8 @@
 """Hardening: what the sandbox does when things go wrong around it or are thrown at it.
 
 Kills in the middle of a recording, a full or unwritable disk, hostile
-packets from root inside a host, two sandboxes side by side, and a sustained
-load of short connections, recorded and replayed.
+packets from root inside a host, two sandboxes side by side. (Sustained load:
+``test_load.py``.)
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import hashlib
 import json
 import os
 import random
@@ -41,7 +40,7 @@ from pytest_netplayground.core.events import (
 )
 from pytest_netplayground.core.router import Router, Verdict
 from pytest_netplayground.runtime import supervisor
-from tests.support import leaks, load_programs
+from tests.support import leaks
 
 pytestmark = pytest.mark.root
 
@@ -170,18 +169,6 @@ def read_only(path: Path):
     with mounted(path, "--bind", str(path)):
         subprocess.run(["mount", "-o", "remount,bind,ro", str(path)], check=True)
         yield path
-
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for process {pid}")
-
-
-def open_descriptors(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 # -- 1-3. a recording killed half-way ------------------------------------------------
@@ -789,128 +776,6 @@ def test_a_host_cannot_reach_the_machines_own_addresses(sandbox):
             assert nothing_to_accept(listener), f"a host reached {address}"
         finally:
             listener.close()
-
-
-# -- 8. load -------------------------------------------------------------------------
-
-HOSTS_PER_SIDE = 5
-RATE = 1000  # new connections per second, all clients together
-SECONDS = 10
-
-
-@dataclasses.dataclass
-class LoadRun:
-    cassette: Path
-    log: list[list]  # every client's lines
-    samples: list[tuple[float, int, int]]  # (seconds since the clients started, RSS, descriptors)
-    exit_codes: list[int]
-    divergences: object = None
-
-
-def run_load(directory: Path, mode: str, cassette: Path) -> LoadRun:
-    """5 server hosts (absent on replay) and 5 client hosts, at RATE for SECONDS."""
-    samples: list[tuple[float, int, int]] = []
-    logs = [directory / f"{mode}-client{i}.log" for i in range(HOSTS_PER_SIDE)]
-    with Sandbox(mode=mode, cassette=cassette) as sb:
-        servers = [sb.add_host(f"server{i}") for i in range(HOSTS_PER_SIDE)]
-        clients = [sb.add_host(f"client{i}") for i in range(HOSTS_PER_SIDE)]
-        inodes, supervisor_pid = sb.namespace_inodes(), sb.supervisor_pid
-        if mode == "record":
-            for server in servers:
-                server.spawn(load_programs.server_argv(PORT))
-            for server in servers:
-                server.wait_for_port(PORT, timeout=10)
-        start = time.monotonic()
-        procs = [
-            client.spawn(
-                load_programs.client_argv(
-                    server.address, PORT, RATE / HOSTS_PER_SIDE, SECONDS, log, client.name
-                )
-            )
-            for client, server, log in zip(clients, servers, logs)
-        ]
-        deadline = start + SECONDS + 30
-        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
-            samples.append(
-                (time.monotonic() - start, rss_bytes(supervisor_pid), open_descriptors(supervisor_pid))
-            )
-            time.sleep(0.25)
-        codes = [p.wait(5) for p in procs]
-    assert leaks.wait_until_gone(inodes, [supervisor_pid, *(p.pid for p in sb._processes)]) == []
-    return LoadRun(cassette, load_programs.read_logs(logs), samples, codes, sb.divergences)
-
-
-@pytest.fixture(scope="module")
-def recorded_load(tmp_path_factory) -> LoadRun:
-    directory = tmp_path_factory.mktemp("load")
-    return run_load(directory, "record", directory / "load.netplay")
-
-
-@pytest.fixture(scope="module")
-def replayed_load(recorded_load) -> LoadRun:
-    return run_load(recorded_load.cassette.parent, "replay", recorded_load.cassette)
-
-
-def assert_every_client_got_its_reply(run: LoadRun) -> None:
-    assert run.exit_codes == [0] * HOSTS_PER_SIDE
-    assert len(run.log) == RATE * SECONDS
-    errors = [line for line in run.log if line[2] is not None]
-    assert errors == [], f"{len(errors)} connections failed, e.g. {errors[:3]}"
-    wrong = [line for line in run.log if line[1] != hashlib.sha256(line[0].encode()).hexdigest()]
-    assert wrong == [], f"{len(wrong)} replies were not the hash of their payload, e.g. {wrong[:3]}"
-    assert len({line[0] for line in run.log}) == RATE * SECONDS
-
-
-def test_load_recording_gives_every_client_its_reply(recorded_load):
-    assert_every_client_got_its_reply(recorded_load)
-
-
-def test_load_recording_keeps_up_with_the_rate(recorded_load):
-    started = min(line[3] for line in recorded_load.log)
-    ended = max(line[4] for line in recorded_load.log)
-    # Open-loop clients: falling behind shows as a longer span.
-    assert ended - started < SECONDS * 1.1 + 1, f"{len(recorded_load.log) / (ended - started):.0f} per second"
-
-
-def test_load_recording_loses_no_connection_and_no_byte(recorded_load):
-    sent: dict[int, bytearray] = {}
-    answered: dict[int, bytearray] = {}
-    for event in Cassette(recorded_load.cassette).events():
-        if isinstance(event, ConnectionOpened):
-            assert event.outcome is Outcome.ESTABLISHED
-        if isinstance(event, Data):
-            side = sent if event.direction is Direction.C2S else answered
-            side.setdefault(event.conn, bytearray()).extend(event.data)
-    conversations = {bytes(sent[conn]).decode(): bytes(answered.get(conn, b"")).decode() for conn in sent}
-    assert len(conversations) == len(sent) == RATE * SECONDS
-    logged = {payload: reply for payload, reply, *_ in recorded_load.log}
-    assert conversations == logged
-
-
-def assert_memory_flat(run: LoadRun) -> None:
-    """From 2 s in to the end, the supervisor's memory grows by at most 20 MiB."""
-    samples = run.samples
-    early = next(rss for t, rss, _ in samples if t >= 2)
-    assert samples[-1][0] >= SECONDS - 1, "the run was not sampled to its end"
-    assert samples[-1][1] - early <= 20 * 1024 * 1024, [(round(t, 1), rss >> 20) for t, rss, _ in samples]
-
-
-def test_load_recording_keeps_the_supervisors_memory_flat(recorded_load):
-    assert_memory_flat(recorded_load)
-
-
-def test_load_replay_without_servers_gives_every_client_its_recorded_reply(replayed_load):
-    assert_every_client_got_its_reply(replayed_load)
-    assert replayed_load.divergences.ok, replayed_load.divergences.format()[:2000]
-
-
-def test_load_replay_keeps_the_supervisors_memory_flat(replayed_load):
-    assert_memory_flat(replayed_load)
-
-
-def test_load_replay_keeps_the_supervisors_descriptors_bounded(replayed_load):
-    # Far below the 1024 that is many systems' default limit, whatever the count of connections.
-    assert max(fds for _, _, fds in replayed_load.samples) < 300
 
 
 # -- the control channel and process exits -------------------------------------------
