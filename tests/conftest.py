@@ -6,7 +6,7 @@ import tempfile
 
 import pytest
 
-from tests.support import leaks
+from tests.support import leaks, programs
 
 
 def _privileged() -> str | None:
@@ -17,13 +17,21 @@ def _privileged() -> str | None:
     return None
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "needs(*programs): runs these programs; skipped with a reason where one is missing"
+    )
+
+
 def pytest_collection_modifyitems(config, items):
-    reason = _privileged()
-    if reason is None:
-        return
+    privileged = _privileged()
     for item in items:
-        if item.get_closest_marker("root"):
-            item.add_marker(pytest.mark.skip(reason=reason))
+        if privileged is not None and item.get_closest_marker("root"):
+            item.add_marker(pytest.mark.skip(reason=privileged))
+        for marker in item.iter_markers("needs"):
+            reason = programs.missing(*marker.args)
+            if reason is not None:
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="session", autouse=True)

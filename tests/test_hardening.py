@@ -40,7 +40,7 @@ from pytest_netplayground.core.events import (
 )
 from pytest_netplayground.core.router import Router, Verdict
 from pytest_netplayground.runtime import supervisor
-from tests.support import leaks
+from tests.support import leaks, programs
 
 pytestmark = pytest.mark.root
 
@@ -147,6 +147,8 @@ def net_namespace(pid: int) -> int | None:
 @contextlib.contextmanager
 def mounted(path: Path, *mount_args: str):
     """Mount over ``path`` for the block; always unmounted after (mounts are checked per test)."""
+    if (reason := programs.missing("mount", "umount")) is not None:
+        pytest.skip(reason)
     path.mkdir(exist_ok=True)
     subprocess.run(["mount", *mount_args, str(path)], check=True)
     try:

@@ -1,8 +1,10 @@
-"""The suite's own leak check: it blames a test for what the test made, and only that.
+"""The suite's own checks (tests/conftest.py), shown to catch what they must and only that.
 
-A process in another network namespace that someone else on the machine runs
-is none of the test's business; an orphan of the test's own is, even after
-its parent is gone (the test process adopts it).
+The leak check: a process in another network namespace that someone else on
+the machine runs is none of the test's business; an orphan of the test's own
+is, even after its parent is gone (the test process adopts it). The
+temporary-directory check fails a session that leaves something there. A
+test needing a program that is missing is skipped, saying which.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import pytest
 
 from tests.support import leaks
 
-pytestmark = pytest.mark.root
 
 CLONE_NEWNET = 0x40000000
 
@@ -65,6 +66,7 @@ def killed_at_the_end(pid: int, ours: bool):
             os.waitpid(pid, 0)
 
 
+@pytest.mark.root
 def test_a_process_in_another_netns_that_someone_else_runs_is_not_blamed():
     leaks.become_subreaper(False)  # so the orphan goes past this process, as a stranger's would
     try:
@@ -77,9 +79,70 @@ def test_a_process_in_another_netns_that_someone_else_runs_is_not_blamed():
         assert stranger not in leaks.processes_in_other_netns()
 
 
+@pytest.mark.root
 def test_an_orphan_of_our_own_in_another_netns_is_found():
     orphan = _orphan_in_a_new_netns()
     with killed_at_the_end(orphan, ours=True):
         assert orphan in leaks.children_of(os.getpid())
         assert orphan in leaks.processes_in_other_netns()
         assert orphan in leaks.new_processes_in_other_netns({}, timeout=0)
+
+
+SUITE_CONFTEST = "from tests.conftest import pytest_configure, pytest_collection_modifyitems, {fixtures}\n"
+
+
+def test_a_session_leaving_something_in_the_temporary_directory_fails(pytester):
+    pytester.makeconftest(SUITE_CONFTEST.format(fixtures="_temporary_directory_left_clean"))
+    pytester.makepyfile(
+        test_leaves="""
+        import tempfile
+
+        def test_tidy():
+            tempfile.mkstemp(prefix="netplay-tidy-")[1]
+
+        def test_leaves():
+            tempfile.mkdtemp(prefix="netplay-left-")
+        """
+    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*the suite left these in the temporary directory: ?'netplay-left-*', 'netplay-tidy-*'?"])
+
+
+def test_a_session_leaving_nothing_passes(pytester):
+    pytester.makeconftest(SUITE_CONFTEST.format(fixtures="_temporary_directory_left_clean"))
+    pytester.makepyfile(
+        test_tidy="""
+        import os
+        import tempfile
+
+        def test_tidy():
+            fd, path = tempfile.mkstemp(prefix="netplay-tidy-")
+            os.close(fd)
+            os.unlink(path)
+        """
+    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_a_test_needing_a_missing_program_is_skipped_saying_which(pytester):
+    pytester.makeconftest(SUITE_CONFTEST.format(fixtures="_adopt_orphans"))
+    pytester.makepyfile(
+        test_needs="""
+        import pytest
+
+        @pytest.mark.needs("sh")
+        def test_present():
+            pass
+
+        @pytest.mark.needs("sh", "no-such-program-here", "ping")
+        def test_absent():
+            pass
+        """
+    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-rs")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        ["SKIPPED * needs no-such-program-here, not installed here (apt-get install no-such-program-here, or run .ci/run)"]
+    )
