@@ -243,7 +243,11 @@ def _finish(item: pytest.Item, state: NetplayState, passed: bool, skipped: bool 
         else:
             kept = _failed_name(state.cassette)
             sandbox.close(("keep_as", str(kept)))
-            old = f"{state.cassette} was left as it was" if state.cassette.exists() else "no cassette was written"
+            old = (
+                f"{state.cassette} was left as it was"
+                if state.cassette.exists()
+                else "no cassette was written"
+            )
             if _holds_events(kept):
                 text = f"the test failed: its recording was kept at {kept}; {old}"
             else:

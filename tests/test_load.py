@@ -81,13 +81,17 @@ def run_load(directory: Path, mode: str, cassette: Path) -> LoadRun:
         start = time.monotonic()
         procs = [
             client.spawn(
-                load_programs.client_argv(server.address, PORT, RATE / HOSTS_PER_SIDE, SECONDS, log, client.name)
+                load_programs.client_argv(
+                    server.address, PORT, RATE / HOSTS_PER_SIDE, SECONDS, log, client.name
+                )
             )
             for client, server, log in zip(clients, servers, logs)
         ]
         deadline = start + SECONDS + 60
         while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
-            samples.append((time.monotonic() - start, rss_bytes(supervisor_pid), open_descriptors(supervisor_pid)))
+            samples.append(
+                (time.monotonic() - start, rss_bytes(supervisor_pid), open_descriptors(supervisor_pid))
+            )
             time.sleep(0.25)
         codes = [p.wait(5) for p in procs]
         # The clients' processes hold a descriptor each in the supervisor until it reaps them.

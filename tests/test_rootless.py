@@ -20,8 +20,7 @@ import textwrap
 import pytest
 
 from pytest_netplayground import PermissionProblem, Sandbox, SandboxError
-from tests.support import leaks
-from tests.support import unprivileged
+from tests.support import leaks, unprivileged
 from tests.support.unprivileged import GID, UID, run_unprivileged
 
 pytestmark = pytest.mark.root

@@ -19,7 +19,6 @@ import pytest
 
 from tests.support import leaks
 
-
 CLONE_NEWNET = 0x40000000
 
 
@@ -106,7 +105,9 @@ def test_a_session_leaving_something_in_the_temporary_directory_fails(pytester):
     )
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2, errors=1)
-    result.stdout.fnmatch_lines(["*the suite left these in the temporary directory: ?'netplay-left-*', 'netplay-tidy-*'?"])
+    result.stdout.fnmatch_lines(
+        ["*the suite left these in the temporary directory: ?'netplay-left-*', 'netplay-tidy-*'?"]
+    )
 
 
 def test_a_session_leaving_nothing_passes(pytester):
@@ -144,5 +145,7 @@ def test_a_test_needing_a_missing_program_is_skipped_saying_which(pytester):
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-rs")
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines(
-        ["SKIPPED * needs no-such-program-here, not installed here (apt-get install no-such-program-here, or run .ci/run)"]
+        [
+            "SKIPPED * needs no-such-program-here, not installed here (apt-get install no-such-program-here, or run .ci/run)"
+        ]
     )
