@@ -36,9 +36,11 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session", autouse=True)
 def _adopt_orphans():
-    """Orphans of our sandboxes come to this process, where the leak check looks."""
+    """Orphans of our sandboxes come to this process, where the leak check looks; and
+    mounts made on the machine by others do not, so the mount check sees only ours."""
     if _privileged() is None:
         leaks.become_subreaper()
+        leaks.private_mount_namespace()
     yield
 
 

@@ -2,7 +2,8 @@
 
 The leak check: a process in another network namespace that someone else on
 the machine runs is none of the test's business; an orphan of the test's own
-is, even after its parent is gone (the test process adopts it). The
+is, even after its parent is gone (the test process adopts it). Likewise a
+mount made on the machine by someone else, and one of our own. The
 temporary-directory check fails a session that leaves something there. A
 test needing a program that is missing is skipped, saying which.
 """
@@ -13,6 +14,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -87,6 +89,48 @@ def test_an_orphan_of_our_own_in_another_netns_is_found():
         assert orphan in leaks.new_processes_in_other_netns({}, timeout=0)
 
 
+def _outside_mount_namespace() -> int:
+    """A process in the mount namespace the test process left: its parent's, normally."""
+    parent = os.getppid()
+    assert os.readlink(f"/proc/{parent}/ns/mnt") != os.readlink("/proc/self/ns/mnt"), (
+        "the test process shares the machine's mount namespace: others' mounts would count as ours"
+    )
+    return parent
+
+
+@pytest.mark.root
+@pytest.mark.needs("nsenter", "mount", "umount")
+def test_a_mount_someone_else_makes_on_the_machine_is_not_blamed(tmp_path):
+    outside = _outside_mount_namespace()
+    point = tmp_path / "theirs"
+    point.mkdir()
+    enter = ["nsenter", "-t", str(outside), "-m"]
+    subprocess.run([*enter, "mount", "-t", "tmpfs", "-o", "size=64k", "none", str(point)], check=True)
+    try:
+        assert not any(str(point) in line for line in leaks.mounts())
+    finally:
+        subprocess.run([*enter, "umount", str(point)], check=True)
+
+
+@pytest.mark.root
+@pytest.mark.needs("mount", "umount")
+def test_a_mount_of_our_own_is_found(tmp_path):
+    before = leaks.mounts()
+    point = tmp_path / "ours"
+    point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "none", str(point)], check=True)
+    try:
+        assert [line for line in leaks.mounts() if line not in before] == [f"{point} " + _device(point)]
+    finally:
+        subprocess.run(["umount", str(point)], check=True)
+    assert leaks.mounts() == before
+
+
+def _device(path) -> str:
+    st = os.stat(path)
+    return f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+
+
 SUITE_CONFTEST = "from tests.conftest import pytest_configure, pytest_collection_modifyitems, {fixtures}\n"
 
 
@@ -128,7 +172,7 @@ def test_a_session_leaving_nothing_passes(pytester):
 
 
 def test_a_test_needing_a_missing_program_is_skipped_saying_which(pytester):
-    pytester.makeconftest(SUITE_CONFTEST.format(fixtures="_adopt_orphans"))
+    pytester.makeconftest(SUITE_CONFTEST.format(fixtures="_privileged"))
     pytester.makepyfile(
         test_needs="""
         import pytest
