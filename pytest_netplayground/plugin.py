@@ -128,6 +128,7 @@ def netplay(request: pytest.FixtureRequest, netplay_config, netplay_cassette_dir
 
     config = request.config
     marker = request.node.get_closest_marker("netplay")
+    failure = None
     try:
         settings = merge(
             [
@@ -138,10 +139,7 @@ def netplay(request: pytest.FixtureRequest, netplay_config, netplay_cassette_dir
             ]
         )
     except ConfigError as exc:
-        # Raised outside the handler: the message is shown once, not chained.
-        failure = str(exc)
-    else:
-        failure = None
+        failure = str(exc)  # failed outside the handler: the message is shown once, not chained
     if failure is not None:
         pytest.fail(failure, pytrace=False)
     cassette = Path(settings.cassette) if settings.cassette else Path(netplay_cassette_name)
@@ -167,7 +165,6 @@ def netplay(request: pytest.FixtureRequest, netplay_config, netplay_cassette_dir
     )
     state = NetplayState(sandbox, settings, cassette, mode, output_dir)
     request.node.stash[_state_key] = state
-    failure = None
     try:
         sandbox.start()
     except NetplayError as exc:
