@@ -16,6 +16,7 @@ from .errors import (
     PermissionProblem,
     SandboxClosed,
     SandboxError,
+    SubnetFull,
 )
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "ConnectionKey",
     "NetplayError",
     "ConfigError",
+    "SubnetFull",
     "PermissionProblem",
     "SandboxError",
     "SandboxClosed",

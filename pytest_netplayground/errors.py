@@ -16,6 +16,10 @@ class ConfigError(NetplayError, ValueError):
     """A value given by the user (subnet, mode, option) is malformed."""
 
 
+class SubnetFull(ConfigError):
+    """A sandbox was asked for more hosts than its subnet has addresses for."""
+
+
 class PermissionProblem(NetplayError, PermissionError):
     """The sandbox cannot be built with the privileges this process has."""
 

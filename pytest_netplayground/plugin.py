@@ -106,13 +106,18 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_Summary(), "netplay-summary")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        for marker in item.iter_markers("netplay"):
-            try:
-                check_marker(marker.args, marker.kwargs, item.nodeid)
-            except ConfigError as exc:
-                raise pytest.UsageError(str(exc)) from None
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A bad ``@pytest.mark.netplay`` is an error of the test that carries it, found
+    before its fixtures run; other tests run, and deselected ones are never judged."""
+    problems = []
+    for marker in item.iter_markers("netplay"):
+        try:
+            check_marker(marker.args, marker.kwargs, item.nodeid)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise pytest.fail.Exception("\n".join(problems), pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -148,6 +153,7 @@ def netplay(request: pytest.FixtureRequest, netplay_config, netplay_cassette_dir
 
     config = request.config
     marker = request.node.get_closest_marker("netplay")
+    failure = None
     try:
         settings = merge(
             [
@@ -158,7 +164,9 @@ def netplay(request: pytest.FixtureRequest, netplay_config, netplay_cassette_dir
             ]
         )
     except ConfigError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        failure = str(exc)  # failed outside the handler: the message is shown once, not chained
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
     cassette = Path(settings.cassette) if settings.cassette else Path(netplay_cassette_name)
     if not cassette.is_absolute():
         cassette = Path(netplay_cassette_dir) / cassette
@@ -169,6 +177,7 @@ def netplay(request: pytest.FixtureRequest, netplay_config, netplay_cassette_dir
             f"record it with: pytest --netplay=record {request.node.nodeid!r}",
             pytrace=False,
         )
+    created = _missing_directories(cassette.parent) if mode == "record" else []
     output_dir = tempfile.mkdtemp(prefix="netplay-output-")
     run, runs = request.node.stash.get(_run_key, (1, 1)) if mode == "record" else (1, 1)
     sandbox = Sandbox(
@@ -189,8 +198,11 @@ def netplay(request: pytest.FixtureRequest, netplay_config, netplay_cassette_dir
     try:
         sandbox.start()
     except NetplayError as exc:
+        failure = f"cannot start the sandbox: {exc}"
+    if failure is not None:
         shutil.rmtree(output_dir, ignore_errors=True)
-        pytest.fail(f"cannot start the sandbox: {exc}", pytrace=False)
+        _remove_if_empty(created)
+        pytest.fail(failure, pytrace=False)
     try:
         yield sandbox
     finally:
@@ -202,6 +214,39 @@ def netplay(request: pytest.FixtureRequest, netplay_config, netplay_cassette_dir
             except NetplayError:
                 pass
         shutil.rmtree(output_dir, ignore_errors=True)
+        _remove_if_empty(created)
+
+
+def _missing_directories(directory: Path) -> list[Path]:
+    """``directory`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    return missing
+
+
+def _remove_if_empty(directories: list[Path]) -> None:
+    """Remove the cassette directories a test made if it left nothing in them."""
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except OSError:
+            return  # not empty (another test's cassette), or already gone
+
+
+def _holds_events(path: Path) -> bool:
+    """Whether a recording holds anything beyond its header (a connection, a datagram...)."""
+    from .cassette import Cassette
+
+    try:
+        cassette = Cassette(path, tolerate_truncation=True)
+        try:
+            return next(iter(cassette.events()), None) is not None
+        finally:
+            cassette.close()
+    except NetplayError:
+        return True  # unreadable: keep it for whoever looks into the failure
 
 
 def _failed_name(cassette: Path) -> Path:
@@ -231,11 +276,17 @@ def _finish(item: pytest.Item, state: NetplayState, passed: bool, skipped: bool 
                 run_path(state.cassette, run).unlink(missing_ok=True)
             kept = _failed_name(state.cassette)
             sandbox.close(("keep_as", str(kept)))
-            item.add_report_section(
-                "call",
-                "netplay",
-                f"the test failed: its recording was kept at {kept}; {state.cassette} was left as it was\n",
+            old = (
+                f"{state.cassette} was left as it was"
+                if state.cassette.exists()
+                else "no cassette was written"
             )
+            if _holds_events(kept):
+                text = f"the test failed: its recording was kept at {kept}; {old}"
+            else:
+                kept.unlink(missing_ok=True)
+                text = f"the test failed before anything was recorded, so no recording was kept; {old}"
+            item.add_report_section("call", "netplay", text + "\n")
     else:
         sandbox.close("commit")
     if state.mode == "record" and sandbox.udp:

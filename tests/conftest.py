@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
-from tests.support import leaks
+from tests.support import leaks, programs
 
 
 def _privileged() -> str | None:
@@ -15,21 +17,59 @@ def _privileged() -> str | None:
     return None
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "needs(*programs): runs these programs; skipped with a reason where one is missing"
+    )
+
+
 def pytest_collection_modifyitems(config, items):
-    reason = _privileged()
-    if reason is None:
-        return
+    privileged = _privileged()
     for item in items:
-        if item.get_closest_marker("root"):
-            item.add_marker(pytest.mark.skip(reason=reason))
+        if privileged is not None and item.get_closest_marker("root"):
+            item.add_marker(pytest.mark.skip(reason=privileged))
+        for marker in item.iter_markers("needs"):
+            reason = programs.missing(*marker.args)
+            if reason is not None:
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _adopt_orphans():
-    """Orphans of our sandboxes come to this process, where the leak check looks."""
+    """Orphans of our sandboxes come to this process, where the leak check looks; and
+    mounts made on the machine by others do not, so the mount check sees only ours."""
     if _privileged() is None:
         leaks.become_subreaper()
+        leaks.private_mount_namespace()
     yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _temporary_directory_left_clean(tmp_path_factory):
+    """Nothing the suite makes may stay in the temporary directory.
+
+    For the session the temporary directory is a fresh one of its own
+    (world-writable like /tmp, for the rootless tests' unprivileged user), so
+    what others on the machine put in /tmp is not counted; whatever is left
+    in it at the end is a leak, and fails the session. pytest's own tmp_path
+    stays where it was.
+    """
+    tmp_path_factory.getbasetemp()
+    private = tempfile.mkdtemp(prefix="netplay-suite-")
+    os.chmod(private, 0o1777)
+    saved = (tempfile.tempdir, os.environ.get("TMPDIR"))
+    tempfile.tempdir = os.environ["TMPDIR"] = private
+    try:
+        yield
+    finally:
+        tempfile.tempdir = saved[0]
+        if saved[1] is None:
+            del os.environ["TMPDIR"]
+        else:
+            os.environ["TMPDIR"] = saved[1]
+        left = sorted(os.listdir(private))
+        shutil.rmtree(private, ignore_errors=True)
+    assert not left, f"the suite left these in the temporary directory: {left}"
 
 
 @pytest.fixture(autouse=True)

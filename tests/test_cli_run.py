@@ -37,6 +37,7 @@ def test_stderr_lines_are_prefixed_on_stderr():
 
 
 @pytest.mark.root
+@pytest.mark.needs("socat")
 def test_server_and_client_talk_through_the_sandbox():
     server = (
         f"{sys.executable} -c \"import socket; s=socket.socket(); s.bind(('',9000)); s.listen(); "

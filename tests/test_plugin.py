@@ -1,129 +1,24 @@
-"""The pytest plugin, end to end: generated suites run by pytest in a subprocess.
-
-Namespaces are process-wide state, so every run is a subprocess. The generated
-conftest gives the suites two fixtures: ``echo`` (the shipped echo server on
-host ``server``, the client on host ``client``; in replay the server is not
-started, so the cassette has to stand in for it) and ``observe`` (notes a
-value per test in ``observed.jsonl`` for the test here to read).
+"""The pytest plugin, end to end: generated suites (``tests/support/suites.py``) run
+by pytest in a subprocess, recording, replaying, naming and keeping cassettes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
-from pathlib import Path
 
 import pytest
 
-from pytest_netplayground.cassette import Cassette
-from pytest_netplayground.core.events import Data, Direction
-
-CONFTEST = """
-import json
-import os
-import sys
-
-import pytest
-
-
-@pytest.fixture
-def echo(netplay):
-    def talk(line):
-        server = netplay.add_host("server")
-        client = netplay.add_host("client")
-        if netplay.mode != "replay":
-            server.spawn([sys.executable, "-m", "pytest_netplayground.examples.echo_server", "7000"])
-            server.wait_for_port(7000)
-        result = client.run(
-            [sys.executable, "-m", "pytest_netplayground.examples.echo_client", server.address + ":7000", line],
-            timeout=30,
-        )
-        assert result.returncode == 0, result.stderr
-        return result.stdout.decode()
-    return talk
-
-
-@pytest.fixture
-def observe(request):
-    def note(value):
-        with open(os.path.join(str(request.config.rootpath), "observed.jsonl"), "a") as f:
-            f.write(json.dumps([request.node.name, value]) + "\\n")
-    return note
-"""
-
-ECHO_SUITE = """
-import os
-
-def test_first(netplay, echo, observe):
-    observe(netplay.mode)
-    assert "PING" in echo("ping")
-
-def test_second(netplay, echo, observe):
-    observe(netplay.mode)
-    assert "PONG" in echo("pong")
-"""
-
-# Sends the line given in NETPLAY_LINE; fails after talking if NETPLAY_FAIL is set.
-LINE_SUITE = """
-import os
-
-def test_talk(echo):
-    echo(os.environ["NETPLAY_LINE"])
-    assert not os.environ.get("NETPLAY_FAIL"), "failing on purpose"
-"""
-
-
-def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess(*args, timeout=120)
-
-
-def suite(pytester: pytest.Pytester, source: str, conftest: str = "", name: str = "test_suite") -> None:
-    pytester.makeconftest(CONFTEST + conftest)
-    pytester.makepyfile(**{name: source})
-
-
-def cassettes(pytester: pytest.Pytester, module: str = "test_suite") -> set[str]:
-    directory = pytester.path / "cassettes" / module
-    return {p.name for p in directory.iterdir()} if directory.exists() else set()
-
-
-def observed(pytester: pytest.Pytester) -> dict:
-    lines = (pytester.path / "observed.jsonl").read_text().splitlines()
-    return dict(json.loads(line) for line in lines)
-
-
-def sent_by_client(path: Path) -> bytes:
-    return b"".join(
-        e.data for e in Cassette(path).events() if isinstance(e, Data) and e.direction is Direction.C2S
-    )
-
-
-def test_marker_with_unknown_keyword_is_a_usage_error_listing_the_keywords(pytester):
-    suite(pytester, "import pytest\n\n@pytest.mark.netplay(spede=2)\ndef test_x(netplay):\n    pass\n")
-    result = run(pytester)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(
-        ["*test_x*unknown keyword 'spede'; allowed: subnet, pace, speed, strict, cassette, stall_timeout*"]
-    )
-
-
-def test_marker_with_bad_value_is_a_usage_error_listing_the_values(pytester):
-    suite(pytester, "import pytest\n\n@pytest.mark.netplay(pace='fast')\ndef test_x(netplay):\n    pass\n")
-    result = run(pytester)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    line = next(line for line in result.stderr.lines if "'fast'" in line)
-    assert "test_x" in line and "'pace'" in line
-    assert all(pace in line for pace in ("causal", "recorded", "flood"))
-
-
-def test_bad_ini_value_is_a_usage_error(pytester):
-    pytester.makeini("[pytest]\nnetplay_pace = fast\n")
-    suite(pytester, "def test_x(netplay):\n    pass\n")
-    result = run(pytester)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*ini: bad value for 'pace'*'fast'*"])
+from tests.support.suites import (
+    ECHO_SUITE,
+    LINE_SUITE,
+    cassettes,
+    observed,
+    run,
+    sent_by_client,
+    suite,
+)
 
 
 @pytest.mark.root
@@ -340,39 +235,6 @@ def test_x(netplay):
     result.stdout.fnmatch_lines(["*- Captured noisy (10.0.0.1) stderr call -*", "trouble"])
 
 
-SUBNET_TEST = """
-import pytest
-
-{marker}def test_x(netplay, observe):
-    observe(netplay.add_host().address)
-"""
-
-
-@pytest.mark.root
-@pytest.mark.parametrize(
-    "layers, expected",
-    [
-        (["ini"], "10.1.0.1"),
-        (["ini", "fixture"], "10.2.0.1"),
-        (["ini", "fixture", "marker"], "10.3.0.1"),
-        (["ini", "fixture", "marker", "command line"], "10.4.0.1"),
-    ],
-    ids=["ini over default", "fixture over ini", "marker over fixture", "command line over marker"],
-)
-def test_each_settings_layer_wins_over_the_ones_below(pytester, layers, expected):
-    pytester.makeini("[pytest]\nnetplay_subnet = 10.1.0.0/24\n")
-    fixture = ""
-    if "fixture" in layers:
-        fixture = '\n@pytest.fixture\ndef netplay_config():\n    return {"subnet": "10.2.0.0/24"}\n'
-    marker = "@pytest.mark.netplay(subnet='10.3.0.0/24')\n" if "marker" in layers else ""
-    suite(pytester, SUBNET_TEST.format(marker=marker), conftest=fixture)
-    args = ["--netplay-subnet", "10.4.0.0/24"] if "command line" in layers else []
-
-    run(pytester, *args).assert_outcomes(passed=1)
-
-    assert observed(pytester) == {"test_x": expected}
-
-
 @pytest.mark.root
 def test_overridden_cassette_dir_fixture_moves_the_cassettes(pytester):
     suite(
@@ -431,8 +293,7 @@ def test_a_test_skipped_in_its_body_leaves_no_recording(pytester):
     )
     result = pytester.runpytest_subprocess("--netplay=record")
     result.assert_outcomes(skipped=1)
-    directory = pytester.path / "cassettes" / "test_skipper"
-    assert not directory.exists() or list(directory.iterdir()) == []
+    assert not (pytester.path / "cassettes").exists()
 
 
 @pytest.mark.root
@@ -451,5 +312,48 @@ def test_a_fixture_failing_after_the_sandbox_leaves_no_partial_file(pytester):
     )
     result = pytester.runpytest_subprocess("--netplay=record")
     result.assert_outcomes(errors=1)
-    directory = pytester.path / "cassettes" / "test_broken_fixture"
-    assert not directory.exists() or list(directory.iterdir()) == []
+    assert not (pytester.path / "cassettes").exists()
+
+
+@pytest.mark.root
+def test_more_hosts_than_the_subnet_holds_is_a_clear_error_and_leaves_no_cassette(pytester):
+    suite(
+        pytester,
+        """
+import pytest
+
+@pytest.mark.netplay(subnet="10.9.0.0/30")
+def test_three(netplay):
+    netplay.add_host()
+    netplay.add_host()
+    netplay.add_host()
+""",
+    )
+    result = run(pytester, "--netplay=record")
+    result.assert_outcomes(failed=1)
+    text = result.stdout.str()
+    assert "SubnetFull: subnet 10.9.0.0/30 has room for 2 hosts; host number 3 does not fit" in text
+    # The traceback ends at the test's own line, not inside the library.
+    assert ">       netplay.add_host()\nE       pytest_netplayground.errors.SubnetFull" in text
+    assert "sandbox.py" not in text and "addressing.py" not in text
+    assert (
+        "the test failed before anything was recorded, so no recording was kept; no cassette was written"
+        in text
+    )
+    assert not (pytester.path / "cassettes").exists()
+
+
+@pytest.mark.root
+def test_a_failing_test_that_recorded_nothing_keeps_the_old_cassette_and_adds_no_file(pytester, monkeypatch):
+    suite(pytester, "import os\n\ndef test_x(netplay):\n    assert not os.environ.get('NETPLAY_FAIL')\n")
+    run(pytester, "--netplay=record").assert_outcomes(passed=1)
+    directory = pytester.path / "cassettes" / "test_suite"
+    old = (directory / "test_x.netplay").read_bytes()
+    monkeypatch.setenv("NETPLAY_FAIL", "1")
+
+    result = run(pytester, "--netplay=record")
+
+    result.assert_outcomes(failed=1)
+    assert os.listdir(directory) == ["test_x.netplay"]
+    assert (directory / "test_x.netplay").read_bytes() == old
+    assert f"no recording was kept; {directory / 'test_x.netplay'} was left as it was" in result.stdout.str()

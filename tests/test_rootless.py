@@ -8,18 +8,20 @@ is never changed.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
 import socket
 import sys
+import tempfile
 import textwrap
 
 import pytest
 
 from pytest_netplayground import PermissionProblem, Sandbox, SandboxError
-from tests.support import leaks
-from tests.support.unprivileged import GID, UID, run_unprivileged, user_dir
+from tests.support import leaks, unprivileged
+from tests.support.unprivileged import GID, UID, run_unprivileged
 
 pytestmark = pytest.mark.root
 
@@ -34,6 +36,12 @@ def _modules_loaded():
 
     with Sandbox(mode="live") as sb:
         sb.add_host().run(["true"], timeout=10)
+
+
+@pytest.fixture
+def user_dir():
+    with unprivileged.user_dir() as path:
+        yield path
 
 
 def _live_checks() -> dict:
@@ -125,15 +133,15 @@ def _record_then_replay(directory: str) -> dict:
     }
 
 
-def test_record_and_replay_work_for_an_unprivileged_user():
-    result = run_unprivileged(_record_then_replay, user_dir())
+def test_record_and_replay_work_for_an_unprivileged_user(user_dir):
+    result = run_unprivileged(_record_then_replay, user_dir)
     assert len(result["recorded"]) == 16
     assert result["replayed"] == result["recorded"]
     assert result["ok"]
 
 
-def test_written_cassette_belongs_to_the_invoking_user():
-    result = run_unprivileged(_record_then_replay, user_dir())
+def test_written_cassette_belongs_to_the_invoking_user(user_dir):
+    result = run_unprivileged(_record_then_replay, user_dir)
     assert result["owner"] == (UID, GID)
 
 
@@ -182,8 +190,8 @@ def _run_plugin(directory: str) -> dict:
     return {"codes": codes, "output": output, "cassette_owner": os.stat(cassette).st_uid}
 
 
-def test_plugin_records_and_replays_for_an_unprivileged_user():
-    result = run_unprivileged(_run_plugin, user_dir())
+def test_plugin_records_and_replays_for_an_unprivileged_user(user_dir):
+    result = run_unprivileged(_run_plugin, user_dir)
     assert result["codes"] == {"record": 0, "replay": 0}, result["output"]
     assert "1 cassette recorded" in result["output"] and "1 cassette replayed" in result["output"]
     assert result["cassette_owner"] == UID
@@ -240,11 +248,33 @@ def test_cli_says_what_is_missing_without_permission():
 
 
 def _run_plugin_without_tun(directory: str) -> tuple[int, str]:
-    return _pytest_in_process(directory, "-rE")
+    return _pytest_in_process(directory, "-rE", "--netplay=record")
 
 
-def test_plugin_reports_the_missing_permission_as_a_setup_error():
-    code, output = run_unprivileged(_run_plugin_without_tun, user_dir(), tun="host")
+def test_plugin_reports_the_missing_permission_as_a_setup_error_once(user_dir):
+    code, output = run_unprivileged(_run_plugin_without_tun, user_dir, tun="host")
     assert code == 1, output
     assert "1 error" in output
     assert "cannot start the sandbox: /dev/net/tun is not accessible to uid 54321" in output
+    assert output.count("/dev/net/tun is not accessible") == 1, output
+    assert "During handling" not in output
+
+
+def test_a_setup_error_while_recording_leaves_no_cassette_directory(user_dir):
+    code, output = run_unprivileged(_run_plugin_without_tun, user_dir, tun="host")
+    assert code == 1, output
+    assert sorted(os.listdir(user_dir)) == ["test_rootless_suite.py"]
+
+
+def _temporary_entries() -> set[str]:
+    return set(os.listdir(tempfile.gettempdir()))
+
+
+def test_the_unprivileged_runs_leave_nothing_in_the_temporary_directory():
+    before = _temporary_entries()
+    for tun in ("open", "absent"):
+        with pytest.raises(SandboxError) if tun == "absent" else contextlib.nullcontext():
+            run_unprivileged(_start, tun=tun)
+    with unprivileged.user_dir() as path:
+        run_unprivileged(_record_then_replay, path)
+    assert _temporary_entries() == before

@@ -126,6 +126,7 @@ def test_udp_datagram_between_hosts(sandbox):
     assert source[0] == "10.0.0.2"
 
 
+@pytest.mark.needs("ping")
 def test_ping_between_hosts(sandbox):
     sandbox.add_host()
     b = sandbox.add_host()
@@ -231,6 +232,7 @@ def test_wait_for_port_times_out_with_clear_error(sandbox):
         server.wait_for_port(8124, timeout=0.5)
 
 
+@pytest.mark.needs("curl")
 def test_http_server_and_curl(sandbox):
     server, client = sandbox.add_host(name="server"), sandbox.add_host()
     server.spawn(
@@ -340,6 +342,7 @@ def test_root_in_a_host_cannot_enter_the_machines_network_namespace(sandbox):
     assert r.stdout.startswith((b"open refused", b"setns refused"))
 
 
+@pytest.mark.needs("ip")
 def test_root_in_a_host_has_power_over_its_own_interfaces(sandbox):
     host = sandbox.add_host()
     r = host.run("ip link set dev eth0 mtu 1500 && ip -o link show eth0", timeout=10)

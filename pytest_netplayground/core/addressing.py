@@ -16,7 +16,7 @@ import struct
 
 import attrs
 
-from ..errors import ConfigError
+from ..errors import ConfigError, SubnetFull
 
 __all__ = ["Subnet", "Endpoint", "ConnectionKey", "AddressPlan", "DEFAULT_SUBNET"]
 
@@ -108,11 +108,15 @@ class Subnet:
     def host_address(self, index: int) -> str:
         """Address of the host made *index*-th (0-based)."""
         if not 0 <= index < self.capacity:
-            raise ConfigError(
-                f"subnet {self.network} has room for {self.capacity} hosts; "
-                f"host number {index + 1} does not fit: use a larger subnet"
-            )
+            raise self.full(index)
         return str(self.network.network_address + index + 1)
+
+    def full(self, index: int) -> SubnetFull:
+        """The error for host number ``index + 1`` when it does not fit."""
+        return SubnetFull(
+            f"subnet {self.network} has room for {self.capacity} hosts; host number {index + 1} "
+            "does not fit: use a larger subnet (a /24 has room for 254)"
+        )
 
     def index_of(self, address: str) -> int | None:
         """Inverse of :meth:`host_address`, or None for an address outside the host range."""

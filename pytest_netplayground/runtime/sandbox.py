@@ -622,8 +622,11 @@ class Sandbox:
         the default name ``hN`` (N = 1, 2, ... in order) of every host, through
         its own ``/etc/hosts``; ``hostname`` in it prints ``name`` (``hN`` if none).
         """
+        if len(self.hosts) >= self.subnet.capacity:
+            # The caller's mistake: the traceback ends at the caller's line.
+            __tracebackhide__ = True
+            raise self.subnet.full(len(self.hosts))
         self.start()
-        self.subnet.host_address(len(self.hosts))  # no room: the subnet's error, before asking
         info, _ = self._channel.call("add_host", name=name)
         host = Host(self, info["index"], info["address"], info["name"])
         self.hosts.append(host)

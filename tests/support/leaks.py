@@ -100,16 +100,35 @@ def cmdline(pid: int) -> bytes:
         return b""
 
 
-def become_subreaper() -> None:
+def become_subreaper(adopt: bool = True) -> None:
     """Make this process adopt its orphaned descendants, so a leaked process of
     one of its sandboxes stays below it (and so in view of the checks below)
-    instead of being handed to the machine's init, where others' processes are."""
+    instead of being handed to the machine's init, where others' processes are.
+    ``adopt=False`` undoes it."""
     import ctypes
 
     pr_set_child_subreaper = 36
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0) != 0:
+    if libc.prctl(pr_set_child_subreaper, int(adopt), 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def private_mount_namespace() -> bool:
+    """Give this process a mount namespace of its own, receiving no mount events from the machine's.
+
+    Its children (sandboxes, pytest subprocesses) share it, so a mount they
+    leave shows in it; a mount someone else makes on the machine meanwhile
+    does not. False where the kernel refuses (a process with threads).
+    """
+    import ctypes
+
+    clone_newns, ms_rec, ms_private = 0x00020000, 16384, 1 << 18
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(clone_newns) != 0:
+        return False
+    if libc.mount(b"none", b"/", None, ctypes.c_ulong(ms_rec | ms_private), None) != 0:
+        raise OSError(ctypes.get_errno(), "making / private in the test's mount namespace")
+    return True
 
 
 def processes_in_other_netns() -> dict[int, str]:

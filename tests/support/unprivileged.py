@@ -9,15 +9,16 @@ changing the machine's own device.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import pickle
+import shutil
 import tempfile
 import traceback
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
-MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 
@@ -47,18 +48,18 @@ def _mount(source: str, target: str, fstype: str | None, flags: int, data: str |
 
 
 def _private_tun(mode: str) -> None:
-    """In a new mount namespace: /dev/net/tun as a 0666 node ("open"), or gone ("absent")."""
+    """In a new mount namespace: /dev/net/tun as a 0666 node ("open"), or gone ("absent").
+
+    A tmpfs is mounted over ``/dev/net`` in that namespace only, so nothing is
+    made on any file system the machine keeps.
+    """
     _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
     _mount("none", "/", None, MS_REC | MS_PRIVATE)
-    scratch = tempfile.mkdtemp(prefix="netplay-tun-")
-    _mount("tmpfs", scratch, "tmpfs", 0, "mode=0755")
+    _mount("tmpfs", "/dev/net", "tmpfs", 0, "mode=0755")
     if mode == "open":
-        node = os.path.join(scratch, "tun")
+        node = "/dev/net/tun"
         os.mknod(node, 0o666 | 0o020000, os.makedev(10, 200))
         os.chmod(node, 0o666)
-        _mount(node, "/dev/net/tun", None, MS_BIND)
-    elif mode == "absent":
-        _mount(scratch, "/dev/net", None, MS_BIND)
 
 
 def _drop_all_capabilities() -> None:
@@ -145,8 +146,16 @@ def run_unprivileged(function, *args, tun: str = "open", limit_userns: bool = Fa
     raise AssertionError(outcome[1])
 
 
-def user_dir() -> str:
-    """A fresh directory the unprivileged user owns (for cassettes and outputs)."""
+@contextlib.contextmanager
+def user_dir():
+    """A fresh directory the unprivileged user owns (for cassettes and outputs), removed after.
+
+    It is made in the temporary directory, not in pytest's ``tmp_path``: the
+    unprivileged user may not enter pytest's directory (mode 0700).
+    """
     path = tempfile.mkdtemp(prefix="netplay-rootless-")
-    os.chown(path, UID, GID)
-    return path
+    try:
+        os.chown(path, UID, GID)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
