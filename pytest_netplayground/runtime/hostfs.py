@@ -4,7 +4,8 @@ Each host gets a mount namespace and a UTS namespace, made inside the
 sandbox's user namespace (so this works rootless too). In its mount namespace
 ``/etc/hosts`` (every host's name and address), ``/etc/hostname`` and, when the
 machine's does not look in files first, ``/etc/nsswitch.conf`` are bind mounts
-of files in a private directory of the supervisor; everything else is the
+of files that have no name on disk (they are mounted, then unlinked, so
+nothing is left even if the supervisor is killed); everything else is the
 machine's. Propagation goes one way only (slave mounts): what the machine
 mounts later under a shared mount reaches the hosts too, nothing mounted in
 the sandbox ever reaches the machine.
@@ -56,6 +57,32 @@ def _mount(source: str, target: str, flags: int) -> None:
         _fail(f"mounting {source} on {target}")
 
 
+def _bind_text(text: str, target: str, keep: bool = False) -> int:
+    """Mount a file holding ``text`` over ``target`` (if that exists) in the current
+    mount namespace, then remove the file's name: nothing is left on disk, even
+    if the supervisor is killed. With ``keep``, returns a descriptor to rewrite it."""
+    try:
+        directory = tempfile.mkdtemp(prefix="netplay-names-")
+    except OSError as exc:
+        raise SandboxError(
+            f"cannot make the hosts' files in {tempfile.gettempdir()} ({exc.strerror}): "
+            "set TMPDIR to a directory this user may write"
+        ) from exc
+    try:
+        path = os.path.join(directory, os.path.basename(target))
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        os.fchmod(fd, 0o644)
+        os.write(fd, text.encode())
+        if os.path.isfile(target):
+            _mount(path, target, MS_BIND)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    if keep:
+        return fd
+    os.close(fd)
+    return -1
+
+
 def _own_ns(kind: str) -> int:
     return os.open(f"/proc/thread-self/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
 
@@ -79,14 +106,12 @@ class HostFiles:
     """The mount and UTS namespaces of the sandbox's hosts and the files they show.
 
     Built lazily at the first host: a sandbox that never adds one costs
-    nothing. Call :meth:`close` at teardown to remove the private directory.
+    nothing. Call :meth:`close` at teardown to let its files go.
     """
 
     def __init__(self) -> None:
-        self.directory: str | None = None
         self.home: tuple[int, int] | None = None
         self.hosts_fd = -1
-        self.nsswitch: str | None = None
         self.namespaces: list[tuple[int, int]] = []
 
     def _start(self) -> None:
@@ -98,35 +123,17 @@ class HostFiles:
         """
         netns.unshare(netns.CLONE_NEWNS | netns.CLONE_NEWUTS)
         _mount("none", "/", MS_REC | MS_SLAVE)
-        try:
-            self.directory = tempfile.mkdtemp(prefix="netplay-names-")
-            path = os.path.join(self.directory, "hosts")
-            self.hosts_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            os.fchmod(self.hosts_fd, 0o644)
-        except OSError as exc:
-            raise SandboxError(
-                f"cannot make the hosts' /etc/hosts in {tempfile.gettempdir()} ({exc.strerror}): "
-                "set TMPDIR to a directory this user may write"
-            ) from exc
-        self.nsswitch = self._nsswitch_copy()
-        self.home = (_own_ns("mnt"), _own_ns("uts"))
-
-    def _nsswitch_copy(self) -> str | None:
+        # Mounted over the supervisor's own files, these are copied into every
+        # host's mount namespace made after; their names are gone at once.
+        self.hosts_fd = _bind_text("", HOSTS, keep=True)
         try:
             with open(NSSWITCH) as f:
-                text = nsswitch_text(f.read())
+                nsswitch = nsswitch_text(f.read())
         except OSError:
-            return None  # no file: nothing to mount over, and glibc's default reads files too
-        if text is None:
-            return None
-        return self._write("nsswitch.conf", text)
-
-    def _write(self, name: str, text: str) -> str:
-        path = os.path.join(self.directory, name)
-        with open(path, "w") as f:
-            f.write(text)
-        os.chmod(path, 0o644)
-        return path
+            nsswitch = None  # no file: nothing to mount over, and glibc's default reads files too
+        if nsswitch is not None:
+            _bind_text(nsswitch, NSSWITCH)
+        self.home = (_own_ns("mnt"), _own_ns("uts"))
 
     def set_hosts(self, text: str) -> None:
         """Make the shared hosts file say ``text``, in place, so every host's mount sees it."""
@@ -139,16 +146,10 @@ class HostFiles:
         if self.home is None:
             self._start()
         self.set_hosts(hosts_text)
-        hostname = self._write(f"hostname-{len(self.namespaces)}", name + "\n")
         cwd = _cwd()
         netns.unshare(netns.CLONE_NEWNS | netns.CLONE_NEWUTS)
         try:
-            if os.path.isfile(HOSTS):
-                _mount(os.path.join(self.directory, "hosts"), HOSTS, MS_BIND)
-            if os.path.isfile(HOSTNAME):
-                _mount(hostname, HOSTNAME, MS_BIND)
-            if self.nsswitch is not None:
-                _mount(self.nsswitch, NSSWITCH, MS_BIND)
+            _bind_text(name + "\n", HOSTNAME)
             encoded = name.encode()
             if _libc.sethostname(encoded, len(encoded)) != 0:
                 _fail(f"setting the host name {name!r}")
@@ -182,6 +183,3 @@ class HostFiles:
         if self.hosts_fd >= 0:
             os.close(self.hosts_fd)
             self.hosts_fd = -1
-        if self.directory is not None:
-            shutil.rmtree(self.directory, ignore_errors=True)
-            self.directory = None
