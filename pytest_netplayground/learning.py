@@ -9,6 +9,7 @@ recording plus the noise learned from the second (see
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +19,25 @@ from .core.events import Header
 from .core.noise import LearnedNoise, learn
 from .errors import CassetteError
 
-__all__ = ["commit_with_noise", "run_path"]
+__all__ = ["RunSpacing", "commit_with_noise", "run_path"]
+
+#: Seconds between the starts of two recordings of one run, so that what is
+#: stamped to the second (an HTTP ``Date``, a log line's time) differs
+#: between them and is learned as noise.
+RUN_SPACING = 1.5
+
+
+class RunSpacing:
+    """Starts recording runs at least :data:`RUN_SPACING` seconds apart."""
+
+    def __init__(self) -> None:
+        self.last: float | None = None
+
+    def next_run(self) -> None:
+        """Wait, if need be, until the next run may start; call before each run."""
+        if self.last is not None:
+            time.sleep(max(0.0, self.last + RUN_SPACING - time.monotonic()))
+        self.last = time.monotonic()
 
 
 def run_path(path: str | os.PathLike, run: int) -> Path:

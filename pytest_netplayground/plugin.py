@@ -338,8 +338,12 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
         return None
     from _pytest.runner import runtestprotocol
 
+    from .learning import RunSpacing
+
     item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    spacing = RunSpacing()
     for run in range(1, settings.record_runs + 1):
+        spacing.next_run()
         item.stash[_run_key] = (run, settings.record_runs)
         item._report_sections.clear()  # what the earlier run printed is not this run's output
         last = run == settings.record_runs

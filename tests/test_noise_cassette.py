@@ -113,3 +113,16 @@ def test_show_marks_noise_regions_with_their_recorded_text(tmp_path, capsys):
     assert main(["show", str(path)]) == 0
     out = capsys.readouterr().out
     assert f"~ noise: server turn 0, bytes {start}-{start + 29}: Mon, 01 Jan 2024 12:00:01 GMT" in out
+
+
+def test_recording_runs_start_at_least_a_second_apart_so_second_stamps_differ():
+    import time
+
+    from pytest_netplayground.learning import RUN_SPACING, RunSpacing
+
+    spacing = RunSpacing()
+    starts = []
+    for _ in range(3):
+        spacing.next_run()
+        starts.append(time.monotonic())
+    assert all(b - a >= RUN_SPACING - 0.01 for a, b in zip(starts, starts[1:]))
