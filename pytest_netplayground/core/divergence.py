@@ -282,6 +282,8 @@ class DivergenceReport:
     """
 
     items: tuple[Divergence, ...] = attrs.field(converter=tuple, default=())
+    #: The sandbox's mode: a report of a live or record run compared nothing.
+    mode: str = attrs.field(default="replay", kw_only=True)
 
     @property
     def ok(self) -> bool:
@@ -313,6 +315,8 @@ class DivergenceReport:
 
     def format(self) -> str:
         """A summary line, then one line per finding with a hex view where bytes differ."""
+        if self.mode != "replay":
+            return f"no replay: the sandbox ran in {self.mode} mode, so nothing was compared with a recording"
         if self.ok:
             return "replay matched the recording: no divergences"
         summary = f"{_plural(len(self.items), 'divergence')} in "

@@ -463,7 +463,7 @@ class Sandbox:
         self.mode = mode
         self.cassette = None if cassette is None else os.path.abspath(os.fspath(cassette))
         self.replay_config = ReplayConfig(pacing=pace, speed=speed, stall_timeout=stall_timeout)
-        self.divergences = DivergenceReport(())
+        self.divergences = DivergenceReport((), mode=mode)
         self.cassette_written: str | None = None
         self.truncated_at: int | None = None
         # Where output of processes spawned without stdout/stderr goes, one
