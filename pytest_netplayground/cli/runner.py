@@ -220,20 +220,24 @@ def run_commands(
     colors = Colors(hasattr(out, "isatty") and out.isatty() and "NO_COLOR" not in os.environ)
     width = max((len(h.address) for h in hosts), default=0)
     run = _Run(sandbox, list(hosts), [], lifecycle, err)
-    for index, (host, command) in enumerate(zip(hosts, commands)):
-        if command == NO_COMMAND:
-            run.processes.append(None)
-            continue
-        proc = host.spawn(["/bin/sh", "-c", command], stdout=PIPE, stderr=PIPE, stdin=PIPE, user=uid, group=gid)
-        proc.stdin.close()
-        run.processes.append(proc)
-        run.running.add(index)
-        prefix = colors.prefix(index, f"{host.address.ljust(width)} | ")
-        for stream, sink in ((proc.stdout, out), (proc.stderr, err)):
-            run.sel.register(stream, selectors.EVENT_READ, [prefix, None if quiet else sink, b""])
+    # Signals are caught from before the first command starts: a Ctrl-C
+    # while they start still stops them all the orderly way.
     with _Stopper() as stopper:
         run.sel.register(stopper.r, selectors.EVENT_READ, None)
         try:
+            for index, (host, command) in enumerate(zip(hosts, commands)):
+                if command == NO_COMMAND:
+                    run.processes.append(None)
+                    continue
+                proc = host.spawn(
+                    ["/bin/sh", "-c", command], stdout=PIPE, stderr=PIPE, stdin=PIPE, user=uid, group=gid
+                )
+                proc.stdin.close()
+                run.processes.append(proc)
+                run.running.add(index)
+                prefix = colors.prefix(index, f"{host.address.ljust(width)} | ")
+                for stream, sink in ((proc.stdout, out), (proc.stderr, err)):
+                    run.sel.register(stream, selectors.EVENT_READ, [prefix, None if quiet else sink, b""])
             _loop(run, stopper)
         finally:
             run.sel.close()
