@@ -141,7 +141,7 @@ def test_a_second_interrupted_recording_keeps_the_first_partial(tmp_path):
 @pytest.mark.root
 def test_replay_is_strict_by_default(good):
     path, _ = good
-    result = netplay("replay", "-f", str(path), "-", CHANGED_CLIENT)
+    result = netplay("replay", "-f", str(path), "true", CHANGED_CLIENT)
     assert result.returncode == 1
     assert "c2s: bytes differ at offset 1" in result.stderr
 
