@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import select
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -182,3 +184,23 @@ def test_exit_code_from_and_abort_on_exit_exclude_each_other():
     assert "not allowed with" in result.stderr
 
 
+
+
+@pytest.mark.root
+def test_a_second_ctrl_c_kills_at_once():
+    ignores_term = "trap '' TERM; echo ready; while :; do sleep 0.1; done"
+    proc = subprocess.Popen(
+        [*NETPLAY, "run", "--grace", "600", ignores_term], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline() == "10.0.0.1 | ready\n"
+        proc.send_signal(signal.SIGINT)
+        assert select.select([proc.stderr], [], [], TIMEOUT)[0], "no word of the interruption"
+        assert "interrupted by SIGINT" in proc.stderr.readline()
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(TIMEOUT)
+    assert proc.returncode == 128 + signal.SIGINT

@@ -143,14 +143,16 @@ class _Run:
             return self.exited[0]
         return None
 
-    def stop_others(self, why: str | None) -> None:
+    def stop_others(self, why: str, again: bool = False) -> None:
         """Send the kill signal to every command still running; SIGKILL follows after the grace period."""
         self.stopping = True
         self.kill_at = time.monotonic() + self.sandbox.grace
-        if why and self.running:
+        if self.running:
             sig = signal.Signals(self.sandbox.kill_signal).name
+            whom = "the commands" if again else "the other commands"
+            hint = "; Ctrl-C again to kill them at once" if again else ""
             self.err.write(
-                f"netplay: {why}: stopping the other commands ({sig}, SIGKILL after {self.sandbox.grace:g} s)\n".encode()
+                f"netplay: {why}: stopping {whom} ({sig}, SIGKILL after {self.sandbox.grace:g} s{hint})\n".encode()
             )
             self.err.flush()
         for index in sorted(self.running):
@@ -248,13 +250,13 @@ def _loop(run: _Run, stopper: _Stopper) -> None:
     while not run.done():
         for key, _ in run.sel.select(POLL_INTERVAL):
             if key.data is None:
-                os.read(stopper.r, 64)
-                if run.signum is None:
-                    run.signum = stopper.signum or signal.SIGINT
+                for _ in os.read(stopper.r, 64):  # one byte per signal
+                    if run.signum is None:
+                        run.signum = stopper.signum or signal.SIGINT
                     if run.stopping:
                         run.kill_rest()  # asked again while stopping: hurry
                     else:
-                        run.stop_others(None)
+                        run.stop_others(f"interrupted by {signal.Signals(run.signum).name}", again=True)
                 continue
             data = os.read(key.fd, 65536)
             _relay(key, data)
