@@ -184,13 +184,14 @@ def test_exit_code_from_and_abort_on_exit_exclude_each_other():
     assert "not allowed with" in result.stderr
 
 
-
-
 @pytest.mark.root
 def test_a_second_ctrl_c_kills_at_once():
     ignores_term = "trap '' TERM; echo ready; while :; do sleep 0.1; done"
     proc = subprocess.Popen(
-        [*NETPLAY, "run", "--grace", "600", ignores_term], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*NETPLAY, "run", "--grace", "600", ignores_term],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout.readline() == "10.0.0.1 | ready\n"

@@ -85,7 +85,9 @@ def test_plg_record_keeps_the_old_cassette_on_failure(good):
 def test_with_exit_code_from_only_that_hosts_status_counts(good):
     """The server is killed by us at the end (status 143): the recording is still good."""
     path, _ = good
-    result = netplay("record", "-f", str(path), "--exit-code-from", "2", f"{SERVER}; sleep 1000", f"{CLIENT} pong")
+    result = netplay(
+        "record", "-f", str(path), "--exit-code-from", "2", f"{SERVER}; sleep 1000", f"{CLIENT} pong"
+    )
     assert result.returncode == 0, result.stderr
     assert client_sent(path) == b"pong\n"
     assert not path.with_name("demo.failed.netplay").exists()

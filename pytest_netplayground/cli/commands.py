@@ -100,7 +100,9 @@ def _keep_earlier_partial(cassette: Path) -> None:
             f"cannot move the earlier interrupted recording {partial} aside to {kept}: "
             f"{exc.strerror or exc}; move or delete it yourself"
         ) from exc
-    _say(f"an earlier interrupted recording was in {partial}: it is now {kept}, so this one cannot overwrite it")
+    _say(
+        f"an earlier interrupted recording was in {partial}: it is now {kept}, so this one cannot overwrite it"
+    )
 
 
 def _what_failed(outcome: RunOutcome, hosts) -> str:

@@ -36,7 +36,9 @@ def parse_names(text: str | None, count: int) -> list[str] | None:
             )
         earlier = seen.setdefault(name.lower(), position)
         if earlier != position:
-            raise ConfigError(f"--names: {name!r} is given twice (names {earlier} and {position}): names must differ")
+            raise ConfigError(
+                f"--names: {name!r} is given twice (names {earlier} and {position}): names must differ"
+            )
     return names
 
 
@@ -49,7 +51,9 @@ def check_capacity(subnet_text: str, count: int) -> Subnet:
     return subnet
 
 
-def resolve_host(spec: str, hosts: Sequence, commands: Sequence[str], option: str = "--exit-code-from") -> int:
+def resolve_host(
+    spec: str, hosts: Sequence, commands: Sequence[str], option: str = "--exit-code-from"
+) -> int:
     """The index of the host ``spec`` names: a 1-based command number, an address or a name."""
     text = spec.strip()
     index = None

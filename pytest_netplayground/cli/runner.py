@@ -102,6 +102,13 @@ class _Stopper:
         os.close(self.w)
 
 
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 def _exited(process) -> bool:
     """Whether ``process`` has exited; a sandbox gone meanwhile raises :class:`SandboxClosed`."""
     try:
@@ -148,7 +155,7 @@ class _Run:
         self.stopping = True
         self.kill_at = time.monotonic() + self.sandbox.grace
         if self.running:
-            sig = signal.Signals(self.sandbox.kill_signal).name
+            sig = _signal_name(self.sandbox.kill_signal)
             whom = "the commands" if again else "the other commands"
             hint = "; Ctrl-C again to kill them at once" if again else ""
             self.err.write(
@@ -172,7 +179,11 @@ class _Run:
 
     def outcome(self) -> RunOutcome:
         statuses = tuple(
-            None if p is None else exit_code_of(p.returncode) if p.returncode is not None else 128 + signal.SIGKILL
+            None
+            if p is None
+            else exit_code_of(p.returncode)
+            if p.returncode is not None
+            else 128 + signal.SIGKILL
             for p in self.processes
         )
         if self.signum is not None:
@@ -256,7 +267,7 @@ def _loop(run: _Run, stopper: _Stopper) -> None:
                     if run.stopping:
                         run.kill_rest()  # asked again while stopping: hurry
                     else:
-                        run.stop_others(f"interrupted by {signal.Signals(run.signum).name}", again=True)
+                        run.stop_others(f"interrupted by {_signal_name(run.signum)}", again=True)
                 continue
             data = os.read(key.fd, 65536)
             _relay(key, data)
