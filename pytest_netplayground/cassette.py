@@ -30,8 +30,10 @@ from .core.codec import (
     encode_event,
     encode_header,
 )
+from .core.coverage import NOTES, RunNotes
 from .core.events import ConnectionOpened, Event, Header
 from .core.matching import Leads
+from .core.noise import LearnedNoise
 from .errors import CassetteError, CassetteFormatError, CassetteMissing
 
 __all__ = [
@@ -70,8 +72,7 @@ def _io_error(action: str, path: Path, exc: OSError) -> CassetteError:
 
 
 def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable. Some file systems refuse to sync a
-    # directory; the rename has already happened, so that is not worth failing for.
+    # Makes the rename durable. Some file systems refuse to sync a directory: not worth failing for.
     try:
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
@@ -162,9 +163,9 @@ class CassetteWriter:
             raise _io_error("sync", self.partial_path, exc) from exc
         self._close()
 
-    def write(self, event: Event) -> None:
-        """Append one event."""
-        self._write(encode_event(event))
+    def write(self, event: Event | LearnedNoise) -> None:
+        """Append one event (or, after them, a noise record)."""
+        self._write(codec.encode_record(event))
 
     def write_data(self, t: float, conn: int, direction, data) -> None:
         """Append a Data event straight from a buffer, with one ``writev``."""
@@ -275,6 +276,9 @@ class CassetteIndex:
     end_time: float | None = None
     #: Each connection's lead (see :class:`~.core.matching.Leads`), for matching on replay.
     leads: dict[int, bytes | None] = attrs.field(factory=dict)
+    notes: RunNotes = attrs.field(factory=RunNotes)  # listen delays, UDP not recorded
+    #: Regions of recorded turns that differed between two recordings (``--runs 2``).
+    noise: tuple[LearnedNoise, ...] = ()
 
     def by_key(self) -> dict[ConnectionKey, list[ConnectionIndex]]:
         """Connections grouped by key, each group in opening order (the order a replayer falls back on)."""
@@ -356,7 +360,7 @@ class Cassette:
     def events(self) -> Iterator[Event]:
         """Iterate the events from the start of the file; each call re-reads it."""
         for _, _, record in self._scan():
-            if not isinstance(record, (Header, End)):
+            if not isinstance(record, (Header, End, LearnedNoise, *NOTES)):
                 yield record
 
     __iter__ = events
@@ -372,9 +376,11 @@ class Cassette:
             return self._index
         connections: dict[int, ConnectionIndex] = {}
         end_time = None
-        leads = Leads()
-        for offset, length, record in self._scan():
-            if isinstance(record, ConnectionOpened):
+        leads, notes, noise = Leads(), RunNotes(), []
+        for offset, length, record in notes.skim(self._scan()):
+            if isinstance(record, LearnedNoise):
+                noise.append(record)
+            elif isinstance(record, ConnectionOpened):
                 connections[record.conn] = ConnectionIndex(record)
                 leads.feed(record)
             elif isinstance(record, End):
@@ -391,6 +397,8 @@ class Cassette:
             truncated_at=self.truncated_at,
             end_time=end_time,
             leads=leads.leads,
+            notes=notes,
+            noise=tuple(noise),
         )
         return self._index
 
@@ -439,9 +447,9 @@ class Cassette:
             record = decode_record(line, offset=offset)
         except CassetteFormatError as exc:
             raise self._located(exc) from None
-        if isinstance(record, (Header, End)):
+        if isinstance(record, (Header, End, *NOTES)):
             raise CassetteFormatError(
-                f"found a {'header' if isinstance(record, Header) else 'end marker'}, expected an event "
+                f"found a {'header' if isinstance(record, Header) else 'non-event'}, expected an event "
                 "(has the cassette changed since it was indexed?)",
                 path=str(self.path),
                 offset=offset,

@@ -14,7 +14,9 @@ from pathlib import Path
 import attrs
 import pytest
 
+from .core.coverage import udp_line
 from .errors import ConfigError, NetplayError
+from .learning import commit_with_noise, run_path
 from .settings import MARKER_KEYS, MODES, Settings, cassette_name, check_marker, merge, resolved_mode
 
 OPTIONS = {
@@ -28,14 +30,35 @@ OPTIONS = {
     "speed": ("--netplay-speed", "speed factor of recorded pacing (default 1)"),
     "strict": ("--netplay-strict", "fail a test whose replay diverged: yes (default) or no (warn)"),
     "subnet": ("--netplay-subnet", "subnet the hosts get addresses from (default 10.0.0.0/24)"),
-    "stall_timeout": ("--netplay-stall-timeout", "seconds a causal replay may wait before reporting a stall"),
+    "stall_timeout": (
+        "--netplay-stall-timeout",
+        "seconds a causal replay waits for a silent side before it reports a stall and plays the rest (default 5)",
+    ),
+    "settle": (
+        "--netplay-settle",
+        "seconds of quiet after which a live side that sent less than recorded has had its turn (default 0.2)",
+    ),
+    "match": (
+        "--netplay-match",
+        "what a replay pairs live traffic with: connection (default) or exchange (request/reply, any connection)",
+    ),
+    "record_runs": (
+        "--netplay-record-runs",
+        "with --netplay=record, run each sandboxed test this many times (2: learn its noise)",
+    ),
 }
 
 _state_key = pytest.StashKey["NetplayState"]()
+# (this run, of how many) while a test is recorded more than once.
+_run_key = pytest.StashKey[tuple]()
 
 
 class NetplayDivergenceWarning(UserWarning):
     """A replay diverged from its cassette in a test that is not strict."""
+
+
+class NetplayCoverageWarning(UserWarning):
+    """A recording saw traffic that the cassette does not hold (UDP)."""
 
 
 @attrs.define
@@ -46,6 +69,8 @@ class NetplayState:
     mode: str
     output_dir: str
     finished: bool = False
+    run: int = 1
+    runs: int = 1
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -94,7 +119,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def netplay_config() -> dict:
     """Defaults for every sandboxed test; override (at any scope) to change them.
 
-    Keys as for the marker: subnet, pace, speed, strict, stall_timeout.
+    Keys as for the marker: subnet, pace, speed, strict, stall_timeout, settle, match, ignore, check.
     """
     return {}
 
@@ -145,16 +170,21 @@ def netplay(request: pytest.FixtureRequest, netplay_config, netplay_cassette_dir
             pytrace=False,
         )
     output_dir = tempfile.mkdtemp(prefix="netplay-output-")
+    run, runs = request.node.stash.get(_run_key, (1, 1)) if mode == "record" else (1, 1)
     sandbox = Sandbox(
         settings.subnet,
         mode=mode,
-        cassette=cassette if mode != "live" else None,
+        cassette=(cassette if runs == 1 else run_path(cassette, run)) if mode != "live" else None,
         pace=settings.pace,
         speed=settings.speed,
         stall_timeout=settings.stall_timeout,
+        settle=settings.settle,
+        match=settings.match,
         output_dir=output_dir,
+        ignore=settings.ignore,
+        check=settings.check,
     )
-    state = NetplayState(sandbox, settings, cassette, mode, output_dir)
+    state = NetplayState(sandbox, settings, cassette, mode, output_dir, run=run, runs=runs)
     request.node.stash[_state_key] = state
     try:
         sandbox.start()
@@ -187,12 +217,18 @@ def _finish(item: pytest.Item, state: NetplayState, passed: bool, skipped: bool 
         # A skipped test says nothing about the traffic: keep no recording,
         # judge no replay.
         sandbox.close("discard")
+        for run in range(1, state.run):
+            run_path(state.cassette, run).unlink(missing_ok=True)
         return None
     if state.mode == "record":
         if passed:
             sandbox.close("commit")
-            item.user_properties.append(("netplay", "recorded"))
+            if state.run == state.runs:
+                _learn_noise(item, state)
+                item.user_properties.append(("netplay", "recorded"))
         else:
+            for run in range(1, state.run):
+                run_path(state.cassette, run).unlink(missing_ok=True)
             kept = _failed_name(state.cassette)
             sandbox.close(("keep_as", str(kept)))
             item.add_report_section(
@@ -202,6 +238,9 @@ def _finish(item: pytest.Item, state: NetplayState, passed: bool, skipped: bool 
             )
     else:
         sandbox.close("commit")
+    if state.mode == "record" and sandbox.udp:
+        text = f"{udp_line(sandbox.udp)}: {state.cassette} holds TCP only"
+        warnings.warn(NetplayCoverageWarning(text), stacklevel=1)
     for host in sandbox.hosts:
         for stream, data in sandbox.host_output(host).items():
             item.add_report_section(
@@ -219,6 +258,48 @@ def _finish(item: pytest.Item, state: NetplayState, passed: bool, skipped: bool 
             else:
                 warnings.warn(NetplayDivergenceWarning(text), stacklevel=1)
     return note
+
+
+def _learn_noise(item: pytest.Item, state: NetplayState) -> None:
+    """After the last of several recordings: the cassette is the first plus the noise of the others."""
+    if state.runs == 1:
+        return
+    runs = [run_path(state.cassette, run) for run in range(1, state.runs + 1)]
+    noise = commit_with_noise(runs[0], runs[1:], state.cassette)
+    regions = sum(len(learned.spans) for learned in noise)
+    item.add_report_section(
+        "call",
+        "netplay",
+        f"recorded {state.runs} times: {regions} noise region{'s' if regions != 1 else ''} "
+        f"stored in {state.cassette}\n",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """Record a sandboxed test several times (``--netplay-record-runs``): each run is a full
+    setup, call and teardown, and only the last run's reports are shown unless an earlier one
+    fails. The cassette changes only once every run has passed."""
+    if "netplay" not in getattr(item, "fixturenames", ()):
+        return None
+    settings = merge([("ini", _ini_layer(item.config)), ("command line", _cli_layer(item.config))])
+    if settings.mode != "record" or settings.record_runs == 1:
+        return None
+    from _pytest.runner import runtestprotocol
+
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    for run in range(1, settings.record_runs + 1):
+        item.stash[_run_key] = (run, settings.record_runs)
+        item._report_sections.clear()  # what the earlier run printed is not this run's output
+        last = run == settings.record_runs
+        reports = runtestprotocol(item, nextitem=nextitem, log=last)
+        if not last and any(report.failed or report.skipped for report in reports):
+            for report in reports:
+                item.ihook.pytest_runtest_logreport(report=report)
+            break
+    del item.stash[_run_key]
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
 
 
 @pytest.hookimpl(wrapper=True)

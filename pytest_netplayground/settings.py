@@ -13,11 +13,15 @@ import re
 import attrs
 
 from .core.addressing import DEFAULT_SUBNET, Subnet
+from .core.exchange import Match
+from .core.noise import IgnoreRule, check_hosts, ignore_rules
 from .core.replay import Pacing
 from .errors import ConfigError
 
 MODES = ("off", "record", "replay", "once")
-MARKER_KEYS = ("subnet", "pace", "speed", "strict", "cassette", "stall_timeout")
+MARKER_KEYS = (
+    "subnet", "pace", "speed", "strict", "cassette", "stall_timeout", "settle", "match", "ignore", "check"
+)
 CASSETTE_SUFFIX = ".netplay"
 
 
@@ -33,9 +37,11 @@ def _bool(value: object) -> bool:
 
 
 def _positive(value: object) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a finite number above 0, got {value!r}")
     number = float(value)  # type: ignore[arg-type]
-    if not number > 0 or math.isnan(number):
-        raise ValueError(f"expected a number above 0, got {value!r}")
+    if not number > 0 or not math.isfinite(number):
+        raise ValueError(f"expected a finite number above 0, got {value!r}")
     return number
 
 
@@ -49,6 +55,20 @@ def _mode(value: object) -> str:
 def _pace(value: object) -> str:
     text = str(value).strip().lower()
     allowed = [p.value for p in Pacing]
+    if text not in allowed:
+        raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
+    return text
+
+
+def _runs(value: object) -> int:
+    if isinstance(value, bool) or str(value).strip() not in ("1", "2", "3", "4", "5", "6", "7", "8", "9"):
+        raise ValueError(f"expected a number of recordings from 1 to 9, got {value!r}")
+    return int(str(value).strip())
+
+
+def _match(value: object) -> str:
+    text = str(value).strip().lower()
+    allowed = [m.value for m in Match]
     if text not in allowed:
         raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
     return text
@@ -72,7 +92,12 @@ CONVERTERS = {
     "speed": _positive,
     "strict": _bool,
     "stall_timeout": _positive,
+    "settle": _positive,
     "cassette": _cassette,
+    "ignore": ignore_rules,
+    "check": check_hosts,
+    "record_runs": _runs,
+    "match": _match,
 }
 
 
@@ -86,7 +111,12 @@ class Settings:
     speed: float = 1.0
     strict: bool = True
     stall_timeout: float = 5.0
+    settle: float = 0.2
     cassette: str | None = None
+    ignore: tuple[IgnoreRule, ...] = ()
+    check: tuple[str, ...] = ()
+    record_runs: int = 1
+    match: str = "connection"
 
 
 def merge(layers: list[tuple[str, dict]]) -> Settings:

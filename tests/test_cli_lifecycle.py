@@ -145,13 +145,15 @@ def test_names_go_to_the_hosts_in_command_order(tmp_path):
 @pytest.mark.parametrize(
     ("names", "message"),
     [
-        ("server,server", "'server' is given twice"),
-        ("Server,server", "is given twice"),
+        ("server,server", "name 2: host name 'server' is already taken"),
+        ("Server,server", "is already taken"),
         ("server", "gives 1 names for 2 commands"),
-        ("web server,client", "'web server' (name 1) is not a host name"),
-        ("web-,client", "is not a host name"),
-        ("2,client", "'2' (name 1) is not a host name"),
-        ("server," + "x" * 64, "is not a host name"),
+        ("web server,client", "name 1: host name 'web server' is not a DNS label"),
+        ("web-,client", "is not a DNS label"),
+        ("2,client", "name 1: '2' is all digits"),
+        ("server," + "x" * 64, "is not a DNS label"),
+        ("h2,client", "is the default name of host number 2"),
+        ("localhost,client", "is reserved"),
     ],
 )
 def test_bad_names_are_a_clear_error(names, message):

@@ -227,7 +227,7 @@ def test_wait_for_port_returns_once_listening(sandbox):
 def test_wait_for_port_times_out_with_clear_error(sandbox):
     server = sandbox.add_host()
     server.spawn(["sh", "-c", "exit 4"])
-    with pytest.raises(NetplayTimeout, match=r"port 8124 in host host1 \(10.0.0.1\).*exited with 4"):
+    with pytest.raises(NetplayTimeout, match=r"port 8124 in host h1 \(10.0.0.1\).*exited with 4"):
         server.wait_for_port(8124, timeout=0.5)
 
 

@@ -258,3 +258,10 @@ def test_once_replays_an_existing_cassette():
 
 def test_once_records_a_missing_cassette():
     assert resolved_mode("once", False) == "record"
+
+
+@pytest.mark.parametrize("key", ["speed", "stall_timeout", "settle"])
+@pytest.mark.parametrize("value", ["inf", "-1", "0", "nan"])
+def test_a_setting_that_no_replay_could_use_is_refused_where_it_was_given(key, value):
+    with pytest.raises(ConfigError, match=rf"command line: bad value for '{key}': expected a finite number above 0"):
+        merge([("command line", {key: value})])

@@ -8,7 +8,7 @@ from typing import Sequence
 
 from ..errors import NetplayError
 from .commands import COMMANDS, EXIT_ERROR, cmd_record, cmd_replay, cmd_run
-from .options import DEFAULT_FILE, build_legacy_parser, build_parser
+from .options import DEFAULT_FILE, DEFAULT_MATCH, DEFAULT_SETTLE, build_legacy_parser, build_parser
 from .runner import exit_code_of, run_commands
 
 EXIT_USAGE = 2
@@ -52,6 +52,11 @@ def legacy_main(argv: Sequence[str], prog: str = "plg") -> int:
     args = build_legacy_parser(prog).parse_args(argv)
     args.causal = False
     args.stall_timeout = 5.0
+    args.settle = DEFAULT_SETTLE
+    args.match = DEFAULT_MATCH
+    args.ignore = []
+    args.check = []
+    args.runs = 1
     return _run_command(prog, _legacy_command, args)
 
 

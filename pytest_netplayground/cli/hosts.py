@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from typing import Sequence
 
 from ..core.addressing import Subnet
+from ..core.names import check_name, default_name
 from ..errors import ConfigError
 from .options import NO_COMMAND
 
-# RFC 1123 label: letters, digits and inner hyphens, at most 63 characters.
-_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-
 
 def parse_names(text: str | None, count: int) -> list[str] | None:
-    """The ``--names`` list, checked: one DNS label per command, no two alike.
+    """The ``--names`` list, checked as the sandbox checks a host name, one per command.
 
-    An all-digit name is refused: ``--exit-code-from 2`` must mean the second
-    command, never a host named ``2``.
+    An all-digit name is refused on top: ``--exit-code-from 2`` must mean the
+    second command, never a host named ``2``.
     """
     if text is None:
         return None
@@ -27,18 +24,16 @@ def parse_names(text: str | None, count: int) -> list[str] | None:
             f"--names {text!r} gives {len(names)} names for {count} commands: give one name per command, "
             "in command order, separated by commas"
         )
-    seen: dict[str, int] = {}
-    for position, name in enumerate(names, 1):
-        if not _LABEL.fullmatch(name) or name.isdigit():
+    for index, name in enumerate(names):
+        if name.isdigit():
             raise ConfigError(
-                f"--names: {name!r} (name {position}) is not a host name: use letters, digits and inner "
-                "hyphens, at most 63 characters, with at least one letter"
+                f"--names: name {index + 1}: {name!r} is all digits, which --exit-code-from reads as a "
+                "command's number: give a name with at least one letter"
             )
-        earlier = seen.setdefault(name.lower(), position)
-        if earlier != position:
-            raise ConfigError(
-                f"--names: {name!r} is given twice (names {earlier} and {position}): names must differ"
-            )
+        try:
+            check_name(name, index, tuple(names[:index]))
+        except ConfigError as exc:
+            raise ConfigError(f"--names: name {index + 1}: {exc}") from None
     return names
 
 
@@ -54,7 +49,7 @@ def check_capacity(subnet_text: str, count: int) -> Subnet:
 def resolve_host(
     spec: str, hosts: Sequence, commands: Sequence[str], option: str = "--exit-code-from"
 ) -> int:
-    """The index of the host ``spec`` names: a 1-based command number, an address or a name."""
+    """The index of the host ``spec`` names: a 1-based command number, an address, a name or ``hN``."""
     text = spec.strip()
     index = None
     if text.isdigit():
@@ -67,7 +62,7 @@ def resolve_host(
         index = number - 1
     else:
         for i, host in enumerate(hosts):
-            if text in (host.address, host.name):
+            if text in (host.address, host.name, default_name(i)):
                 index = i
                 break
     if index is None:

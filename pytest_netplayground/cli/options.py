@@ -10,6 +10,10 @@ from ..core.addressing import DEFAULT_SUBNET
 DEFAULT_FILE = "test.traffic"
 #: A command given as this makes its host but runs nothing in it.
 NO_COMMAND = "-"
+#: Replay settings the original tool's flags cannot set.
+DEFAULT_SETTLE = 0.2
+DEFAULT_MATCH = "connection"
+MAX_RUNS = 9
 
 
 def _add_sandbox_options(parser: argparse.ArgumentParser) -> None:
@@ -97,7 +101,56 @@ def _add_replay_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=5.0,
         metavar="S",
-        help="report a causal replay waiting longer than S seconds (default 5)",
+        help="a causal replay waiting longer than S seconds for a silent side reports a stall "
+        "and plays the rest of the recording (default 5)",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=DEFAULT_SETTLE,
+        metavar="S",
+        help="a live side that sent less than recorded has had its turn after S seconds of quiet "
+        f"(default {DEFAULT_SETTLE:g})",
+    )
+    parser.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="REGEX",
+        help="bytes matching REGEX may differ (repeatable); "
+        "scope it as PORT:REGEX, s2c:REGEX or PORT:c2s:REGEX",
+    )
+    parser.add_argument(
+        "--check",
+        action="append",
+        default=[],
+        metavar="HOSTS",
+        help="compare only what these hosts send (names or addresses, comma-separated, repeatable; "
+        "default all); the others' differences are reported as information",
+    )
+    parser.add_argument(
+        "--match",
+        choices=("connection", "exchange"),
+        default=DEFAULT_MATCH,
+        help="pair each live connection with a recorded one (connection, the default), or answer each "
+        "request with the reply to the same recorded request of any connection (exchange: for pools)",
+    )
+
+
+def _runs(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= MAX_RUNS:
+        raise argparse.ArgumentTypeError(f"expected a number of runs from 1 to {MAX_RUNS}, got {value!r}")
+    return int(value)
+
+
+def _add_runs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--runs",
+        type=_runs,
+        default=1,
+        metavar="N",
+        help="run the commands N times and store what differed between the runs as noise (default 1); "
+        "a failed run stops there, as one recording would",
     )
 
 
@@ -115,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument(
         "-f", "--file", default=DEFAULT_FILE, help=f"cassette to write (default {DEFAULT_FILE})"
     )
+    _add_runs(record)
     _add_keep_going(record)
     _add_output_options(record)
     _add_sandbox_options(record)

@@ -39,9 +39,13 @@ from .events import (
     HalfClosed,
     Header,
     HostInfo,
+    ListenDelay,
     Outcome,
     Reset,
+    UdpSeen,
 )
+from .noise import LearnedNoise
+from .noise_codec import decode_noise, encode_noise
 
 __all__ = [
     "MAX_DATA_CHUNK",
@@ -73,7 +77,12 @@ class End:
     t: float
 
 
-Record = Header | ConnectionOpened | Data | HalfClosed | Reset | Closed | End
+Record = (
+    Header | ConnectionOpened | Data | HalfClosed | Reset | Closed | LearnedNoise | End | ListenDelay | UdpSeen
+)
+
+# Records about the whole run: they name no connection (see codec_notes).
+_NOTES = (ListenDelay, UdpSeen)
 
 # C0 controls except tab, LF and CR; DEL; C1 controls. Payloads holding any of
 # them are stored as base64, since they would show as noise in a diff.
@@ -81,7 +90,7 @@ _NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 _ENDPOINT = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})", re.ASCII)
 
-_EVENT_NAMES = ("open", "data", "shut", "reset", "close", "end")
+_EVENT_NAMES = ("open", "data", "shut", "reset", "close", "noise", "end", "listen", "udp")
 
 
 _NOT_TEXT_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -172,6 +181,10 @@ def encode_event(event: ConnectionOpened | Data | HalfClosed | Reset | Closed) -
         )
     if isinstance(event, Closed):
         return _line(head + [("ev", '"close"'), ("conn", _conn(event.conn))])
+    if isinstance(event, _NOTES):
+        from .codec_notes import encode_note
+
+        return encode_note(event)
     raise TypeError(f"not a cassette event: {event!r}")
 
 
@@ -218,6 +231,8 @@ def encode_record(record: Record) -> bytes:
         return encode_header(record)
     if isinstance(record, End):
         return encode_end(record.t)
+    if isinstance(record, LearnedNoise):
+        return encode_noise(record)
     return encode_event(record)
 
 
@@ -478,10 +493,16 @@ def decode_record(line: bytes, *, offset: int | None = None) -> Record:
         if "ev" not in obj:
             raise CassetteFormatError(f'record has no "ev" field; expected {expected}', offset=offset)
         raise CassetteFormatError(f"unknown event type ev={_show(ev)}; expected {expected}", offset=offset)
+    if ev == "noise":
+        return decode_noise(obj, offset)
     fields = _Fields(obj, f'"{ev}"', offset)
     t = fields.time("t")
     if ev == "end":
         return End(t)
+    if ev in ("listen", "udp"):
+        from .codec_notes import decode_note
+
+        return decode_note(ev, fields, t)
     conn = fields.conn()
     if ev == "open":
         return ConnectionOpened(
@@ -666,6 +687,8 @@ class Decoder:
             )
         if isinstance(record, End):
             self._ended = True
+            return
+        if isinstance(record, _NOTES):
             return
         if isinstance(record, ConnectionOpened):
             if record.conn in self._opened:

@@ -8,9 +8,12 @@ shows.
 
 from __future__ import annotations
 
+import textwrap
+
 import attrs
 
 from .addressing import ConnectionKey, Endpoint
+from .coverage import TLS_ADVICE, starts_tls_record
 from .events import Direction
 
 __all__ = [
@@ -23,6 +26,7 @@ __all__ = [
     "MissingBytes",
     "MissingReset",
     "Stall",
+    "UdpNotReplayed",
     "UnexpectedReset",
     "UnrecordedConnection",
     "UnusedRecording",
@@ -215,6 +219,23 @@ class Stall:
         return f"{self.direction.value}: stalled {self.waited:.1f} s waiting for {self.waiting_for}"
 
 
+@attrs.frozen
+class UdpNotReplayed:
+    """UDP went between hosts on replay: it went live, as nothing recorded it to replay."""
+
+    client: str
+    server: Endpoint
+    datagrams: int
+
+    @property
+    def summary(self) -> str:
+        word = "datagram" if self.datagrams == 1 else "datagrams"
+        return (
+            f"UDP not replayed: {self.datagrams} {word} went live between {self.client} and "
+            f"{self.server}; cassettes hold TCP only, so this traffic was not checked"
+        )
+
+
 Divergence = (
     ByteMismatch
     | ExtraBytes
@@ -224,6 +245,7 @@ Divergence = (
     | UnrecordedConnection
     | UnusedRecording
     | Stall
+    | UdpNotReplayed
 )
 
 
@@ -241,6 +263,8 @@ def _plural(n: int, word: str) -> str:
 
 
 def _connection_label(item: Divergence) -> str:
+    if isinstance(item, UdpNotReplayed):
+        return f"UDP {item.client} -> {item.server}"
     if isinstance(item, UnrecordedConnection):
         return f"{item.client} -> {item.server}"
     return f"#{item.conn} {item.key} ({ordinal_word(item.ordinal)} of that key)"
@@ -282,6 +306,10 @@ class DivergenceReport:
     """
 
     items: tuple[Divergence, ...] = attrs.field(converter=tuple, default=())
+    #: (conn, direction) pairs whose recorded bytes start with a TLS record, so
+    #: a difference there is explained; found from the snippets too where they
+    #: reach back to the stream's start.
+    tls: frozenset = attrs.field(converter=frozenset, default=frozenset())
     #: The sandbox's mode: a report of a live or record run compared nothing.
     mode: str = attrs.field(default="replay", kw_only=True)
 
@@ -298,20 +326,28 @@ class DivergenceReport:
     def by_connection(self) -> dict[int | None, tuple[Divergence, ...]]:
         """Findings grouped by recorded connection number, in that order.
 
-        Connections opened on replay with no recording have no number; they
-        are grouped under ``None``, last.
+        Connections opened on replay with no recording, and UDP that went
+        live, have no number; they are grouped under ``None``, last.
         """
         groups: dict[int | None, list[Divergence]] = {}
         for item in self.items:
-            conn = None if isinstance(item, UnrecordedConnection) else item.conn
+            conn = getattr(item, "conn", None)
             groups.setdefault(conn, []).append(item)
         order = sorted(c for c in groups if c is not None) + ([None] if None in groups else [])
         return {conn: tuple(groups[conn]) for conn in order}
 
     def _connection_count(self) -> int:
-        recorded = {item.conn for item in self.items if not isinstance(item, UnrecordedConnection)}
+        recorded = {item.conn for item in self.items if hasattr(item, "conn")}
         unrecorded = {item for item in self.items if isinstance(item, UnrecordedConnection)}
         return len(recorded) + len(unrecorded)
+
+    def is_tls(self, item: Divergence) -> bool:
+        """Whether ``item`` is a byte difference where the recorded bytes are TLS."""
+        if not isinstance(item, (ByteMismatch, ExtraBytes, MissingBytes)):
+            return False
+        if (item.conn, item.direction) in self.tls:
+            return True
+        return item.snippet_offset == 0 and starts_tls_record(item.expected)
 
     def format(self) -> str:
         """A summary line, then one line per finding with a hex view where bytes differ."""
@@ -321,12 +357,21 @@ class DivergenceReport:
             return "replay matched the recording: no divergences"
         summary = f"{_plural(len(self.items), 'divergence')} in "
         summary += _plural(self._connection_count(), "connection")
+        flows = sum(isinstance(item, UdpNotReplayed) for item in self.items)
+        if flows:
+            summary += f" and {_plural(flows, 'UDP flow')}"
         lines = [summary]
         for items in self.by_connection().values():
+            explained = False
             for item in items:
                 lines.append(f"{_connection_label(item)}, {item.summary}")
                 if isinstance(item, (ByteMismatch, ExtraBytes, MissingBytes)):
                     lines.extend(_side_by_side(item.expected, item.actual, item.snippet_offset, item.offset))
+                if not explained and self.is_tls(item):
+                    explained = True
+                    side = _sender(item.direction)
+                    text = f"The recorded {side} bytes are a TLS handshake. {TLS_ADVICE}"
+                    lines.extend(textwrap.wrap(text, 100, initial_indent="    ", subsequent_indent="    "))
         return "\n".join(lines)
 
     def __str__(self) -> str:

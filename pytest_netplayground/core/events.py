@@ -24,6 +24,9 @@ __all__ = [
     "Reset",
     "Closed",
     "Event",
+    "ListenDelay",
+    "Note",
+    "UdpSeen",
     "FORMAT_VERSION",
 ]
 
@@ -126,3 +129,46 @@ class Closed:
 
 
 Event = ConnectionOpened | Data | HalfClosed | Reset | Closed
+
+
+def _count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"expected a non-negative integer, got {value!r}")
+    return value
+
+
+@attrs.frozen
+class ListenDelay:
+    """How long after its host was first given a process ``server`` first accepted a connection.
+
+    An upper bound of how long that server takes to listen: on replay, a
+    connection to a live host waits that long (and a margin) for it before
+    the cassette stands in.
+    """
+
+    t: float
+    server: Endpoint = attrs.field(converter=_endpoint)
+    delay: float = attrs.field(validator=attrs.validators.ge(0.0))
+
+
+@attrs.frozen
+class UdpSeen:
+    """UDP datagrams that went between hosts while recording, which a cassette does not hold.
+
+    ``client`` is the address that sent the flow's first datagram, ``server``
+    the address and port it went to; ``datagrams`` counts both directions.
+    """
+
+    t: float
+    client: str
+    server: Endpoint = attrs.field(converter=_endpoint)
+    datagrams: int = attrs.field(converter=_count)
+
+    @property
+    def summary(self) -> str:
+        word = "datagram" if self.datagrams == 1 else "datagrams"
+        return f"{self.datagrams} {word} between {self.client} and {self.server}"
+
+
+Note = ListenDelay | UdpSeen
+"""Records about the run as a whole rather than one connection: they carry no ``conn``."""

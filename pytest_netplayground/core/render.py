@@ -14,7 +14,21 @@ from collections.abc import Iterable
 import attrs
 
 from .codec import End, is_text
-from .events import Closed, ConnectionOpened, Data, Direction, HalfClosed, Header, Outcome, Reset
+from .coverage import udp_line
+from .events import (
+    Closed,
+    ConnectionOpened,
+    Data,
+    Direction,
+    HalfClosed,
+    Header,
+    ListenDelay,
+    Outcome,
+    Reset,
+    UdpSeen,
+)
+from .noise import LearnedNoise
+from .turns import split_turns
 
 __all__ = ["escape_text", "hexdump", "render_connection", "render_conversations", "render_header"]
 
@@ -96,20 +110,58 @@ def render_header(header: Header) -> str:
     return "\n".join(lines)
 
 
-def _heading(conn: int, opened: ConnectionOpened | None) -> str:
+def host_names(header: Header) -> dict[str, str]:
+    """Each recorded host's name by address, for headings a reader can follow by name."""
+    return {host.address: host.name for host in header.hosts if host.name}
+
+
+def _heading(conn: int, opened: ConnectionOpened | None, names: dict[str, str]) -> str:
     if opened is None:
         return f"#{conn} (opening not recorded)"
-    return f"#{conn} {opened.client} -> {opened.server} {opened.outcome.value}"
+    heading = f"#{conn} {opened.client} -> {opened.server} {opened.outcome.value}"
+    client, server = names.get(opened.client.host), names.get(opened.server.host)
+    if client or server:
+        heading += f"  [{client or opened.client.host} -> {server or opened.server.host}]"
+    return heading
+
+
+_NOISE_SHOWN = 60  # characters of a noise region shown
+
+
+def _noise_lines(events: list, noise: Iterable[LearnedNoise]) -> list[str]:
+    """Each learned noise region with the recorded bytes it covers."""
+    turns = {(turn.direction, turn.index): turn.data for turn in split_turns(events)}
+    lines = []
+    for item in sorted(noise, key=lambda n: (n.direction.value, n.turn)):
+        data = turns.get((item.direction, item.turn), b"")
+        for start, end in item.spans:
+            piece = data[start:end]
+            shown = escape_text(piece.decode("utf-8")) if is_text(piece) else piece.hex(" ")
+            if len(shown) > _NOISE_SHOWN:
+                shown = shown[:_NOISE_SHOWN] + "..."
+            lines.append(
+                f"{_INDENT}~ noise: {_SIDE[item.direction]} turn {item.turn}, bytes {start}-{end}: {shown}"
+            )
+    return lines
 
 
 def render_connection(
-    conn: int, opened: ConnectionOpened | None, events: Iterable, *, width: int = 80
+    conn: int,
+    opened: ConnectionOpened | None,
+    events: Iterable,
+    *,
+    width: int = 80,
+    noise: Iterable[LearnedNoise] = (),
+    names: dict[str, str] | None = None,
 ) -> str:
     """One conversation: heading, each event with its time and direction, then a summary.
 
-    *events* are the connection's events after its opening, in time order.
+    *events* are the connection's events after its opening, in time order;
+    *noise* its learned noise regions, listed after them; *names* (address to
+    host name) adds the hosts' names to the heading.
     """
-    lines = [_heading(conn, opened)]
+    events = list(events)
+    lines = [_heading(conn, opened, names or {})]
     sent = {Direction.C2S: 0, Direction.S2C: 0}
     first_t = opened.t if opened is not None else None
     last_t = first_t
@@ -141,6 +193,7 @@ def render_connection(
         elif isinstance(event, Closed):
             closed = True
             lines.append(f"{stamp}  closed")
+    lines.extend(_noise_lines(events, noise))
     duration = (last_t - first_t) if first_t is not None and last_t is not None else 0.0
     summary = (
         f"{_INDENT}= {sent[Direction.C2S]} bytes client -> server, "
@@ -156,6 +209,7 @@ def render_connection(
 class _Conversation:
     opened: ConnectionOpened | None
     events: list = attrs.field(factory=list)
+    noise: list = attrs.field(factory=list)
 
 
 def render_conversations(
@@ -171,6 +225,8 @@ def render_conversations(
     conversations: dict[int, _Conversation] = {}
     full_stream = False
     ended = False
+    delays: list[ListenDelay] = []
+    udp: list[UdpSeen] = []
     for event in events:
         if isinstance(event, Header):
             full_stream = True
@@ -178,8 +234,13 @@ def render_conversations(
         if isinstance(event, End):
             ended = True
             continue
+        if isinstance(event, (ListenDelay, UdpSeen)):
+            (delays if isinstance(event, ListenDelay) else udp).append(event)
+            continue
         if isinstance(event, ConnectionOpened):
             conversations[event.conn] = _Conversation(event)
+        elif isinstance(event, LearnedNoise):
+            conversations.setdefault(event.conn, _Conversation(None)).noise.append(event)
         else:
             conversations.setdefault(event.conn, _Conversation(None)).events.append(event)
     if ended:
@@ -187,10 +248,25 @@ def render_conversations(
     elif full_stream and complete is None:
         complete = False
     sections = [render_header(header)]
+    names = host_names(header)
     for conn, conversation in conversations.items():
-        sections.append(render_connection(conn, conversation.opened, conversation.events, width=width))
+        sections.append(
+            render_connection(
+                conn, conversation.opened, conversation.events, width=width, noise=conversation.noise, names=names
+            )
+        )
+    if delays:
+        sections.append(
+            "Servers first accepted (seconds after their host's first process):\n"
+            + "\n".join(f"{_INDENT}{note.server}  {note.delay:.3f}s" for note in delays)
+        )
+    if udp:
+        sections.append(udp_line(udp))
     count = len(conversations)
     footer = f"{count} connection{'s' if count != 1 else ''}"
+    if udp:
+        datagrams = sum(note.datagrams for note in udp)
+        footer += f"; {datagrams} UDP datagram{'s' if datagrams != 1 else ''} seen but not recorded"
     if complete is True:
         footer += "; the recording finished cleanly"
     elif complete is False:

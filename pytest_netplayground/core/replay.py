@@ -16,24 +16,16 @@ from __future__ import annotations
 
 import enum
 import math
-from collections import deque
 from collections.abc import Callable, Iterator
 
 import attrs
 
 from ..errors import ConfigError
-from .divergence import (
-    CONTEXT_AFTER,
-    CONTEXT_BEFORE,
-    ByteMismatch,
-    Divergence,
-    ExtraBytes,
-    MissingBytes,
-    MissingReset,
-    Stall,
-    UnexpectedReset,
-)
+from .comparison import Comparator, DirectionCheck, close_iterator
+from .divergence import Divergence, MissingReset, Stall, UnexpectedReset
 from .events import Closed, ConnectionOpened, Data, Direction, Event, HalfClosed, Reset
+from .exchange import Match, match_mode
+from .noise import IgnoreRule, Noise, check_hosts, ignore_rules
 
 __all__ = [
     "Abort",
@@ -89,13 +81,25 @@ class ReplayConfig:
     """How a replay paces the recorded steps and when it calls a wait a stall.
 
     ``speed`` divides recorded delays under :attr:`Pacing.RECORDED` (2.0 plays
-    twice as fast). ``stall_timeout`` is how long, in seconds, a causal step
-    may wait without any live input before it is reported.
+    twice as fast). Under :attr:`Pacing.CAUSAL` a live side's turn is over
+    when it has sent as many bytes as recorded, closed, or sent something and
+    then gone quiet for ``settle`` seconds; a turn in which it sends nothing
+    for ``stall_timeout`` seconds is a stall: it is reported and the rest of
+    the recording is played out, so no replay waits for ever.
     """
 
     pacing: Pacing = attrs.field(default=Pacing.CAUSAL, converter=_pacing)
     speed: float = attrs.field(default=1.0, converter=_positive("speed", infinite_ok=False))
-    stall_timeout: float = attrs.field(default=5.0, converter=_positive("stall_timeout", infinite_ok=True))
+    stall_timeout: float = attrs.field(default=5.0, converter=_positive("stall_timeout", infinite_ok=False))
+    settle: float = attrs.field(default=0.2, converter=_positive("settle", infinite_ok=False))
+    #: The user's ignore rules; the replayer folds them into ``noise``.
+    ignore: tuple[IgnoreRule, ...] = attrs.field(default=(), converter=ignore_rules)
+    #: What the comparison of each live turn overlooks, and which senders it checks.
+    noise: Noise = attrs.field(factory=Noise)
+    #: Names or addresses of the hosts whose sending is compared (empty: all).
+    check: tuple[str, ...] = attrs.field(default=(), converter=check_hosts)
+    #: What live traffic is paired with: recorded connections, or recorded exchanges (see :mod:`.exchange`).
+    match: Match = attrs.field(default=Match.CONNECTION, converter=match_mode)
 
 
 @attrs.frozen
@@ -131,6 +135,8 @@ _END = object()  # the script has no more steps
 _UNPULLED = object()  # the next step has not been read from the script yet
 
 
+
+
 def _sender(direction: Direction) -> str:
     return "client" if direction is Direction.C2S else "server"
 
@@ -143,110 +149,6 @@ def _describe(step: Event) -> str:
     if isinstance(step, Reset):
         return f"the {step.direction.value} reset"
     return "the end of the connection"
-
-
-def _first_difference(a: bytes, b: bytes) -> int:
-    """Index of the first byte where two equally long, unequal strings differ."""
-    block = 4096
-    for lo in range(0, len(a), block):
-        if a[lo : lo + block] != b[lo : lo + block]:
-            for i in range(lo, min(len(a), lo + block)):
-                if a[i] != b[i]:
-                    return i
-    return len(a)
-
-
-def _close_iterator(iterator: object) -> None:
-    """Close a generator-like source now (a cassette reader holds its file until then)."""
-    close = getattr(iterator, "close", None)
-    if close is not None:
-        close()
-
-
-class _RecordedStream:
-    """One direction's recorded bytes, read lazily from its own steps() iterator.
-
-    Keeps only the unconsumed part of the chunks pulled so far, so comparing a
-    huge connection costs little memory.
-    """
-
-    __slots__ = ("_chunks", "_direction", "_events", "consumed", "ended", "reset")
-
-    def __init__(self, events: Iterator[Event], direction: Direction) -> None:
-        self._events = events
-        self._direction = direction
-        self._chunks: deque[memoryview] = deque()
-        self.consumed = 0
-        self.ended = False
-        self.reset = False
-
-    def close(self) -> None:
-        """Let the source go: nothing more will be read."""
-        _close_iterator(self._events)
-        self.ended = True
-
-    def _pull(self) -> bool:
-        if self.ended:
-            return False
-        for event in self._events:
-            if isinstance(event, Closed):
-                break
-            if getattr(event, "direction", None) is not self._direction:
-                continue
-            if isinstance(event, Data) and event.data:
-                self._chunks.append(memoryview(event.data))
-                return True
-            if isinstance(event, Reset):
-                self.reset = True
-        self.ended = True
-        return False
-
-    def take(self, limit: int) -> memoryview | None:
-        """Consume up to ``limit`` bytes from the current chunk; None at the recorded end."""
-        if not self._chunks and not self._pull():
-            return None
-        chunk = self._chunks[0]
-        if len(chunk) <= limit:
-            self._chunks.popleft()
-            piece = chunk
-        else:
-            piece = chunk[:limit]
-            self._chunks[0] = chunk[limit:]
-        self.consumed += len(piece)
-        return piece
-
-    def peek(self, limit: int) -> bytes:
-        """Up to ``limit`` unconsumed bytes, without consuming them."""
-        out = bytearray()
-        index = 0
-        while len(out) < limit:
-            if index == len(self._chunks) and not self._pull():
-                break
-            out += self._chunks[index][: limit - len(out)]
-            index += 1
-        return bytes(out)
-
-    def drain(self) -> int:
-        """Consume the rest; returns the recorded length of this direction."""
-        while self.take(1 << 62) is not None:
-            pass
-        return self.consumed
-
-
-@attrs.define(eq=False)
-class _Parting:
-    """The first point where a live stream left its recording, still collecting live bytes."""
-
-    extra: bool  # the recording had ended (ExtraBytes) rather than differed (ByteMismatch)
-    offset: int
-    before: bytes
-    expected_after: bytes
-    actual_after: bytearray
-
-    def collect(self, data: bytes | memoryview) -> None:
-        room = CONTEXT_AFTER - len(self.actual_after)
-        if room > 0:
-            self.actual_after += data[:room]
 
 
 _DIRECTIONS = tuple(Direction)
@@ -267,6 +169,9 @@ class ConnectionReplay:
     cassette stands in for the server: client-to-server steps are passed
     over. ``start`` is the shell clock's reading when the live connection
     opened; ``ordinal`` (from :meth:`Matcher.ordinal_of`) only labels reports.
+    ``checked`` names the live directions whose bytes are compared (the
+    others still pace the replay); ``comparator_for(direction, turn)`` gives
+    the noise-aware judge of a turn, or None to compare it byte for byte.
 
     The shell feeds live input with :meth:`live_data`, :meth:`live_eof` and
     :meth:`live_reset`, calls :meth:`poll` after each input and at
@@ -281,60 +186,71 @@ class ConnectionReplay:
     server_live: bool = attrs.field(default=True, kw_only=True)
     start: float = attrs.field(kw_only=True)
     ordinal: int = attrs.field(default=1, kw_only=True)
+    checked: frozenset[Direction] = attrs.field(default=frozenset(_DIRECTIONS), kw_only=True, converter=frozenset)
+    comparator_for: Callable[[Direction, int], Comparator | None] | None = attrs.field(default=None, kw_only=True)
 
     _script: Iterator[Event] | None = attrs.field(default=None, init=False)
     _head: object = attrs.field(default=_UNPULLED, init=False)
     _head_since: float = attrs.field(init=False)
-    _stall_reported: bool = attrs.field(default=False, init=False)
-    _last_input: float = attrs.field(default=-math.inf, init=False)
+    _flushing: bool = attrs.field(default=False, init=False)
     _finished: bool = attrs.field(default=False, init=False)
     _closed: bool = attrs.field(default=False, init=False)
-    # What the recorded sender of each direction had done before the head step.
-    _rec_sent: dict[Direction, int] = attrs.field(init=False, default=_per_direction(0))
+    # The direction of the last recorded step played, and of the last Data step.
+    _last_step: Direction | None = attrs.field(default=None, init=False)
+    _last_data: Direction | None = attrs.field(default=None, init=False)
+    # Turns of each direction the script has begun to play.
+    _turns_begun: dict[Direction, int] = attrs.field(init=False, default=_per_direction(0))
+    # What each recorded sender did since the other side last acted (its stretch).
+    _rec_stretch: dict[Direction, int] = attrs.field(init=False, default=_per_direction(0))
     _rec_closed: dict[Direction, bool] = attrs.field(init=False, default=_per_direction(False))
     _rec_reset: dict[Direction, bool] = attrs.field(init=False, default=_per_direction(False))
-    # What the live sender of each direction has done so far.
-    _live_sent: dict[Direction, int] = attrs.field(init=False, default=_per_direction(0))
+    # What each live sender did: since its last answer, and in all.
+    _live_stretch: dict[Direction, int] = attrs.field(init=False, default=_per_direction(0))
+    _live_input: dict[Direction, float] = attrs.field(init=False, default=_per_direction(-math.inf))
     _live_eof: dict[Direction, bool] = attrs.field(init=False, default=_per_direction(False))
     _live_reset: dict[Direction, bool] = attrs.field(init=False, default=_per_direction(False))
-    _streams: dict[Direction, _RecordedStream] = attrs.field(init=False, factory=dict)
-    _tails: dict[Direction, bytes] = attrs.field(init=False, default=_per_direction(b""))
-    _partings: dict[Direction, _Parting] = attrs.field(init=False, factory=dict)
-    _found: list[Divergence | Direction] = attrs.field(init=False, factory=list)
+    _checks: dict[Direction, DirectionCheck] = attrs.field(init=False, factory=dict)
+    _found: list[Divergence] = attrs.field(init=False, factory=list)
 
     def __attrs_post_init__(self) -> None:
         self._head_since = self.start
+        for direction in self._live_directions():
+            judge = None
+            if self.comparator_for is not None:
+                judge = (lambda d: lambda turn: self.comparator_for(d, turn))(direction)  # type: ignore[misc]
+            self._checks[direction] = DirectionCheck(self.opened, self.ordinal, direction, self.steps, judge)
 
     # -- live input ---------------------------------------------------------
 
     def live_data(self, direction: Direction, data: bytes, now: float) -> None:
         """The live sender of ``direction`` sent ``data`` (which the shell drops)."""
         direction = Direction(direction)
-        if self._closed:
+        if self._closed or not data:
             return
-        self._last_input = now
-        if data:
-            self._compare(direction, memoryview(data))
-            self._live_sent[direction] += len(data)
+        self._live_input[direction] = now
+        self._live_stretch[direction] += len(data)
+        check = self._checks.get(direction)
+        if check is not None:
+            check.feed(data)
 
     def live_eof(self, direction: Direction, now: float) -> None:
         """The live sender of ``direction`` shut down its sending side."""
         direction = Direction(direction)
         if not self._closed:
-            self._last_input = now
+            self._live_input[direction] = now
             self._live_eof[direction] = True
 
     def live_reset(self, direction: Direction, now: float) -> None:
         """The live sender of ``direction`` reset the connection."""
         direction = Direction(direction)
         if not self._closed:
-            self._last_input = now
+            self._live_input[direction] = now
             self._live_reset[direction] = True
 
     # -- output -------------------------------------------------------------
 
     def poll(self, now: float, limit: int | None = None) -> list[Action]:
-        """The actions due at ``now``, in recorded order; notes a stall if one is due.
+        """The actions due at ``now``, in recorded order; ends a stall if one is due.
 
         With ``limit``, at most that many actions are returned, so a shell can
         stop pulling recorded bytes while the receiver is not keeping up.
@@ -349,19 +265,18 @@ class ConnectionReplay:
                 actions.append(Finished())
                 return actions
             if not self._may_go(step, now):
-                self._watch_stall(step, now)
+                if self._stalled(step, now):
+                    continue
                 return actions
             action = self._deliver(step)
             self._head = _UNPULLED
-            self._stall_reported = False
             if action is not None:
-                actions.append(action)
-                if limit is not None and len(actions) >= limit:
-                    self._head_since = now
-                    return actions
                 # A passed-over step takes no time, so the step after it has
                 # been waiting as long as the passed-over one.
                 self._head_since = now
+                actions.append(action)
+                if limit is not None and len(actions) >= limit:
+                    return actions
 
     def next_deadline(self) -> float | None:
         """When :meth:`poll` must next be called unless live input comes first.
@@ -376,12 +291,13 @@ class ConnectionReplay:
             return self._head_since
         if self.config.pacing is Pacing.RECORDED:
             return self.deadline(step)
-        since = max(self._head_since, self._last_input)
-        if self._unmet(step) is None:
-            return since
-        if self._stall_reported or math.isinf(self.config.stall_timeout):
-            return None
-        return since + self.config.stall_timeout
+        times = [self._head_since]
+        for side in self._waits_on(step):
+            needs = self._turn_needs(side, step)
+            if needs != "nothing":
+                wait = self.config.settle if needs == "quiet" else self.config.stall_timeout
+                times.append(self._quiet_since(side) + min(wait, self.config.stall_timeout))
+        return max(times)
 
     def deadline(self, step: Event) -> float:
         """The shell-clock time at which ``step`` is due under recorded pacing.
@@ -402,50 +318,30 @@ class ConnectionReplay:
         if self._closed:
             return
         self._closed = True
-        complete = self._head is _END or isinstance(self._head, Closed)
-        for direction in self._live_directions():
-            stream = self._stream(direction)
-            sent = self._live_sent[direction]
-            if direction not in self._partings:
-                # No parting yet: the stream has consumed exactly the live bytes.
-                following = stream.peek(CONTEXT_AFTER)
-                if following:
-                    recorded = self._rec_sent[direction] if complete else stream.drain()
-                    before = self._tails[direction]
-                    self._found.append(
-                        MissingBytes(
-                            self.opened.conn,
-                            self.opened.key,
-                            self.ordinal,
-                            direction,
-                            sent=sent,
-                            recorded=recorded,
-                            expected=before + following,
-                            actual=before,
-                            snippet_offset=sent - len(before),
-                        )
-                    )
-            if complete:
-                recorded_reset = self._rec_reset[direction]
-            else:
-                stream.drain()
-                recorded_reset = stream.reset
+        for direction, check in self._checks.items():
+            check.close()
+            if direction in self.checked:
+                self._found.extend(check.divergences())
             args = (self.opened.conn, self.opened.key, self.ordinal, direction)
+            recorded_reset = check.stream.reset
             if self._live_reset[direction] and not recorded_reset:
                 self._found.append(UnexpectedReset(*args))
-            elif recorded_reset and not self._live_reset[direction]:
+            elif recorded_reset and not self._live_reset[direction] and direction in self.checked:
                 self._found.append(MissingReset(*args))
-        # Nothing more is read: let the iterators go now (a cassette reader
-        # holds the file open until its iterator ends) rather than whenever
-        # this object is collected.
-        _close_iterator(self._script)
-        for stream in self._streams.values():
-            stream.close()
+            check.stream.close()
+        # Nothing more is read: let the script go now (a cassette reader holds
+        # the file open until its iterator ends) rather than at collection.
+        close_iterator(self._script)
 
     @property
     def divergences(self) -> tuple[Divergence, ...]:
         """What differed so far, in the order it was found."""
-        return tuple(self._materialize(item) for item in self._found)
+        found = list(self._found)
+        if not self._closed:
+            for direction, check in self._checks.items():
+                if direction in self.checked:
+                    found.extend(check.divergences())
+        return tuple(found)
 
     # -- internals ----------------------------------------------------------
 
@@ -465,129 +361,101 @@ class ConnectionReplay:
 
     def _unconditional(self, step: Event) -> bool:
         """Steps that go at once whatever the pacing."""
-        if self.config.pacing is Pacing.FLOOD:
+        if self.config.pacing is Pacing.FLOOD or self._flushing:
             return True
         return not self.server_live and getattr(step, "direction", None) is Direction.C2S
+
+    def _waits_on(self, step: Event) -> tuple[Direction, ...]:
+        """The live senders whose turn must be over before ``step`` (causal pacing)."""
+        if isinstance(step, Closed):
+            return self._live_directions()
+        if step.direction is self._last_step:  # type: ignore[union-attr]
+            return ()  # the recorded sender goes on with its own turn
+        side = step.direction.reverse  # type: ignore[union-attr]
+        return (side,) if side in self._live_directions() else ()
+
+    def _quiet_since(self, side: Direction) -> float:
+        return max(self._head_since, self._live_input[side])
+
+    def _turn_needs(self, side: Direction, step: Event) -> str:
+        """What the live ``side`` must still do to finish its turn before ``step``.
+
+        "nothing"; "quiet" (it sent something, short of the recorded turn, or
+        has not closed as recorded: its turn is over once it is quiet for the
+        settle time); or "bytes" (it has sent nothing of its turn yet).
+        """
+        if self._live_eof[side] or self._live_reset[side]:
+            return "nothing"
+        have, need = self._live_stretch[side], self._rec_stretch[side]
+        if have < need:
+            return "quiet" if have > 0 else "bytes"
+        return "quiet" if self._rec_closed[side] else "nothing"
+
+    def _turn_over(self, side: Direction, step: Event, now: float) -> bool:
+        needs = self._turn_needs(side, step)
+        return needs == "nothing" or (needs == "quiet" and now - self._quiet_since(side) >= self.config.settle)
 
     def _may_go(self, step: Event, now: float) -> bool:
         if self._unconditional(step):
             return True
         if self.config.pacing is Pacing.RECORDED:
             return now >= self.deadline(step)
-        return self._unmet(step) is None
+        return all(self._turn_over(side, step, now) for side in self._waits_on(step))
 
-    def _unmet(self, step: Event) -> tuple[Direction, str] | None:
-        """The first live condition a causal step waits for, or None if it may go."""
-        if isinstance(step, Closed):
-            waits = self._live_directions()
-        else:
-            waits = (step.direction.reverse,)
-        for side in waits:
-            recorded, live = self._rec_sent[side], self._live_sent[side]
-            if live < recorded:
-                return side, (
-                    f"{recorded} bytes {side.value} from the {_sender(side)} "
-                    f"({live} so far) before replaying {_describe(step)}"
+    def _stalled(self, step: Event, now: float) -> bool:
+        """Past the stall timeout, report the wait and play the rest out; True if so."""
+        if self.config.pacing is not Pacing.CAUSAL:
+            return False
+        for side in self._waits_on(step):
+            if self._turn_over(side, step, now):
+                continue
+            waited = now - self._quiet_since(side)
+            if waited < self.config.stall_timeout:
+                continue
+            have, need = self._live_stretch[side], self._rec_stretch[side]
+            if have < need:
+                waiting_for = (
+                    f"{need} bytes {side.value} from the {_sender(side)} ({have} so far) "
+                    f"before replaying {_describe(step)}"
                 )
-            if self._rec_closed[side] and not (self._live_eof[side] or self._live_reset[side]):
-                return side, (
-                    f"the {_sender(side)} to end its {side.value} stream before replaying {_describe(step)}"
-                )
-        return None
+            else:
+                waiting_for = f"the {_sender(side)} to end its {side.value} stream before replaying {_describe(step)}"
+            self._found.append(Stall(self.opened.conn, self.opened.key, self.ordinal, side, waiting_for, waited))
+            self._flushing = True
+            return True
+        return False
 
-    def _watch_stall(self, step: Event, now: float) -> None:
-        if self.config.pacing is not Pacing.CAUSAL or self._stall_reported:
-            return
-        unmet = self._unmet(step)
-        since = max(self._head_since, self._last_input)
-        if unmet is None or now - since < self.config.stall_timeout:
-            return
-        self._stall_reported = True
-        side, waiting_for = unmet
-        self._found.append(
-            Stall(self.opened.conn, self.opened.key, self.ordinal, side, waiting_for, now - since)
-        )
+    def _answers_live_turns(self) -> bool:
+        """Whether each recorded answer follows the live side's turn, so that the
+        live bytes after it belong to the next turn. Flood and recorded pacing
+        (and a stall played out) run ahead of the live side: there the live
+        bytes are compared as one stream."""
+        return self.config.pacing is Pacing.CAUSAL and not self._flushing
 
     def _deliver(self, step: Event) -> Action | None:
         """Account for ``step`` as done by the recorded side; the action writing it, if any."""
         direction = step.direction  # type: ignore[union-attr]
+        other = direction.reverse
+        if direction is not self._last_step:
+            # The recorded sender answers: a new stretch for it, and the live
+            # side that receives this answers anew.
+            self._last_step = direction
+            self._rec_stretch[direction] = 0
+            # What the live side sent beyond its recorded turn (a pipelined
+            # request) counts toward its next one.
+            self._live_stretch[other] = max(0, self._live_stretch[other] - self._rec_stretch[other])
         skip = not self.server_live and direction is Direction.C2S
         if isinstance(step, Data):
-            self._rec_sent[direction] += len(step.data)
+            if direction is not self._last_data:
+                self._last_data = direction
+                self._turns_begun[direction] += 1
+                check = self._checks.get(other)
+                if check is not None and self._answers_live_turns():
+                    check.advance(self._turns_begun[other])
+            self._rec_stretch[direction] += len(step.data)
             return None if skip else Send(direction, step.data)
         self._rec_closed[direction] = True
         if isinstance(step, Reset):
             self._rec_reset[direction] = True
             return None if skip else Abort(direction)
         return None if skip else ShutWrite(direction)
-
-    def _stream(self, direction: Direction) -> _RecordedStream:
-        stream = self._streams.get(direction)
-        if stream is None:
-            stream = self._streams[direction] = _RecordedStream(self.steps(), direction)
-        return stream
-
-    def _compare(self, direction: Direction, view: memoryview) -> None:
-        parting = self._partings.get(direction)
-        if parting is not None:
-            parting.collect(view)
-            return
-        stream = self._stream(direction)
-        base = self._live_sent[direction]
-        pos = 0
-        while pos < len(view):
-            piece = stream.take(len(view) - pos)
-            if piece is None:
-                self._part(direction, True, base + pos, self._tails[direction], b"", view[pos:])
-                return
-            live = view[pos : pos + len(piece)].tobytes()
-            recorded = piece.tobytes()
-            if live != recorded:
-                i = _first_difference(live, recorded)
-                before = (self._tails[direction] + live[max(0, i - CONTEXT_BEFORE) : i])[-CONTEXT_BEFORE:]
-                expected_after = recorded[i : i + CONTEXT_AFTER]
-                if len(expected_after) < CONTEXT_AFTER:
-                    expected_after += stream.peek(CONTEXT_AFTER - len(expected_after))
-                self._part(direction, False, base + pos + i, before, expected_after, view[pos + i :])
-                return
-            self._tails[direction] = (self._tails[direction] + live[-CONTEXT_BEFORE:])[-CONTEXT_BEFORE:]
-            pos += len(piece)
-
-    def _part(
-        self,
-        direction: Direction,
-        extra: bool,
-        offset: int,
-        before: bytes,
-        expected_after: bytes,
-        actual: memoryview,
-    ) -> None:
-        parting = _Parting(extra, offset, before, expected_after, bytearray())
-        parting.collect(actual)
-        self._partings[direction] = parting
-        self._found.append(direction)
-
-    def _materialize(self, item: Divergence | Direction) -> Divergence:
-        if not isinstance(item, Direction):
-            return item
-        parting = self._partings[item]
-        args = (self.opened.conn, self.opened.key, self.ordinal, item)
-        expected = parting.before + parting.expected_after
-        actual = parting.before + bytes(parting.actual_after)
-        snippet_offset = parting.offset - len(parting.before)
-        if parting.extra:
-            return ExtraBytes(
-                *args,
-                offset=parting.offset,
-                sent=self._live_sent[item],
-                expected=expected,
-                actual=actual,
-                snippet_offset=snippet_offset,
-            )
-        return ByteMismatch(
-            *args,
-            offset=parting.offset,
-            expected=expected,
-            actual=actual,
-            snippet_offset=snippet_offset,
-        )

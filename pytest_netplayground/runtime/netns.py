@@ -22,6 +22,7 @@ CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNS = 0x00020000
 CLONE_NEWPID = 0x20000000
+CLONE_NEWUTS = 0x04000000
 
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
@@ -62,6 +63,7 @@ _WHAT = {
     CLONE_NEWNET: "creating a network namespace",
     CLONE_NEWPID: "creating a PID namespace",
     CLONE_NEWUSER: "creating a user namespace",
+    CLONE_NEWNS | CLONE_NEWUTS: "creating a mount and a UTS namespace",
 }
 
 

@@ -9,6 +9,7 @@ descriptors, so they work here like local ones.
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import select
 import selectors
@@ -25,6 +26,7 @@ import attrs
 
 from ..core.addressing import DEFAULT_SUBNET, Subnet
 from ..core.divergence import DivergenceReport
+from ..core.names import default_name
 from ..errors import (
     CassetteMissing,
     ConfigError,
@@ -451,7 +453,11 @@ class Sandbox:
         pace: str = "causal",
         speed: float = 1.0,
         stall_timeout: float = 5.0,
+        settle: float = 0.2,
+        match: str = "connection",
         output_dir: str | os.PathLike | None = None,
+        ignore: object = (),
+        check: object = (),
     ):
         from ..core.replay import ReplayConfig
 
@@ -462,10 +468,19 @@ class Sandbox:
             raise ConfigError(f"mode {mode!r} needs a cassette path")
         self.mode = mode
         self.cassette = None if cassette is None else os.path.abspath(os.fspath(cassette))
-        self.replay_config = ReplayConfig(pacing=pace, speed=speed, stall_timeout=stall_timeout)
+        self.replay_config = ReplayConfig(
+            pacing=pace,
+            speed=speed,
+            stall_timeout=stall_timeout,
+            settle=settle,
+            ignore=ignore,
+            check=check,
+            match=match,
+        )
         self.divergences = DivergenceReport((), mode=mode)
         self.cassette_written: str | None = None
         self.truncated_at: int | None = None
+        self.udp: tuple = ()  # UDP seen while recording or replaying (core.events.UdpSeen)
         # Where output of processes spawned without stdout/stderr goes, one
         # file per process and stream, so it can be shown per host.
         self.output_dir = None if output_dir is None else os.fspath(output_dir)
@@ -509,6 +524,11 @@ class Sandbox:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the supervisor
             try:
+                # Objects inherited from the parent may own descriptors that are
+                # closed just below; were the collector to finalize one of them
+                # later, it would close whatever the supervisor had opened under
+                # that number since (a TUN, a proxy socket, a netlink socket).
+                gc.freeze()
                 keep = theirs.fileno()
                 os.closerange(3, keep)
                 os.closerange(keep + 1, _max_fd())
@@ -569,6 +589,7 @@ class Sandbox:
         self.divergences = info.get("divergences", self.divergences)
         self.cassette_written = info.get("cassette")
         self.truncated_at = info.get("truncated_at")
+        self.udp = info.get("udp", ())
         error = info.get("error")
         for process in self._processes:
             if process.returncode is None and process.pid in channel.exits:
@@ -595,7 +616,12 @@ class Sandbox:
     # -- hosts ----------------------------------------------------------------------
 
     def add_host(self, name: str | None = None) -> Host:
-        """A new host with the next address of the subnet (.1, .2, ... in order)."""
+        """A new host with the next address of the subnet (.1, .2, ... in order).
+
+        Every host resolves ``name`` (a DNS label, unique in the sandbox) and
+        the default name ``hN`` (N = 1, 2, ... in order) of every host, through
+        its own ``/etc/hosts``; ``hostname`` in it prints ``name`` (``hN`` if none).
+        """
         self.start()
         self.subnet.host_address(len(self.hosts))  # no room: the subnet's error, before asking
         info, _ = self._channel.call("add_host", name=name)
@@ -620,8 +646,8 @@ class Sandbox:
         return collected
 
     def host(self, name_or_address: str) -> Host:
-        for host in self.hosts:
-            if name_or_address in (host.name, host.address):
+        for index, host in enumerate(self.hosts):
+            if name_or_address in (host.name, host.address, default_name(index)):
                 return host
         raise KeyError(name_or_address)
 

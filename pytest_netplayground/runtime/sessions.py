@@ -14,21 +14,37 @@ import shlex
 import time
 from pathlib import Path
 
+import attrs
+
 from .. import __version__
 from ..cassette import Cassette, CassetteWriter, partial_path_for
 from ..core.addressing import Endpoint
-from ..core.divergence import DivergenceReport, UnrecordedConnection, UnusedRecording
+from ..core.coverage import starts_tls_record, udp_flows
+from ..core.divergence import (
+    ByteMismatch,
+    DivergenceReport,
+    ExtraBytes,
+    MissingBytes,
+    UdpNotReplayed,
+    UnrecordedConnection,
+    UnusedRecording,
+)
 from ..core.events import (
     Closed,
     ConnectionOpened,
+    Data,
     Direction,
     HalfClosed,
     Header,
     HostInfo,
+    ListenDelay,
     Outcome,
     Reset,
 )
+from ..core.exchange import Match
+from ..core.standin import stand_in_deadline
 from ..core.matching import LEAD_LIMIT, Claim, Matcher
+from ..core.noise import Noise, resolve_check
 from ..core.replay import Abort, ConnectionReplay, Finished, ReplayConfig, Send, ShutWrite
 from ..errors import CassetteError
 from .pipes import HIGH_WATER, Pipe, Tap
@@ -59,6 +75,7 @@ class Session:
     def __init__(self, clock_origin: float):
         self.t0 = clock_origin
         self.hosts: list[HostInfo] = []
+        self.udp: tuple = ()
 
     def t(self, now: float | None = None) -> float:
         return round((time.monotonic() if now is None else now) - self.t0, 6)
@@ -84,6 +101,17 @@ class Session:
 
     def connect_failed(self, client: Endpoint, server: Endpoint, outcome: str) -> None:
         pass
+
+    def note_listening(self, server: Endpoint, delay: float) -> None:
+        """A live ``server`` accepted, ``delay`` seconds after its host's first process."""
+
+    def stand_in_deadline(self, server: Endpoint, host_since: float, now: float) -> float:
+        """Until when a refused connection to ``server`` in a busy host is retried."""
+        return now
+
+    def note_udp(self, counts: dict[bytes, int]) -> None:
+        """The router's UDP counts at the end of the run (see core.coverage.udp_flows)."""
+        self.udp = udp_flows(counts, self.t())
 
     def finish(self, action: object) -> dict:
         return {}
@@ -128,6 +156,7 @@ class Recorder(Session):
         self.writer: CassetteWriter | None = None
         self.error: CassetteError | None = None
         self.next_conn = 0
+        self.listened: set[Endpoint] = set()
         self._probe()
 
     def _header(self) -> Header:
@@ -169,9 +198,16 @@ class Recorder(Session):
     def connect_failed(self, client: Endpoint, server: Endpoint, outcome: str) -> None:
         self._open(client, server, Outcome(outcome))
 
+    def note_listening(self, server: Endpoint, delay: float) -> None:
+        if server not in self.listened:
+            self.listened.add(server)
+            self.write(ListenDelay(self.t(), server, round(max(delay, 0.0), 6)))
+
     def finish(self, action: object) -> dict:
-        result: dict = {"cassette": None}
+        result: dict = {"cassette": None, "udp": self.udp}
         self._writing(lambda writer: None)  # a run without connections still gets its cassette
+        for note in self.udp:
+            self.write(note)
         writer = self.writer
         try:
             if self.error is not None:
@@ -228,13 +264,17 @@ class ReplayTap(Tap):
         opened = self.claim.settle(bytes(self.lead), final)
         if opened is None:
             return False
+        config = self.replayer.config
+        noise = config.noise
         self.replay = ConnectionReplay(
             opened,
             self.replayer.steps(opened.conn),
-            config=self.replayer.config,
+            config=config,
             server_live=self.server_live,
             start=self.start,
             ordinal=self.replayer.matcher.ordinal_of(opened),
+            checked=[direction for direction in Direction if noise.is_checked(opened, direction)],
+            comparator_for=lambda direction, turn: noise.comparator(opened, direction, turn),
         )
         held, self.held, self.lead = self.held, [], bytearray()
         for event in held:
@@ -352,15 +392,41 @@ class Replayer(Session):
 
     mode = "replay"
 
+    def __new__(cls, clock_origin: float, path: str, loop, config: ReplayConfig):
+        """Exchange matching (``config.match``) is a replayer of its own, in its own module."""
+        if cls is Replayer and config.match is Match.EXCHANGE:
+            from .exchange_tap import ExchangeReplayer
+
+            cls = ExchangeReplayer
+        return super().__new__(cls)
+
     def __init__(self, clock_origin: float, path: str, loop, config: ReplayConfig):
         super().__init__(clock_origin)
         self.cassette = Cassette(path, tolerate_truncation=True)
         self.index = self.cassette.index()
         self.loop = loop
-        self.config = config
+        self.base_config = config
+        self._config: tuple[int, ReplayConfig] | None = None
         self.matcher = Matcher((entry.opened for entry in self.index.connections.values()), self.index.leads)
         self.pending: dict[tuple[Endpoint, Endpoint], Claim] = {}
         self.found: list = []
+
+    @property
+    def config(self) -> ReplayConfig:
+        """The replay settings with the noise of this cassette: the user's ignore rules, the
+        learned noise, and the checked hosts (names looked up among the hosts made so far,
+        then the recorded ones)."""
+        if self._config is None or self._config[0] != len(self.hosts):
+            base = self.base_config
+            noise = Noise(
+                ignore=base.ignore + base.noise.ignore,
+                learned=base.noise.learned + self.index.noise,
+                checked=resolve_check(base.check, (*self.hosts, *self.index.header.hosts))
+                if base.check
+                else base.noise.checked,
+            )
+            self._config = (len(self.hosts), attrs.evolve(base, noise=noise))
+        return self._config[1]
 
     def on_syn(self, client: Endpoint, server: Endpoint) -> str:
         got = self.matcher.open(client, server)
@@ -399,12 +465,30 @@ class Replayer(Session):
     def collect(self, divergences) -> None:
         self.found.extend(divergences)
 
+    def stand_in_deadline(self, server: Endpoint, host_since: float, now: float) -> float:
+        return stand_in_deadline(self.index.notes.listen_delays, server, host_since, now)
+
+    def _tls_streams(self, limit: int = 64) -> frozenset:
+        """The diverging (conn, direction) streams whose recorded bytes start with a TLS record."""
+        byte_kinds = (ByteMismatch, ExtraBytes, MissingBytes)
+        wanted = {(item.conn, item.direction) for item in self.found if isinstance(item, byte_kinds)}
+        found = set()
+        for conn, direction in sorted(wanted)[:limit]:
+            first = next(
+                (e for e in self.steps(conn)() if isinstance(e, Data) and e.direction is direction), None
+            )
+            if first is not None and starts_tls_record(first.data):
+                found.add((conn, direction))
+        return frozenset(found)
+
     def finish(self, action: object) -> dict:
         for opened in self.matcher.unused():
             self.found.append(UnusedRecording(opened.conn, opened.key, self.matcher.ordinal_of(opened)))
+        self.found.extend(UdpNotReplayed(flow.client, flow.server, flow.datagrams) for flow in self.udp)
+        tls = self._tls_streams()
         self.cassette.close()
         return {
-            "divergences": DivergenceReport(tuple(self.found)),
+            "divergences": DivergenceReport(tuple(self.found), tls=tls),
             "cassette": str(self.cassette.path),
             "truncated_at": self.index.truncated_at,
         }

@@ -25,16 +25,14 @@ import traceback
 import weakref
 
 from ..core.addressing import AddressPlan
+from ..core.names import NameTable
 from ..core.replay import ReplayConfig
 from ..core.router import Router, Verdict, decode_key
 from ..errors import CommandNotFound, NetplayError, SandboxError
-from . import control, netns, sessions
+from . import control, hostfs, netns, sessions
 from .pipes import READ_SIZE, Leg, Pipe, Tap
 
 HOST_TUN = "eth0"
-# On replay, how long a connection waits for a server that is starting in its
-# host before the cassette stands in for it.
-STAND_IN_PATIENCE = 2.0
 # How long the proxy waits for a client whose SYN it passed on to complete the
 # handshake before it gives the connection up and resets the server's side
 # (the client abandoned its connect, or its SYN was forged).
@@ -142,12 +140,15 @@ class Supervisor:
         self.host_ns: list[int] = []
         self.host_tun: list[int] = []
         self.host_names: list[str] = []
+        self.names = NameTable()
+        self.host_files = hostfs.HostFiles()
         self.pipes: dict[bytes, Pipe] = {}
         self.connecting: dict[int, Pipe] = {}
         self.listeners: dict[tuple[str, int], socket.socket] = {}
         self.children: dict[int, ChildProcess] = {}
-        # Hosts a process was ever started in or a socket made in: only there can a server listen.
-        self.inhabited: set[int] = set()
+        # Hosts a process was ever started in or a socket made in (only there can a
+        # server listen), with when that first happened: listen delays count from then.
+        self.inhabited: dict[int, float] = {}
         self.outbox: collections.deque[tuple[bytes, list[int], list[int]]] = collections.deque()
         self._waiting_to_send = False
         self.stopping = False
@@ -231,18 +232,28 @@ class Supervisor:
     def add_host(self, name: str | None = None) -> dict:
         index = len(self.host_ns)
         address = self.plan.subnet.host_address(index)
-        ns = netns.new_netns()
+        name = self.names.add(address, name)
+        ns = tun = -1
         try:
-            tun = netns.open_tun(HOST_TUN)
-            netns.configure_host(HOST_TUN, address, self.plan.subnet.network.prefixlen)
-        finally:
-            netns.setns(self.proxy_ns)
+            ns = netns.new_netns()
+            try:
+                tun = netns.open_tun(HOST_TUN)
+                netns.configure_host(HOST_TUN, address, self.plan.subnet.network.prefixlen)
+            finally:
+                netns.setns(self.proxy_ns)
+            self.host_files.add(name, self.names.text())
+        except BaseException:
+            self.names.entries.pop()
+            for fd in (tun, ns):
+                if fd >= 0:
+                    os.close(fd)
+            raise
         self.host_ns.append(ns)
         self.host_tun.append(tun)
-        self.host_names.append(name or f"host{index + 1}")
+        self.host_names.append(name)
         self.router.add_host(index, address)
         self.session.note_host(address, self.host_names[-1])
-        reader = self._tun_reader(tun, self.router.from_host, f"host{index + 1}")
+        reader = self._tun_reader(tun, self.router.from_host, name)
         self.loop.watch(tun, select.EPOLLIN, reader)
         return {"index": index, "address": address, "name": self.host_names[-1]}
 
@@ -353,6 +364,9 @@ class Supervisor:
         # must not have its banner read before there is someone to give it to.
         self.loop.watch(leg.fd, 0, lambda ev: None, registered=True)
         leg.mask = 0
+        since = self.inhabited.get(self.router.hosts.get(pipe.key[4:8]))
+        if since is not None:
+            self.session.note_listening(pipe.server, self.loop.now() - since)
         pipe.tap = self.session.tap_for(pipe, server_live=True)
         self._release(pipe)
 
@@ -382,7 +396,9 @@ class Supervisor:
                 pipe.server_leg.sock.close()
             now = time.monotonic()
             if pipe.retry_until is None and self._host_is_busy(pipe.server.host):
-                pipe.retry_until = now + STAND_IN_PATIENCE
+                # Wait as long as the recorded server took to listen, from its host's start.
+                since = self.inhabited[self.router.hosts[pipe.key[4:8]]]
+                pipe.retry_until = self.session.stand_in_deadline(pipe.server, since, now)
             if pipe.retry_until is not None and now < pipe.retry_until and not self.stopping:
                 # Replay with the server host busy: its server may not listen
                 # yet. The client's SYN waits, as over a slow network.
@@ -451,7 +467,7 @@ class Supervisor:
     # -- processes ----------------------------------------------------------------
 
     def spawn(self, host: int, argv, env, cwd, user, group, stdio_fds, kill_signal) -> ChildProcess:
-        self.inhabited.add(host)
+        self.inhabited.setdefault(host, time.monotonic())
         stdin, stdout, stderr = stdio_fds
 
         def in_child() -> None:
@@ -470,7 +486,7 @@ class Supervisor:
             kwargs["extra_groups"] = []
         if group is not None:
             kwargs["group"] = group
-        with self._in_host(host):
+        with self._in_host(host), self.host_files.entered(host):
             popen = subprocess.Popen(
                 argv,
                 stdin=stdin,
@@ -520,7 +536,7 @@ class Supervisor:
         return False
 
     def make_socket(self, host: int, family: int, type_: int) -> socket.socket:
-        self.inhabited.add(host)
+        self.inhabited.setdefault(host, time.monotonic())
         with self._in_host(host):
             return socket.socket(family, type_)
 
@@ -723,7 +739,9 @@ class Supervisor:
             self.session.connect_failed(pipe.client, pipe.server, "timeout")
         for pipe in list(self.pipes.values()):
             pipe.close()
+        self.session.note_udp(self.router.udp)
         self.result = self.session.finish(self.cassette_action)
+        self.host_files.close()
 
 
 def run_supervisor(channel: socket.socket, subnet: str, verbose: bool, **extra) -> None:

@@ -41,7 +41,7 @@ Hosts:
   10.0.0.1  server  python -m http.server 80
   10.0.0.2  client
 
-#0 10.0.0.2:40000 -> 10.0.0.1:80 established
+#0 10.0.0.2:40000 -> 10.0.0.1:80 established  [client -> server]
   0.001234s  opened
   0.002000s  client --> server  27 bytes
       GET / HTTP/1.1\\r\\n
@@ -55,7 +55,7 @@ Hosts:
   0.006000s  closed
   = 27 bytes client -> server, 20 bytes server -> client, 0.004766s
 
-#1 10.0.0.2:40001 -> 10.0.0.1:81 refused
+#1 10.0.0.2:40001 -> 10.0.0.1:81 refused  [client -> server]
   0.002500s  opened
   0.002500s  closed
   = 0 bytes client -> server, 0 bytes server -> client, 0.000000s
@@ -80,6 +80,15 @@ def test_connections_are_grouped_even_when_interleaved():
     text = render_conversations(HEADER, EVENTS)
     first, second = text.index("#0 "), text.index("#1 ")
     assert first < text.index("GET /") < text.index("RST:") < second
+
+
+def test_headings_name_the_hosts_the_header_names_and_only_those():
+    header = Header(subnet="10.0.0.0/24", hosts=(HostInfo("10.0.0.1", "db"), HostInfo("10.0.0.2", "")))
+    opened = ConnectionOpened(0.0, 0, ("10.0.0.2", 40000), ("10.0.0.1", 5432))
+    text = render_conversations(header, [opened, Closed(0.1, 0)])
+    assert "#0 10.0.0.2:40000 -> 10.0.0.1:5432 established  [10.0.0.2 -> db]\n" in text
+    nameless = render_conversations(Header(subnet="10.0.0.0/24"), [opened, Closed(0.1, 0)])
+    assert "#0 10.0.0.2:40000 -> 10.0.0.1:5432 established\n" in nameless
 
 
 def test_text_escapes_make_invisible_characters_visible():

@@ -120,8 +120,15 @@ def test_stall_timeout_must_be_positive(timeout):
         ReplayConfig(stall_timeout=timeout)
 
 
-def test_infinite_stall_timeout_is_allowed():
-    assert ReplayConfig(stall_timeout="inf").stall_timeout == math.inf
+def test_infinite_stall_timeout_is_refused_since_no_replay_may_wait_for_ever():
+    with pytest.raises(ConfigError, match="stall_timeout must be a number greater than 0, got 'inf'"):
+        ReplayConfig(stall_timeout="inf")
+
+
+@pytest.mark.parametrize("settle", [0, -1, "soon", math.inf])
+def test_settle_must_be_a_finite_positive_number(settle):
+    with pytest.raises(ConfigError, match="settle"):
+        ReplayConfig(settle=settle)
 
 
 # -- flood --------------------------------------------------------------------
@@ -470,37 +477,72 @@ def test_stall_is_reported_once_after_the_timeout():
     assert f"{len(REQUEST)} bytes c2s from the client (0 so far)" in stall.waiting_for
 
 
-def test_stall_on_a_close_says_it_waits_for_end_of_stream():
-    r = replay(http_exchange(), server_live=False, stall_timeout=1.0)
+def test_a_recorded_end_of_stream_the_live_client_never_sends_delays_the_answer_by_the_settle_time():
+    r = replay(http_exchange(), server_live=False, stall_timeout=5.0, settle=0.2)
     feed(r, C2S, REQUEST)
-    r.poll(START + 1.0)
-    (stall,) = stalls(r)
-    assert "the client to end its c2s stream" in stall.waiting_for
-
-
-def test_live_input_restarts_the_stall_timer():
-    r = replay(http_exchange(), server_live=False, stall_timeout=5.0)
-    r.live_data(C2S, REQUEST[:3], START + 3.0)
-    r.poll(START + 7.9)
+    assert Send(S2C, RESPONSE) not in r.poll(START + 0.1)
+    assert Send(S2C, RESPONSE) in r.poll(START + 0.2)
     assert stalls(r) == []
-    r.poll(START + 8.0)
-    assert len(stalls(r)) == 1
 
 
-def test_stalled_step_still_goes_when_the_live_side_catches_up():
+def test_a_turn_shorter_than_recorded_ends_once_the_live_side_goes_quiet():
+    r = replay(http_exchange(), server_live=False, settle=0.2)
+    r.live_data(C2S, REQUEST[:-5], START + 1.0)
+    assert r.poll(START + 1.1) == []
+    assert r.next_deadline() == pytest.approx(START + 1.2)
+    assert Send(S2C, RESPONSE) in r.poll(START + 1.2)
+
+
+def test_a_short_turn_is_reported_where_it_differs_and_the_next_turn_is_compared_afresh():
+    events = [data(0.1, C2S, b"GET /index.txt"), data(0.2, S2C, b"page"), data(0.3, C2S, b"BYE"), closed(0.4)]
+    r = replay(events, server_live=False, settle=0.2)
+    r.live_data(C2S, b"GET /i.txt", START)
+    assert Send(S2C, b"page") in r.poll(START + 0.2)
+    r.live_data(C2S, b"BYE", START + 0.3)
+    r.close(START + 0.4)
+    (found,) = r.divergences
+    assert isinstance(found, ByteMismatch)
+    assert found.offset == len(b"GET /i")
+
+
+def test_a_short_turn_that_agrees_so_far_is_missing_bytes_and_later_turns_still_align():
+    events = [data(0.1, C2S, b"abcdef"), data(0.2, S2C, b"ok"), data(0.3, C2S, b"next"), data(0.4, S2C, b"bye")]
+    r = replay(events, server_live=False, settle=0.2)
+    r.live_data(C2S, b"abc", START)
+    assert r.poll(START + 0.2) == [Send(S2C, b"ok")]
+    r.live_data(C2S, b"next", START + 0.3)
+    assert r.poll(START + 0.3) == [Send(S2C, b"bye"), Finished()]
+    r.close(START + 0.4)
+    (found,) = r.divergences
+    assert isinstance(found, MissingBytes)
+    assert (found.sent, found.recorded) == (3, 6)
+
+
+def test_a_live_side_that_says_nothing_stalls_and_then_the_rest_is_played_out():
     r = replay(http_exchange(), server_live=False, stall_timeout=1.0)
-    r.poll(START + 2.0)
-    feed(r, C2S, REQUEST, now=START + 3.0)
-    r.live_eof(C2S, START + 3.0)
-    assert Send(S2C, RESPONSE) in r.poll(START + 3.0)
+    assert r.poll(START + 0.5) == []
+    actions = r.poll(START + 1.0)
+    assert actions == [Send(S2C, RESPONSE), ShutWrite(S2C), Finished()]
+    (stall,) = stalls(r)
+    assert stall.waited == 1.0
 
 
-def test_next_deadline_is_the_stall_time_and_none_once_reported():
+def test_pipelined_requests_are_answered_in_order_as_their_bytes_arrive():
+    events = [data(0.1, C2S, b"one"), data(0.2, S2C, b"1"), data(0.3, C2S, b"two"), data(0.4, S2C, b"2")]
+    r = replay(events, server_live=False)
+    r.live_data(C2S, b"onetwo", START)
+    assert r.poll(START) == [Send(S2C, b"1"), Send(S2C, b"2"), Finished()]
+    r.close(START)
+    assert r.divergences == ()
+
+
+def test_next_deadline_is_the_stall_time_and_none_once_played_out():
     r = replay(http_exchange(), server_live=False, stall_timeout=5.0)
     assert r.next_deadline() <= START  # the passed-over request step is due
     r.poll(START)
     assert r.next_deadline() == START + 5.0
     r.poll(START + 5.0)
+    assert r.finished
     assert r.next_deadline() is None
 
 

@@ -1,0 +1,192 @@
+"""Traffic a cassette does not cover is named: UDP when recording and replaying, TLS handshakes on replay."""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pytest_netplayground import Endpoint, Sandbox
+from pytest_netplayground.cassette import Cassette
+from pytest_netplayground.core.divergence import ByteMismatch, UdpNotReplayed
+from pytest_netplayground.core.events import Direction, UdpSeen
+from pytest_netplayground.runtime.sandbox import PIPE
+from tests.support import leaks
+
+pytestmark = pytest.mark.root
+
+NETPLAY = [sys.executable, "-m", "pytest_netplayground"]
+ROOT = Path(__file__).resolve().parents[1]
+UDP_SERVER = ("10.0.0.1", 5353)
+ROUNDS = 3
+
+
+@contextlib.contextmanager
+def running(mode: str, cassette, **options):
+    with Sandbox(mode=mode, cassette=cassette, **options) as sb:
+        inodes, supervisor = sb.namespace_inodes(), sb.supervisor_pid
+        yield sb
+    left = leaks.wait_until_gone(inodes, [supervisor, *(p.pid for p in sb._processes)])
+    assert not left, f"left behind after teardown: {left}"
+
+
+def udp_rounds(sb: Sandbox) -> None:
+    """``ROUNDS`` questions from the client host, each answered by the server host."""
+    server, client = sb.add_host("server"), sb.add_host("client")
+    with server.udp_socket(bind=UDP_SERVER) as answering, client.udp_socket() as asking:
+        answering.settimeout(5)
+        asking.settimeout(5)
+        for i in range(ROUNDS):
+            asking.sendto(b"question %d" % i, UDP_SERVER)
+            question, sender = answering.recvfrom(100)
+            answering.sendto(b"answer to " + question, sender)
+            assert asking.recv(100) == b"answer to question %d" % i
+
+
+def test_udp_seen_while_recording_is_counted_in_the_cassette_and_show(tmp_path):
+    cassette = tmp_path / "udp.jsonl"
+    with running("record", cassette) as sb:
+        udp_rounds(sb)
+    flow = UdpSeen(0.0, "10.0.0.2", Endpoint(*UDP_SERVER), 2 * ROUNDS)
+    expected = [(flow.client, flow.server, flow.datagrams)]
+    assert [(f.client, f.server, f.datagrams) for f in sb.udp] == expected
+    assert [(f.client, f.server, f.datagrams) for f in Cassette(cassette).index().notes.udp] == expected
+    shown = subprocess.run(
+        [*NETPLAY, "show", str(cassette)], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "UDP not recorded: 6 datagrams between 10.0.0.2 and 10.0.0.1:5353" in shown.stdout
+    assert "0 connections; the recording finished cleanly" not in shown.stdout
+
+
+def test_udp_on_replay_is_a_divergence(tmp_path):
+    cassette = tmp_path / "udp.jsonl"
+    with running("record", cassette) as sb:
+        udp_rounds(sb)
+    with running("replay", cassette) as sb:
+        udp_rounds(sb)
+    [item] = sb.divergences.items
+    assert isinstance(item, UdpNotReplayed)
+    assert (item.client, item.server, item.datagrams) == ("10.0.0.2", Endpoint(*UDP_SERVER), 2 * ROUNDS)
+    text = sb.divergences.format()
+    assert "UDP not replayed: 6 datagrams went live between 10.0.0.2 and 10.0.0.1:5353" in text
+
+
+UDP_ECHO = textwrap.dedent(
+    f"""
+    import socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("", {UDP_SERVER[1]}))
+    s.settimeout(20)
+    for _ in range({ROUNDS}):
+        data, sender = s.recvfrom(100)
+        s.sendto(data, sender)
+    """
+)
+UDP_ASK = textwrap.dedent(
+    f"""
+    import socket, time
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.connect({UDP_SERVER!r})
+    s.settimeout(5)
+    for i in range({ROUNDS}):
+        while True:
+            s.send(b"q%d" % i)
+            try:
+                print(s.recv(100).decode(), flush=True)
+                break
+            except ConnectionRefusedError:  # not bound yet: ask again
+                time.sleep(0.1)
+    """
+)
+
+
+def test_cli_record_report_names_udp_and_a_strict_replay_fails(tmp_path):
+    cassette = tmp_path / "udp.traffic"
+    commands = [shlex.join([sys.executable, "-c", UDP_ECHO]), shlex.join([sys.executable, "-c", UDP_ASK])]
+    recorded = subprocess.run(
+        [*NETPLAY, "record", "-f", str(cassette), *commands],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert recorded.returncode == 0, recorded.stderr
+    assert "netplay: UDP not recorded: " in recorded.stderr
+    assert "datagrams between 10.0.0.2 and 10.0.0.1:5353" in recorded.stderr
+    replayed = subprocess.run(
+        [*NETPLAY, "replay", "--strict", "-f", str(cassette), *commands],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert replayed.returncode != 0, replayed.stderr
+    assert "UDP not replayed" in replayed.stderr
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_a_tls_handshake_that_cannot_replay_is_explained(tmp_path):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=server", "-days", "1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    serve = ["openssl", "s_server", "-accept", "4433", "-cert", str(cert), "-key", str(key), "-quiet"]
+    ask = ["openssl", "s_client", "-connect", "10.0.0.1:4433", "-servername", "server"]
+    cassette = tmp_path / "tls.jsonl"
+    with running("record", cassette) as sb:
+        server, client = sb.add_host("server"), sb.add_host("client")
+        server.spawn(serve, stdout=PIPE, stderr=PIPE)
+        server.wait_for_port(4433, timeout=10)
+        out, _ = client.spawn(ask, stdin=PIPE, stdout=PIPE, stderr=PIPE).communicate(b"hello\n", timeout=30)
+    assert b"BEGIN CERTIFICATE" in out or b"Server certificate" in out
+
+    with running("replay", cassette, stall_timeout=2.0) as sb:
+        _, client = sb.add_host("server"), sb.add_host("client")  # the cassette stands in for the server
+        proc = client.spawn(ask, stdin=PIPE, stdout=PIPE, stderr=PIPE)
+        try:
+            proc.communicate(b"hello\n", timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate(timeout=10)
+    report = sb.divergences
+    client_hello = [i for i in report.items if isinstance(i, ByteMismatch) and i.direction is Direction.C2S]
+    assert client_hello, report.format()
+    text = " ".join(report.format().split())
+    assert "The recorded client bytes are a TLS handshake" in text
+    assert "TLS cannot be replayed byte for byte" in text
+
+
+UDP_SUITE = """
+def test_udp_only(netplay):
+    server, client = netplay.add_host("server"), netplay.add_host("client")
+    with server.udp_socket(bind=("10.0.0.1", 5353)) as answering, client.udp_socket() as asking:
+        answering.settimeout(5)
+        asking.settimeout(5)
+        asking.sendto(b"question", ("10.0.0.1", 5353))
+        question, sender = answering.recvfrom(100)
+        answering.sendto(b"answer", sender)
+        assert asking.recv(100) == b"answer"
+"""
+
+
+def test_pytest_warns_of_udp_when_recording_and_fails_a_strict_replay(pytester):
+    pytester.makepyfile(test_suite=UDP_SUITE)
+    recorded = pytester.runpytest_subprocess("--netplay=record", timeout=120)
+    recorded.assert_outcomes(passed=1, warnings=1)
+    recorded.stdout.fnmatch_lines(
+        ["*NetplayCoverageWarning: UDP not recorded: 2 datagrams between 10.0.0.2 and 10.0.0.1:5353*"]
+    )
+    replayed = pytester.runpytest_subprocess("--netplay=replay", timeout=120)
+    replayed.assert_outcomes(failed=1)
+    replayed.stdout.fnmatch_lines(["*UDP not replayed: 2 datagrams went live between 10.0.0.2 and*"])
