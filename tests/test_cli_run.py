@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -71,11 +70,11 @@ def test_commands_run_as_given_uid():
 @pytest.mark.root
 def test_sigterm_stops_children_with_the_kill_signal_and_tears_down():
     proc = subprocess.Popen(
-        [*NETPLAY, "run", "-k", "INT", "trap 'echo got-int; exit 7' INT; sleep 1000 & wait"],
+        [*NETPLAY, "run", "-k", "INT", "trap 'echo got-int; exit 7' INT; echo ready; sleep 1000 & wait"],
         stdout=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.0)
+    assert proc.stdout.readline() == "10.0.0.1 | ready\n"
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 128 + signal.SIGTERM

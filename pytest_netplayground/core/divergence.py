@@ -310,6 +310,8 @@ class DivergenceReport:
     #: a difference there is explained; found from the snippets too where they
     #: reach back to the stream's start.
     tls: frozenset = attrs.field(converter=frozenset, default=frozenset())
+    #: The sandbox's mode: a report of a live or record run compared nothing.
+    mode: str = attrs.field(default="replay", kw_only=True)
 
     @property
     def ok(self) -> bool:
@@ -349,6 +351,8 @@ class DivergenceReport:
 
     def format(self) -> str:
         """A summary line, then one line per finding with a hex view where bytes differ."""
+        if self.mode != "replay":
+            return f"no replay: the sandbox ran in {self.mode} mode, so nothing was compared with a recording"
         if self.ok:
             return "replay matched the recording: no divergences"
         summary = f"{_plural(len(self.items), 'divergence')} in "

@@ -477,7 +477,7 @@ class Sandbox:
             check=check,
             match=match,
         )
-        self.divergences = DivergenceReport(())
+        self.divergences = DivergenceReport((), mode=mode)
         self.cassette_written: str | None = None
         self.truncated_at: int | None = None
         self.udp: tuple = ()  # UDP seen while recording or replaying (core.events.UdpSeen)

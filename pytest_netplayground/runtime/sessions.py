@@ -10,6 +10,7 @@ divergences.
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from pathlib import Path
 
@@ -85,7 +86,8 @@ class Session:
     def note_command(self, index: int, argv: list[str]) -> None:
         info = self.hosts[index]
         if not info.command:
-            command = argv[2] if argv[:2] == ["/bin/sh", "-c"] and len(argv) > 2 else " ".join(argv)
+            # Quoted as a shell would, so the command shown can be run as it is.
+            command = argv[2] if argv[:2] == ["/bin/sh", "-c"] and len(argv) > 2 else shlex.join(argv)
             self.hosts[index] = HostInfo(info.address, info.name, command)
 
     def on_syn(self, client: Endpoint, server: Endpoint) -> str:

@@ -1,0 +1,52 @@
+"""What every sandbox command does before and around its run: check, make the sandbox and hosts, run."""
+
+from __future__ import annotations
+
+import sys
+
+from .hosts import check_capacity, make_hosts, parse_names, resolve_host
+from .runner import Lifecycle, RunOutcome, run_commands
+
+EXIT_ERROR = 1
+
+
+def _id(value: str | None) -> int | str | None:
+    if value is None:
+        return None
+    return int(value) if value.isdigit() else value
+
+
+def say(text: str) -> None:
+    sys.stderr.write(f"netplay: {text}\n")
+    sys.stderr.flush()
+
+
+def make_sandbox(args, **mode):
+    from ..runtime.sandbox import Sandbox
+
+    return Sandbox(args.subnet, kill_signal=args.kill, grace=args.grace, verbose=args.verbose, **mode)
+
+
+def prepare(args) -> list[str] | None:
+    """Check what can be checked before a sandbox exists; return the host names."""
+    check_capacity(args.subnet, len(args.commands))
+    return parse_names(args.names, len(args.commands))
+
+
+def setup(sandbox, args, names) -> tuple[list, Lifecycle]:
+    """Start the sandbox, make the hosts and settle how the run ends."""
+    sandbox.start()
+    hosts = make_hosts(sandbox, len(args.commands), names)
+    target = None if args.exit_code_from is None else resolve_host(args.exit_code_from, hosts, args.commands)
+    return hosts, Lifecycle(target=target, abort_on_exit=args.abort_on_exit)
+
+
+def run_set_up(sandbox, args, hosts, lifecycle, quiet: bool = False) -> RunOutcome:
+    return run_commands(
+        sandbox, hosts, args.commands, lifecycle, uid=_id(args.uid), gid=_id(args.gid), quiet=quiet
+    )
+
+
+def run(sandbox, args, names, quiet: bool = False) -> RunOutcome:
+    hosts, lifecycle = setup(sandbox, args, names)
+    return run_set_up(sandbox, args, hosts, lifecycle, quiet)
