@@ -17,7 +17,7 @@ import attrs
 from ..cassette import partial_path_for
 from ..core.coverage import udp_line
 from ..errors import NetplayError
-from ..learning import commit_with_noise, run_path
+from ..learning import RunSpacing, commit_with_noise, run_path
 from .runner import RunOutcome
 from .setup import make_sandbox, prepare, run_set_up, say, setup
 
@@ -154,7 +154,9 @@ def cmd_record(args) -> int:
     plan = _Plan.of(args)
     failures: list[str] = []
     codes: list[int] = []
+    spacing = RunSpacing()
     for index in range(len(plan.paths)):
+        spacing.next_run()
         try:
             outcome, failed = _record_once(args, names, plan, index)
         except BaseException:
