@@ -138,9 +138,10 @@ def test_nginx_present_on_replay_answers_with_another_date_which_is_reported(ngi
 
 # -- python -m http.server and a keep-alive client -------------------------------
 
-# Three requests on one HTTP/1.1 connection (http.client keeps it open), each
-# response read to its end before the next request, as a requests.Session does.
-KEEP_ALIVE_CLIENT = """
+# Three requests on one HTTP/1.1 connection, each response read to its end
+# before the next request: by http.client, and by a requests.Session.
+KEEP_ALIVE_CLIENTS = {
+    "http.client": """
 import http.client, sys
 conn = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2]), timeout=60)
 for path in ("/index.txt", "/i.txt", "/index.txt"):
@@ -148,26 +149,38 @@ for path in ("/index.txt", "/i.txt", "/index.txt"):
     response = conn.getresponse()
     sys.stdout.buffer.write(b"%d " % response.status + response.read())
 conn.close()
-"""
+""",
+    "requests": """
+import sys, requests
+with requests.Session() as session:
+    for path in ("/index.txt", "/i.txt", "/index.txt"):
+        response = session.get(f"http://{sys.argv[1]}:{sys.argv[2]}{path}", timeout=60)
+        sys.stdout.buffer.write(b"%d " % response.status_code + response.content)
+""",
+}
 KEEP_ALIVE_OUTPUT = b"".join(
     b"200 " + servers.WEB_FILES[name] for name in ("index.txt", "i.txt", "index.txt")
 )
 
 
-def keep_alive_client(sb: Sandbox) -> subprocess.CompletedProcess:
-    return run_client(sb, [sys.executable, "-c", KEEP_ALIVE_CLIENT, SERVER, str(servers.HTTP_SERVER_PORT)])
+def keep_alive_client(sb: Sandbox, client: str) -> subprocess.CompletedProcess:
+    source = KEEP_ALIVE_CLIENTS[client]
+    return run_client(sb, [sys.executable, "-c", source, SERVER, str(servers.HTTP_SERVER_PORT)])
 
 
 @pytest.mark.timeout(60)
-def test_keep_alive_client_gets_three_recorded_responses_with_http_server_absent(cassette, tmp_path):
+@pytest.mark.parametrize("client", sorted(KEEP_ALIVE_CLIENTS))
+def test_keep_alive_client_gets_three_recorded_responses_with_http_server_absent(cassette, tmp_path, client):
+    if client == "requests":
+        pytest.importorskip("requests")
     with sandbox("record", cassette) as sb:
         servers.start_http_server(sb.host("server"), tmp_path)
-        recorded = keep_alive_client(sb)
+        recorded = keep_alive_client(sb, client)
     assert (recorded.returncode, recorded.stdout) == (0, KEEP_ALIVE_OUTPUT), recorded.stderr
     assert len(connections(cassette)) == 1, "the three requests did not share one connection"
 
     with sandbox("replay", cassette) as sb:
-        replayed = keep_alive_client(sb)
+        replayed = keep_alive_client(sb, client)
     assert (replayed.returncode, replayed.stdout) == (0, KEEP_ALIVE_OUTPUT), replayed.stderr
     assert sb.divergences.ok, sb.divergences.format()
 
@@ -359,7 +372,7 @@ def test_present(netplay, tmp_path):
     servers.start_http_server(server, tmp_path)
     result = talk()
     assert result.returncode == 0 and result.stdout == %r, result
-""" % (KEEP_ALIVE_CLIENT, KEEP_ALIVE_OUTPUT),
+""" % (KEEP_ALIVE_CLIENTS["requests"], KEEP_ALIVE_OUTPUT),
     "psql_trust": """
 @pytest.mark.netplay(stall_timeout=2)
 def test_present(netplay, pg_directory):
