@@ -203,8 +203,8 @@ class UnusedRecording:
 class Stall:
     """Replay of a connection waited ``waited`` seconds for the live side of ``direction``.
 
-    Only reported: the waiting step keeps waiting. ``waiting_for`` says in
-    words which bytes or which close it needed.
+    Then the rest of the recording was played out, so the connection ended.
+    ``waiting_for`` says in words which bytes or which close it needed.
     """
 
     conn: int
