@@ -22,7 +22,16 @@ TIMEOUT = 120
 HTTP_SERVER = f"{sys.executable} -m http.server 8000"
 CURL = "curl -s --retry 10 --retry-connrefused http://10.0.0.1:8000/"
 # A server that says it was stopped, so a test can see the kill signal arrive.
-STOPPABLE = "trap 'echo got-term; exit 0' TERM; sleep 1000 & wait"
+
+
+def stoppable(ready) -> str:
+    """A command that says so when the kill signal reaches it; ``ready`` exists once it listens."""
+    return f"trap 'echo got-term; exit 0' TERM; touch {ready}; sleep 1000 & wait"
+
+
+def once_ready(ready, then: str) -> str:
+    """``then``, once ``ready`` exists: never before the other command can take the signal."""
+    return f"while [ ! -e {ready} ]; do sleep 0.05; done; {then}"
 
 needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 
@@ -64,24 +73,29 @@ def test_exit_code_from_gives_that_commands_status(tmp_path):
 
 @pytest.mark.root
 @pytest.mark.parametrize("spec", ["10.0.0.1", "first"])
-def test_exit_code_from_takes_an_address_or_a_name(spec):
-    result = netplay("run", "--names", "first,second", "--exit-code-from", spec, "exit 6", STOPPABLE)
+def test_exit_code_from_takes_an_address_or_a_name(spec, tmp_path):
+    ready = tmp_path / "ready"
+    result = netplay(
+        "run", "--names", "first,second", "--exit-code-from", spec, once_ready(ready, "exit 6"), stoppable(ready)
+    )
     assert result.returncode == 6, result.stderr
     assert "10.0.0.2 | got-term" in result.stdout
 
 
 @pytest.mark.root
-def test_abort_on_exit_stops_the_others_with_the_kill_signal():
-    result = netplay("run", "--abort-on-exit", STOPPABLE, "sleep 0.5; exit 4")
+def test_abort_on_exit_stops_the_others_with_the_kill_signal(tmp_path):
+    ready = tmp_path / "ready"
+    result = netplay("run", "--abort-on-exit", stoppable(ready), once_ready(ready, "exit 4"))
     assert result.returncode == 4, result.stderr
     assert "10.0.0.1 | got-term" in result.stdout
     assert "command 2 (10.0.0.2) exited with status 4" in result.stderr
 
 
 @pytest.mark.root
-def test_abort_on_exit_sends_sigkill_after_the_grace_period():
-    ignores_term = "trap '' TERM; echo ready; while :; do sleep 0.1; done"
-    result = netplay("run", "--abort-on-exit", "--grace", "0.5", ignores_term, "sleep 1; exit 0")
+def test_abort_on_exit_sends_sigkill_after_the_grace_period(tmp_path):
+    ready = tmp_path / "ready"
+    ignores_term = f"trap '' TERM; echo ready; touch {ready}; while :; do sleep 0.1; done"
+    result = netplay("run", "--abort-on-exit", "--grace", "0.5", ignores_term, once_ready(ready, "exit 0"))
     assert result.returncode == 0, result.stderr
     assert "10.0.0.1 | ready" in result.stdout
 
@@ -105,7 +119,11 @@ def test_replay_ends_with_the_clients_exit(tmp_path):
 
 @pytest.mark.root
 def test_plg_form_takes_the_lifecycle_flags(tmp_path):
-    result = run(PLG, "--record", "-f", "dump.traffic", "--abort-on-exit", STOPPABLE, "exit 0", cwd=tmp_path)
+    ready = tmp_path / "ready"
+    result = run(
+        PLG, "--record", "-f", "dump.traffic", "--abort-on-exit", stoppable(ready), once_ready(ready, "exit 0"),
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert "10.0.0.1 | got-term" in result.stdout
     assert (tmp_path / "dump.traffic").exists()
