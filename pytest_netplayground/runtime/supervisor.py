@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import collections
 import errno
-import heapq
-import itertools
 import os
 import select
 import signal
@@ -22,7 +20,6 @@ import subprocess
 import sys
 import time
 import traceback
-import weakref
 
 from ..core.addressing import AddressPlan
 from ..core.names import NameTable
@@ -30,6 +27,7 @@ from ..core.replay import ReplayConfig
 from ..core.router import Router, Verdict, decode_key
 from ..errors import CommandNotFound, NetplayError, SandboxError
 from . import control, hostfs, netns, sessions
+from .loop import Loop
 from .pipes import READ_SIZE, Leg, Pipe, Tap
 
 HOST_TUN = "eth0"
@@ -45,73 +43,6 @@ _CONNECT_FAILURES = {
     errno.ENETUNREACH: "unreachable",
     errno.ETIMEDOUT: "timeout",
 }
-
-
-class Loop:
-    """A minimal epoll reactor with deadlines; handlers take the event mask."""
-
-    def __init__(self) -> None:
-        self.epoll = select.epoll()
-        self.handlers: dict[int, object] = {}
-        self.timers: list[tuple[float, int, object]] = []
-        self._seq = itertools.count()
-        self.read_buffer = bytearray(READ_SIZE)  # every pipe reads into it, one read at a time
-        self.on_pipe_finished = None
-
-    @staticmethod
-    def now() -> float:
-        return time.monotonic()
-
-    def watch(self, fd: int, mask: int, handler, registered: bool = False) -> None:
-        self.handlers[fd] = handler
-        if registered:
-            self.epoll.modify(fd, mask)
-        else:
-            self.epoll.register(fd, mask)
-
-    def unwatch(self, fd: int) -> None:
-        if self.handlers.pop(fd, None) is not None:
-            try:
-                self.epoll.unregister(fd)
-            except (OSError, ValueError):
-                pass
-
-    def call_at(self, when: float, callback, owner: object = None) -> None:
-        """Run ``callback()`` at ``when``; with ``owner``, run ``callback(owner)`` if it still exists then.
-
-        The timer holds an owner weakly, so a finished connection is freed at
-        once, not when its latest timer comes due.
-        """
-        if owner is not None:
-            ref, target = weakref.ref(owner), callback
-            callback = lambda: (alive := ref()) is not None and target(alive)
-        heapq.heappush(self.timers, (when, next(self._seq), callback))
-
-    def pipe_finished(self, pipe: Pipe) -> None:
-        if self.on_pipe_finished is not None:
-            self.on_pipe_finished(pipe)
-
-    def run_once(self, max_wait: float | None) -> list[tuple[int, int]]:
-        """Wait for and handle ready descriptors and due timers; returns the (fd, events) that were ready."""
-        timeout = -1.0 if max_wait is None else max_wait
-        if self.timers:
-            until = self.timers[0][0] - time.monotonic()
-            timeout = max(0.0, until) if timeout < 0 else max(0.0, min(timeout, until))
-        try:
-            ready = self.epoll.poll(timeout)
-        except InterruptedError:
-            ready = []
-        handlers = self.handlers
-        for fd, events in ready:
-            handler = handlers.get(fd)
-            if handler is not None:
-                handler(events)
-        if self.timers:
-            now = time.monotonic()
-            while self.timers and self.timers[0][0] <= now:
-                _, _, callback = heapq.heappop(self.timers)
-                callback()
-        return ready
 
 
 class ChildProcess:
@@ -136,7 +67,7 @@ class Supervisor:
         self.router = Router(self.plan)
         self.verbose = verbose
         self.loop = Loop()
-        self.loop.on_pipe_finished = self._pipe_finished
+        self.read_buffer = bytearray(READ_SIZE)  # every pipe reads into it, one read at a time
         self.host_ns: list[int] = []
         self.host_tun: list[int] = []
         self.host_names: list[str] = []
@@ -318,7 +249,7 @@ class Supervisor:
             if answer is not None:
                 os.write(self.host_tun[answer[0]], answer[1])
             return
-        pipe = Pipe(self.loop, key, client, server, Tap())
+        pipe = Pipe(self.loop, key, client, server, Tap(), self.read_buffer, self._pipe_finished)
         self.pipes[key] = pipe
         if self.router.hosts.get(key[4:8]) not in self.inhabited:
             # Nothing ever ran there, so nothing listens: no need to ask its kernel.
