@@ -28,7 +28,9 @@ from ..core.router import Router, Verdict, decode_key
 from ..errors import CommandNotFound, NetplayError, SandboxError
 from . import control, hostfs, netns, sessions
 from .loop import Loop
+from .network import Network
 from .pipes import READ_SIZE, Leg, Pipe, Tap
+from .processes import Processes
 
 HOST_TUN = "eth0"
 # How long the proxy waits for a client whose SYN it passed on to complete the
@@ -45,22 +47,16 @@ _CONNECT_FAILURES = {
 }
 
 
-class ChildProcess:
-    __slots__ = ("pid", "pidfd", "popen", "host", "returncode")
-
-    def __init__(self, popen: subprocess.Popen, host: int):
-        self.popen = popen
-        self.pid = popen.pid
-        self.host = host
-        self.pidfd = os.pidfd_open(popen.pid)
-        self.returncode: int | None = None
-
-
 class Supervisor:
     """See the module docstring. Built in the forked child; :meth:`serve` never returns."""
 
     def __init__(
-        self, channel: socket.socket, subnet: str, verbose: bool = False, session: dict | None = None
+        self,
+        channel: socket.socket,
+        subnet: str,
+        verbose: bool = False,
+        session: dict | None = None,
+        rootless: bool = False,
     ):
         self.channel = channel
         self.plan = AddressPlan(subnet)
@@ -68,28 +64,23 @@ class Supervisor:
         self.verbose = verbose
         self.loop = Loop()
         self.read_buffer = bytearray(READ_SIZE)  # every pipe reads into it, one read at a time
-        self.host_ns: list[int] = []
-        self.host_tun: list[int] = []
-        self.host_names: list[str] = []
         self.names = NameTable()
         self.host_files = hostfs.HostFiles()
         self.pipes: dict[bytes, Pipe] = {}
         self.connecting: dict[int, Pipe] = {}
         self.listeners: dict[tuple[str, int], socket.socket] = {}
-        self.children: dict[int, ChildProcess] = {}
-        # Hosts a process was ever started in or a socket made in (only there can a
-        # server listen), with when that first happened: listen delays count from then.
-        self.inhabited: dict[int, float] = {}
         self.outbox: collections.deque[tuple[bytes, list[int], list[int]]] = collections.deque()
         self._waiting_to_send = False
         self.stopping = False
-        self.started = time.time()
         self.session = self._make_session(session or {})
         self.cassette_action: object = "abort"
         self.result: dict = {}
-        self.rootless = False
-        self._build_proxy()
-        self._start_reaper()
+        self.kill_signal = signal.SIGTERM
+        self.grace = 5.0
+        self.network = self._build_proxy()
+        self.processes = Processes(
+            self.loop, self.network, self.host_files, self.session.note_command, self._exited, rootless
+        )
         self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wakeup_w)
         signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -116,52 +107,22 @@ class Supervisor:
         except OSError:
             pass
 
-    def _start_reaper(self) -> None:
-        """Make a PID namespace whose init is a tiny reaper forked from here.
-
-        Every process spawned later lands in that namespace. When the reaper
-        dies (at teardown, or with the supervisor through PR_SET_PDEATHSIG), the
-        kernel kills everything left in it, daemons that double-forked included.
-        """
-        netns.unshare(netns.CLONE_NEWPID)
-        # Held open by the supervisor: EOF tells the reaper its parent died
-        # before the parent-death signal was armed (getppid() says 0 in here).
-        alive_r, alive_w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs as PID 1 of the namespace
-            try:
-                netns.set_parent_death_signal(signal.SIGKILL)
-                os.close(alive_w)
-                if select.select([alive_r], [], [], 0)[0]:
-                    os._exit(0)
-                os.closerange(0, 65536)
-                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT})
-                while True:
-                    try:
-                        while os.waitpid(-1, os.WNOHANG)[0] > 0:
-                            pass
-                    except ChildProcessError:
-                        pass
-                    signal.sigwaitinfo({signal.SIGCHLD})
-            finally:
-                os._exit(0)
-        os.close(alive_r)
-        self._reaper_alive = alive_w
-        self.reaper_pid = pid
-
     # -- building ---------------------------------------------------------------
 
-    def _build_proxy(self) -> None:
-        self.proxy_ns = netns.new_netns()
+    def _build_proxy(self) -> Network:
+        proxy_ns = netns.new_netns()
         netns.write_sysctl("/proc/sys/net/ipv4/tcp_tw_reuse", "1")
-        self.proxy_tun = netns.open_tun(PROXY_TUN)
+        proxy_tun = netns.open_tun(PROXY_TUN)
         netns.configure_proxy(PROXY_TUN, str(self.plan.subnet), str(self.plan.alias_network))
-        reader = self._tun_reader(self.proxy_tun, self.router.from_proxy, "proxy")
-        self.loop.watch(self.proxy_tun, select.EPOLLIN, reader)
+        network = Network(proxy_ns, proxy_tun)
+        reader = self._tun_reader(network, proxy_tun, self.router.from_proxy, "proxy")
+        self.loop.watch(proxy_tun, select.EPOLLIN, reader)
         self.loop.watch(self.channel.fileno(), select.EPOLLIN, self._control_readable)
+        return network
 
     def add_host(self, name: str | None = None) -> dict:
-        index = len(self.host_ns)
+        network = self.network
+        index = len(network.host_ns)
         address = self.plan.subnet.host_address(index)
         name = self.names.add(address, name)
         ns = tun = -1
@@ -171,7 +132,7 @@ class Supervisor:
                 tun = netns.open_tun(HOST_TUN)
                 netns.configure_host(HOST_TUN, address, self.plan.subnet.network.prefixlen)
             finally:
-                netns.setns(self.proxy_ns)
+                netns.setns(network.proxy_ns)
             self.host_files.add(name, self.names.text())
         except BaseException:
             self.names.entries.pop()
@@ -179,18 +140,18 @@ class Supervisor:
                 if fd >= 0:
                     os.close(fd)
             raise
-        self.host_ns.append(ns)
-        self.host_tun.append(tun)
-        self.host_names.append(name)
+        network.host_ns.append(ns)
+        network.host_tun.append(tun)
+        network.host_names.append(name)
         self.router.add_host(index, address)
-        self.session.note_host(address, self.host_names[-1])
-        reader = self._tun_reader(tun, self.router.from_host, name)
+        self.session.note_host(address, name)
+        reader = self._tun_reader(network, tun, self.router.from_host, name)
         self.loop.watch(tun, select.EPOLLIN, reader)
-        return {"index": index, "address": address, "name": self.host_names[-1]}
+        return {"index": index, "address": address, "name": name}
 
     # -- the router ---------------------------------------------------------------
 
-    def _tun_reader(self, tun: int, route, origin: str):
+    def _tun_reader(self, network: Network, tun: int, route, origin: str):
         """The handler that drains one TUN: each packet routed in place, then written on.
 
         Built once per TUN with everything it needs bound locally: this is the
@@ -201,8 +162,8 @@ class Supervisor:
         readv = os.readv
         write = os.write
         router = self.router
-        host_tun = self.host_tun
-        proxy_tun = self.proxy_tun
+        host_tun = network.host_tun
+        proxy_tun = network.proxy_tun
         DELIVER, TO_PROXY = Verdict.DELIVER, Verdict.TO_PROXY
         NEW_CONNECTION, REPLY = Verdict.NEW_CONNECTION, Verdict.REPLY
 
@@ -247,11 +208,11 @@ class Supervisor:
             else:
                 answer = None  # recorded as timed out: hold the SYN, never answer
             if answer is not None:
-                os.write(self.host_tun[answer[0]], answer[1])
+                os.write(self.network.host_tun[answer[0]], answer[1])
             return
         pipe = Pipe(self.loop, key, client, server, Tap(), self.read_buffer, self._pipe_finished)
         self.pipes[key] = pipe
-        if self.router.hosts.get(key[4:8]) not in self.inhabited:
+        if self.router.hosts.get(key[4:8]) not in self.processes.inhabited:
             # Nothing ever ran there, so nothing listens: no need to ask its kernel.
             self._server_leg_failed(pipe, errno.ECONNREFUSED)
         else:
@@ -282,7 +243,7 @@ class Supervisor:
     def _host_is_busy(self, address: str) -> bool:
         """Whether a process of ours runs in the host that owns ``address``."""
         index = self.router.hosts.get(socket.inet_aton(address))
-        return index is not None and any(child.host == index for child in self.children.values())
+        return index is not None and self.processes.busy(index)
 
     def _server_leg_ready(self, pipe: Pipe) -> None:
         leg = pipe.server_leg
@@ -295,7 +256,7 @@ class Supervisor:
         # must not have its banner read before there is someone to give it to.
         self.loop.watch(leg.fd, 0, lambda ev: None, registered=True)
         leg.mask = 0
-        since = self.inhabited.get(self.router.hosts.get(pipe.key[4:8]))
+        since = self.processes.inhabited.get(self.router.hosts.get(pipe.key[4:8]))
         if since is not None:
             self.session.note_listening(pipe.server, self.loop.now() - since)
         pipe.tap = self.session.tap_for(pipe, server_live=True)
@@ -305,7 +266,7 @@ class Supervisor:
         self._ensure_listener(self.plan.alias(pipe.server.host), pipe.server.port)
         syn = self.router.release(pipe.key)
         if syn is not None:
-            os.write(self.proxy_tun, syn)
+            os.write(self.network.proxy_tun, syn)
         self.loop.call_at(self.loop.now() + CLIENT_PATIENCE, self._client_never_came, owner=pipe)
 
     def _client_never_came(self, pipe: Pipe) -> None:
@@ -328,7 +289,7 @@ class Supervisor:
             now = time.monotonic()
             if pipe.retry_until is None and self._host_is_busy(pipe.server.host):
                 # Wait as long as the recorded server took to listen, from its host's start.
-                since = self.inhabited[self.router.hosts[pipe.key[4:8]]]
+                since = self.processes.inhabited[self.router.hosts[pipe.key[4:8]]]
                 pipe.retry_until = self.session.stand_in_deadline(pipe.server, since, now)
             if pipe.retry_until is not None and now < pipe.retry_until and not self.stopping:
                 # Replay with the server host busy: its server may not listen
@@ -351,7 +312,7 @@ class Supervisor:
             self.router.forget(pipe.key)
         if answer is not None:
             host, packet = answer
-            os.write(self.host_tun[host], packet)
+            os.write(self.network.host_tun[host], packet)
         pipe.close()
 
     def _ensure_listener(self, address: str, port: int) -> None:
@@ -395,86 +356,6 @@ class Supervisor:
             del self.pipes[pipe.key]
         self.router.forget(pipe.key)
 
-    # -- processes ----------------------------------------------------------------
-
-    def spawn(self, host: int, argv, env, cwd, user, group, stdio_fds, kill_signal) -> ChildProcess:
-        self.inhabited.setdefault(host, time.monotonic())
-        stdin, stdout, stderr = stdio_fds
-
-        def in_child() -> None:
-            netns.set_parent_death_signal(signal.SIGKILL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-
-        kwargs = {}
-        if (user is not None or group is not None) and self.rootless:
-            raise SandboxError(
-                f"cannot run {argv[0]!r} as user {user!r} / group {group!r}: the sandbox runs without root "
-                "(in a user namespace of this user), so its commands run as this user only"
-            )
-        if user is not None:
-            kwargs["user"] = user
-            kwargs["extra_groups"] = []
-        if group is not None:
-            kwargs["group"] = group
-        with self._in_host(host), self.host_files.entered(host):
-            popen = subprocess.Popen(
-                argv,
-                stdin=stdin,
-                stdout=stdout,
-                stderr=stderr,
-                env=env,
-                cwd=cwd,
-                start_new_session=True,
-                preexec_fn=in_child,
-                **kwargs,
-            )
-        self.session.note_command(host, list(argv))
-        child = ChildProcess(popen, host)
-        self.children[child.pid] = child
-        self.loop.watch(child.pidfd, select.EPOLLIN, lambda ev, c=child: self._child_exited(c))
-        return child
-
-    def _child_exited(self, child: ChildProcess) -> None:
-        """Reap ``child`` (it exited, or was just killed) and tell the caller its exit code."""
-        if child.pid not in self.children:
-            return
-        self.loop.unwatch(child.pidfd)
-        os.close(child.pidfd)
-        try:
-            _, status = os.waitpid(child.pid, 0)
-            child.returncode = os.waitstatus_to_exitcode(status)
-        except ChildProcessError:
-            child.returncode = -signal.SIGKILL
-        del self.children[child.pid]
-        self._post(("exit", child.pid, child.returncode))
-
-    def listening(self, host: int, port: int) -> bool:
-        """Whether a TCP socket in ``host`` listens on ``port`` (any address)."""
-        tables = []
-        with self._in_host(host):
-            for name in ("tcp", "tcp6"):
-                try:
-                    with open(f"/proc/thread-self/net/{name}") as f:
-                        tables.append(f.read())
-                except OSError:
-                    pass
-        for table in tables:
-            for line in table.splitlines()[1:]:
-                fields = line.split()
-                if len(fields) > 3 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                    return True
-        return False
-
-    def make_socket(self, host: int, family: int, type_: int) -> socket.socket:
-        self.inhabited.setdefault(host, time.monotonic())
-        with self._in_host(host):
-            return socket.socket(family, type_)
-
-    def _in_host(self, host: int):
-        """Run the body in ``host``'s network namespace (what it makes stays there), then come home."""
-        return netns.entered(self.host_ns[host], self.proxy_ns)
-
     # -- control channel ------------------------------------------------------------
 
     def _post(self, message: object, fds: list[int] = (), close_after: list[int] = ()) -> None:
@@ -509,6 +390,9 @@ class Supervisor:
         if self._waiting_to_send:
             self._waiting_to_send = False
             self.loop.watch(self.channel.fileno(), select.EPOLLIN, self._control_readable, registered=True)
+
+    def _exited(self, pid: int, returncode: int) -> None:
+        self._post(("exit", pid, returncode))
 
     def _control_readable(self, events: int) -> None:
         if events & select.EPOLLOUT:
@@ -562,7 +446,7 @@ class Supervisor:
                 else:
                     child_ends.append(None)
             try:
-                child = self.spawn(
+                child = self.processes.spawn(
                     args["host"],
                     args["argv"],
                     args["env"],
@@ -570,13 +454,12 @@ class Supervisor:
                     args.get("user"),
                     args.get("group"),
                     child_ends,
-                    args.get("kill_signal"),
                 )
             except (FileNotFoundError, PermissionError) as exc:
                 for fd in close_here + give:
                     os.close(fd)
                 what = "not found" if isinstance(exc, FileNotFoundError) else "not executable"
-                name = self.host_names[args["host"]]
+                name = self.network.host_names[args["host"]]
                 raise CommandNotFound(
                     f"command {args['argv'][0]!r} {what} in host {name} (cwd {args['cwd']!r})"
                 ) from exc
@@ -588,24 +471,16 @@ class Supervisor:
                 os.close(fd)
             return {"pid": child.pid}, give, give
         if op == "socket":
-            sock = self.make_socket(args["host"], args["family"], args["type"])
+            sock = self.processes.make_socket(args["host"], args["family"], args["type"])
             fd = sock.detach()
             return None, [fd], [fd]
         if op == "listening":
-            return self.listening(args["host"], args["port"]), [], []
+            return self.processes.listening(args["host"], args["port"]), [], []
         if op == "signal":
-            child = self.children.get(args["pid"])
-            if child is not None:
-                try:
-                    if args.get("group"):
-                        os.killpg(child.pid, args["signal"])
-                    else:
-                        os.kill(child.pid, args["signal"])
-                except ProcessLookupError:
-                    pass
+            self.processes.signal(args["pid"], args["signal"], bool(args.get("group")))
             return None, [], []
         if op == "namespaces":
-            return [os.fstat(fd).st_ino for fd in [self.proxy_ns, *self.host_ns]], [], []
+            return [os.fstat(fd).st_ino for fd in [self.network.proxy_ns, *self.network.host_ns]], [], []
         if op == "stats":
             return {"dropped": dict(self.router.dropped), "pipes": len(self.pipes)}, [], []
         if op == "close":
@@ -619,8 +494,6 @@ class Supervisor:
     # -- the loop and teardown ----------------------------------------------------------
 
     def serve(self) -> None:
-        self.kill_signal = signal.SIGTERM
-        self.grace = 5.0
         while not self.stopping:
             self.loop.run_once(None)
         self._teardown()
@@ -646,25 +519,7 @@ class Supervisor:
                 last_activity = time.monotonic()
 
     def _teardown(self) -> None:
-        for child in list(self.children.values()):
-            try:
-                os.killpg(child.pid, self.kill_signal)
-            except (ProcessLookupError, PermissionError):
-                pass
-        deadline = time.monotonic() + self.grace
-        while self.children and time.monotonic() < deadline:
-            self.loop.run_once(min(0.05, max(0.0, deadline - time.monotonic())))
-        for child in list(self.children.values()):
-            try:
-                os.killpg(child.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            self._child_exited(child)
-        try:
-            os.kill(self.reaper_pid, signal.SIGKILL)
-            os.waitpid(self.reaper_pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
+        self.processes.stop(self.kill_signal, self.grace)
         self._settle()
         for pipe in list(self.connecting.values()):
             self.session.connect_failed(pipe.client, pipe.server, "timeout")
@@ -697,8 +552,7 @@ def run_supervisor(channel: socket.socket, subnet: str, verbose: bool, **extra) 
                 (_, problem), _ = control.receive(channel)
                 if problem is not None:
                     raise SandboxError(problem)
-            sup = Supervisor(channel, subnet, verbose=verbose, **extra)
-            sup.rootless = rootless
+            sup = Supervisor(channel, subnet, verbose=verbose, rootless=rootless, **extra)
         except NetplayError as exc:
             control.send(channel, ("ready", False, exc))
             return
