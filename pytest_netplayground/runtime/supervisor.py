@@ -11,7 +11,6 @@ exits, and the kernel reclaims the namespaces.
 from __future__ import annotations
 
 import collections
-import errno
 import os
 import select
 import signal
@@ -24,27 +23,17 @@ import traceback
 from ..core.addressing import AddressPlan
 from ..core.names import NameTable
 from ..core.replay import ReplayConfig
-from ..core.router import Router, Verdict, decode_key
+from ..core.router import Router, Verdict
 from ..errors import CommandNotFound, NetplayError, SandboxError
 from . import control, hostfs, netns, sessions
 from .loop import Loop
 from .network import Network
-from .pipes import READ_SIZE, Leg, Pipe, Tap
 from .processes import Processes
+from .proxy import Proxy
 
 HOST_TUN = "eth0"
-# How long the proxy waits for a client whose SYN it passed on to complete the
-# handshake before it gives the connection up and resets the server's side
-# (the client abandoned its connect, or its SYN was forged).
-CLIENT_PATIENCE = 10.0
 PROXY_TUN = "netplay0"
 _VERDICTS = {value: name for name, value in vars(Verdict).items() if not name.startswith("_")}
-_CONNECT_FAILURES = {
-    errno.ECONNREFUSED: "refused",
-    errno.EHOSTUNREACH: "unreachable",
-    errno.ENETUNREACH: "unreachable",
-    errno.ETIMEDOUT: "timeout",
-}
 
 
 class Supervisor:
@@ -63,12 +52,8 @@ class Supervisor:
         self.router = Router(self.plan)
         self.verbose = verbose
         self.loop = Loop()
-        self.read_buffer = bytearray(READ_SIZE)  # every pipe reads into it, one read at a time
         self.names = NameTable()
         self.host_files = hostfs.HostFiles()
-        self.pipes: dict[bytes, Pipe] = {}
-        self.connecting: dict[int, Pipe] = {}
-        self.listeners: dict[tuple[str, int], socket.socket] = {}
         self.outbox: collections.deque[tuple[bytes, list[int], list[int]]] = collections.deque()
         self._waiting_to_send = False
         self.stopping = False
@@ -81,6 +66,12 @@ class Supervisor:
         self.processes = Processes(
             self.loop, self.network, self.host_files, self.session.note_command, self._exited, rootless
         )
+        self.proxy = Proxy(
+            self.loop, self.plan, self.router, self.network, self.session, self.processes, lambda: self.stopping
+        )
+        proxy_tun = self.network.proxy_tun
+        self.loop.watch(proxy_tun, select.EPOLLIN, self._tun_reader(proxy_tun, self.router.from_proxy, "proxy"))
+        self.loop.watch(self.channel.fileno(), select.EPOLLIN, self._control_readable)
         self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wakeup_w)
         signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -114,11 +105,7 @@ class Supervisor:
         netns.write_sysctl("/proc/sys/net/ipv4/tcp_tw_reuse", "1")
         proxy_tun = netns.open_tun(PROXY_TUN)
         netns.configure_proxy(PROXY_TUN, str(self.plan.subnet), str(self.plan.alias_network))
-        network = Network(proxy_ns, proxy_tun)
-        reader = self._tun_reader(network, proxy_tun, self.router.from_proxy, "proxy")
-        self.loop.watch(proxy_tun, select.EPOLLIN, reader)
-        self.loop.watch(self.channel.fileno(), select.EPOLLIN, self._control_readable)
-        return network
+        return Network(proxy_ns, proxy_tun)
 
     def add_host(self, name: str | None = None) -> dict:
         network = self.network
@@ -145,13 +132,13 @@ class Supervisor:
         network.host_names.append(name)
         self.router.add_host(index, address)
         self.session.note_host(address, name)
-        reader = self._tun_reader(network, tun, self.router.from_host, name)
+        reader = self._tun_reader(tun, self.router.from_host, name)
         self.loop.watch(tun, select.EPOLLIN, reader)
         return {"index": index, "address": address, "name": name}
 
     # -- the router ---------------------------------------------------------------
 
-    def _tun_reader(self, network: Network, tun: int, route, origin: str):
+    def _tun_reader(self, tun: int, route, origin: str):
         """The handler that drains one TUN: each packet routed in place, then written on.
 
         Built once per TUN with everything it needs bound locally: this is the
@@ -162,8 +149,9 @@ class Supervisor:
         readv = os.readv
         write = os.write
         router = self.router
-        host_tun = network.host_tun
-        proxy_tun = network.proxy_tun
+        open_server_leg = self.proxy.open_server_leg
+        host_tun = self.network.host_tun
+        proxy_tun = self.network.proxy_tun
         DELIVER, TO_PROXY = Verdict.DELIVER, Verdict.TO_PROXY
         NEW_CONNECTION, REPLY = Verdict.NEW_CONNECTION, Verdict.REPLY
 
@@ -182,7 +170,7 @@ class Supervisor:
                     elif verdict == DELIVER:
                         write(host_tun[router.target], view[:n])
                     elif verdict == NEW_CONNECTION:
-                        self._open_server_leg(router.key)
+                        open_server_leg(router.key)
                     elif verdict == REPLY:
                         write(tun, router.reply)
                 except OSError:
@@ -194,167 +182,6 @@ class Supervisor:
         from ..core.describe import describe_packet
 
         sys.stderr.write(f"netplay: {origin}: {describe_packet(bytes(packet))} -> {_VERDICTS.get(verdict)}\n")
-
-    # -- proxy pipes --------------------------------------------------------------
-
-    def _open_server_leg(self, key: bytes) -> None:
-        client, server = decode_key(key)
-        decision = self.session.on_syn(client, server)
-        if decision != sessions.Decision.LIVE:
-            if decision == sessions.Decision.REFUSE:
-                answer = self.router.refuse(key)
-            elif decision == sessions.Decision.UNREACHABLE:
-                answer = self.router.unreachable(key)
-            else:
-                answer = None  # recorded as timed out: hold the SYN, never answer
-            if answer is not None:
-                os.write(self.network.host_tun[answer[0]], answer[1])
-            return
-        pipe = Pipe(self.loop, key, client, server, Tap(), self.read_buffer, self._pipe_finished)
-        self.pipes[key] = pipe
-        if self.router.hosts.get(key[4:8]) not in self.processes.inhabited:
-            # Nothing ever ran there, so nothing listens: no need to ask its kernel.
-            self._server_leg_failed(pipe, errno.ECONNREFUSED)
-        else:
-            self._connect_server_leg(pipe)
-
-    def _connect_server_leg(self, pipe: Pipe) -> None:
-        """Connect the proxy's socket to the real server, from the client's alias and port."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            sock.bind((self.plan.alias(pipe.client.host), pipe.client.port))
-        except OSError:
-            sock.close()
-            self.router.forget(pipe.key)
-            self.router.dropped["server leg bind failed"] += 1
-            pipe.close()
-            return
-        pipe.server_leg = Leg(sock)
-        err = sock.connect_ex((pipe.server.host, pipe.server.port))
-        if err not in (0, errno.EINPROGRESS):
-            self._server_leg_failed(pipe, err)
-            return
-        self.connecting[sock.fileno()] = pipe
-        self.loop.watch(sock.fileno(), select.EPOLLOUT, lambda ev, p=pipe: self._server_leg_ready(p))
-        pipe.server_leg.mask = select.EPOLLOUT
-
-    def _host_is_busy(self, address: str) -> bool:
-        """Whether a process of ours runs in the host that owns ``address``."""
-        index = self.router.hosts.get(socket.inet_aton(address))
-        return index is not None and self.processes.busy(index)
-
-    def _server_leg_ready(self, pipe: Pipe) -> None:
-        leg = pipe.server_leg
-        err = leg.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        self.connecting.pop(leg.fd, None)
-        if err:
-            self._server_leg_failed(pipe, err)
-            return
-        # Idle until the client leg is accepted: a server that greets first
-        # must not have its banner read before there is someone to give it to.
-        self.loop.watch(leg.fd, 0, lambda ev: None, registered=True)
-        leg.mask = 0
-        since = self.processes.inhabited.get(self.router.hosts.get(pipe.key[4:8]))
-        if since is not None:
-            self.session.note_listening(pipe.server, self.loop.now() - since)
-        pipe.tap = self.session.tap_for(pipe, server_live=True)
-        self._release(pipe)
-
-    def _release(self, pipe: Pipe) -> None:
-        self._ensure_listener(self.plan.alias(pipe.server.host), pipe.server.port)
-        syn = self.router.release(pipe.key)
-        if syn is not None:
-            os.write(self.network.proxy_tun, syn)
-        self.loop.call_at(self.loop.now() + CLIENT_PATIENCE, self._client_never_came, owner=pipe)
-
-    def _client_never_came(self, pipe: Pipe) -> None:
-        """Reset the server's side of a connection whose client never completed its handshake."""
-        if pipe.finished or pipe.client_leg is not None:
-            return
-        listener = self.listeners.get((self.plan.alias(pipe.server.host), pipe.server.port))
-        if listener is not None:
-            self._accept(listener)  # it may be waiting to be accepted
-        if not pipe.finished and pipe.client_leg is None:
-            pipe.abort()
-
-    def _server_leg_failed(self, pipe: Pipe, err: int) -> None:
-        outcome = _CONNECT_FAILURES.get(err, "refused")
-        if outcome == "refused" and self.session.stand_in(pipe):
-            if pipe.server_leg is not None:
-                self.connecting.pop(pipe.server_leg.fd, None)
-                self.loop.unwatch(pipe.server_leg.fd)
-                pipe.server_leg.sock.close()
-            now = time.monotonic()
-            if pipe.retry_until is None and self._host_is_busy(pipe.server.host):
-                # Wait as long as the recorded server took to listen, from its host's start.
-                since = self.processes.inhabited[self.router.hosts[pipe.key[4:8]]]
-                pipe.retry_until = self.session.stand_in_deadline(pipe.server, since, now)
-            if pipe.retry_until is not None and now < pipe.retry_until and not self.stopping:
-                # Replay with the server host busy: its server may not listen
-                # yet. The client's SYN waits, as over a slow network.
-                pipe.server_leg = None
-                self.loop.call_at(now + 0.02, lambda: pipe.finished or self._connect_server_leg(pipe))
-                return
-            # Replay with the recorded server absent: the cassette plays it.
-            pipe.server_leg = None
-            pipe.tap = self.session.tap_for(pipe, server_live=False)
-            self._release(pipe)
-            return
-        self.session.connect_failed(pipe.client, pipe.server, outcome)
-        if outcome == "refused":
-            answer = self.router.refuse(pipe.key)
-        elif outcome == "unreachable":
-            answer = self.router.unreachable(pipe.key)
-        else:
-            answer = None
-            self.router.forget(pipe.key)
-        if answer is not None:
-            host, packet = answer
-            os.write(self.network.host_tun[host], packet)
-        pipe.close()
-
-    def _ensure_listener(self, address: str, port: int) -> None:
-        if (address, port) in self.listeners:
-            return
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((address, port))
-        sock.listen(4096)
-        self.listeners[(address, port)] = sock
-        self.loop.watch(sock.fileno(), select.EPOLLIN, lambda ev, s=sock: self._accept(s))
-
-    def _accept(self, listener: socket.socket) -> None:
-        for _ in range(64):
-            try:
-                sock, peer = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            local = sock.getsockname()
-            key = (
-                socket.inet_aton(peer[0])
-                + socket.inet_aton(self.plan.unalias(local[0]))
-                + peer[1].to_bytes(2, "big")
-                + local[1].to_bytes(2, "big")
-            )
-            pipe = self.pipes.get(key)
-            if pipe is None or pipe.client_leg is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-                sock.close()
-                continue
-            pipe.client_leg = Leg(sock)
-            pipe.start(self.loop.now())
-
-    def _pipe_finished(self, pipe: Pipe) -> None:
-        self.connecting.pop(pipe.server_leg.fd if pipe.server_leg else -1, None)
-        if self.pipes.get(pipe.key) is pipe:
-            del self.pipes[pipe.key]
-        self.router.forget(pipe.key)
 
     # -- control channel ------------------------------------------------------------
 
@@ -482,7 +309,7 @@ class Supervisor:
         if op == "namespaces":
             return [os.fstat(fd).st_ino for fd in [self.network.proxy_ns, *self.network.host_ns]], [], []
         if op == "stats":
-            return {"dropped": dict(self.router.dropped), "pipes": len(self.pipes)}, [], []
+            return {"dropped": dict(self.router.dropped), "pipes": len(self.proxy.pipes)}, [], []
         if op == "close":
             self.stopping = True
             self.kill_signal = args.get("signal", signal.SIGTERM)
@@ -510,7 +337,7 @@ class Supervisor:
         channel = self.channel.fileno()
         deadline = time.monotonic() + limit
         last_activity = time.monotonic()
-        while self.pipes:
+        while self.proxy.pipes:
             now = time.monotonic()
             if now - last_activity >= quiet or now >= deadline:
                 return
@@ -521,10 +348,7 @@ class Supervisor:
     def _teardown(self) -> None:
         self.processes.stop(self.kill_signal, self.grace)
         self._settle()
-        for pipe in list(self.connecting.values()):
-            self.session.connect_failed(pipe.client, pipe.server, "timeout")
-        for pipe in list(self.pipes.values()):
-            pipe.close()
+        self.proxy.close()
         self.session.note_udp(self.router.udp)
         self.result = self.session.finish(self.cassette_action)
         self.host_files.close()
