@@ -16,10 +16,43 @@ import subprocess
 import time
 from typing import Callable
 
-from ..errors import SandboxError
+from ..errors import CommandNotFound, SandboxError
 from . import hostfs, netns
+from .control import Spawn, StdioMode
 from .loop import Loop
 from .network import Network
+
+
+def _stdio_ends(request: Spawn) -> tuple[list, list[int], list[int]]:
+    """What the child's stdin, stdout and stderr are, the caller's ends of the pipes made for
+    them, and the descriptors to close here once the child has started."""
+    sent = iter(request.fds)
+    ends: list[object] = []
+    to_caller: list[int] = []
+    to_close: list[int] = []
+    for i, mode in enumerate(request.stdio):
+        if mode is StdioMode.FD:
+            fd = next(sent)
+            ends.append(fd)
+            to_close.append(fd)
+        elif mode is StdioMode.PIPE:
+            r, w = os.pipe2(os.O_CLOEXEC)
+            caller_end, child_end = (w, r) if i == 0 else (r, w)
+            ends.append(child_end)
+            to_close.append(child_end)
+            to_caller.append(caller_end)
+        elif mode is StdioMode.DEVNULL:
+            ends.append(subprocess.DEVNULL)
+        elif mode is StdioMode.STDOUT:
+            ends.append(subprocess.STDOUT)
+        else:
+            ends.append(None)
+    return ends, to_caller, to_close
+
+
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 class ChildProcess:
@@ -92,9 +125,31 @@ class Processes:
         self._reaper_alive = alive_w
         self.reaper_pid = pid
 
-    def spawn(self, host: int, argv, env, cwd, user, group, stdio_fds) -> ChildProcess:
+    def spawn(self, request: Spawn) -> tuple[ChildProcess, list[int]]:
+        """Start ``request``'s command; returns it and the caller's ends of its new pipes."""
+        ends, to_caller, to_close = _stdio_ends(request)
+        try:
+            child = self._start(request, ends)
+        except (FileNotFoundError, PermissionError) as exc:
+            _close(to_close + to_caller)
+            what = "not found" if isinstance(exc, FileNotFoundError) else "not executable"
+            name = self.network.host_names[request.host]
+            raise CommandNotFound(
+                f"command {request.argv[0]!r} {what} in host {name} (cwd {request.cwd!r})"
+            ) from exc
+        except OSError as exc:
+            _close(to_close + to_caller)
+            raise SandboxError(f"cannot start {list(request.argv)!r}: {exc}") from exc
+        except BaseException:
+            _close(to_close + to_caller)
+            raise
+        _close(to_close)
+        return child, to_caller
+
+    def _start(self, request: Spawn, stdio: list) -> ChildProcess:
+        host, argv, user, group = request.host, list(request.argv), request.user, request.group
         self.inhabited.setdefault(host, time.monotonic())
-        stdin, stdout, stderr = stdio_fds
+        stdin, stdout, stderr = stdio
 
         def in_child() -> None:
             netns.set_parent_death_signal(signal.SIGKILL)
@@ -118,13 +173,13 @@ class Processes:
                 stdin=stdin,
                 stdout=stdout,
                 stderr=stderr,
-                env=env,
-                cwd=cwd,
+                env=request.env,
+                cwd=request.cwd,
                 start_new_session=True,
                 preexec_fn=in_child,
                 **kwargs,
             )
-        self.note_command(host, list(argv))
+        self.note_command(host, argv)
         child = ChildProcess(popen, host)
         self.children[child.pid] = child
         self.loop.watch(child.pidfd, select.EPOLLIN, lambda ev, c=child: self._child_exited(c))

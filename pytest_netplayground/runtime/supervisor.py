@@ -15,16 +15,16 @@ import os
 import select
 import signal
 import socket
-import subprocess
 import sys
 import time
 import traceback
+from typing import Any, Callable
 
 from ..core.addressing import AddressPlan
 from ..core.names import NameTable
 from ..core.replay import ReplayConfig
 from ..core.router import Router, Verdict
-from ..errors import CommandNotFound, NetplayError, SandboxError
+from ..errors import NetplayError, SandboxError
 from . import control, hostfs, netns, sessions
 from .loop import Loop
 from .network import Network
@@ -61,7 +61,7 @@ class Supervisor:
         self.cassette_action: object = "abort"
         self.result: dict = {}
         self.kill_signal = signal.SIGTERM
-        self.grace = 5.0
+        self.grace = control.DEFAULT_GRACE
         self.network = self._build_proxy()
         self.processes = Processes(
             self.loop, self.network, self.host_files, self.session.note_command, self._exited, rootless
@@ -72,6 +72,16 @@ class Supervisor:
         proxy_tun = self.network.proxy_tun
         self.loop.watch(proxy_tun, select.EPOLLIN, self._tun_reader(proxy_tun, self.router.from_proxy, "proxy"))
         self.loop.watch(self.channel.fileno(), select.EPOLLIN, self._control_readable)
+        self.handlers: dict[type, Callable[[Any], tuple[object, list[int]]]] = {
+            control.AddHost: lambda request: (self.add_host(request.name), []),
+            control.Spawn: self._spawn,
+            control.MakeSocket: self._make_socket,
+            control.Listening: lambda request: (self.processes.listening(request.host, request.port), []),
+            control.Signal: self._signal,
+            control.Namespaces: self._namespaces,
+            control.Stats: self._stats,
+            control.Close: self._close,
+        }
         self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wakeup_w)
         signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -185,12 +195,13 @@ class Supervisor:
 
     # -- control channel ------------------------------------------------------------
 
-    def _post(self, message: object, fds: list[int] = (), close_after: list[int] = ()) -> None:
-        """Queue a message for the caller (never blocking the loop) and send what can go now."""
+    def _post(self, message: object, fds: list[int] = ()) -> None:
+        """Queue a message for the caller (never blocking the loop) and send what can go now;
+        ``fds`` go with it and are closed here once sent."""
         pieces = control.packets(message)
         for i, packet in enumerate(pieces):
             last = i == len(pieces) - 1
-            self.outbox.append((packet, list(fds) if i == 0 else [], list(close_after) if last else []))
+            self.outbox.append((packet, list(fds) if i == 0 else [], list(fds) if last else []))
         self._flush_outbox()
 
     def _flush_outbox(self) -> None:
@@ -236,87 +247,51 @@ class Supervisor:
             return
         request_id, op, args = message
         try:
-            result, send_fds, close_fds = self._dispatch(op, args, fds)
+            result, sent = self._dispatch(op, args, fds)
         except NetplayError as exc:
-            self._post(("reply", request_id, False, exc), [], [])
+            self._post(("reply", request_id, False, exc))
             return
         except Exception as exc:  # report, never die on one bad request
             err = SandboxError(f"supervisor failed on {op!r}: {exc!r}\n{traceback.format_exc()}")
-            self._post(("reply", request_id, False, err), [], [])
+            self._post(("reply", request_id, False, err))
             return
-        self._post(("reply", request_id, True, result), send_fds, close_fds)
+        self._post(("reply", request_id, True, result), sent)
 
-    def _dispatch(self, op: str, args: dict, fds: list[int]):
-        if op == "add_host":
-            return self.add_host(args.get("name")), [], []
-        if op == "spawn":
-            modes = args["stdio"]
-            fd_iter = iter(fds)
-            child_ends: list[object] = []
-            give: list[int] = []
-            close_here: list[int] = []
-            for i, mode in enumerate(modes):
-                if mode == "fd":
-                    fd = next(fd_iter)
-                    child_ends.append(fd)
-                    close_here.append(fd)
-                elif mode == "pipe":
-                    r, w = os.pipe2(os.O_CLOEXEC)
-                    mine, theirs = (w, r) if i == 0 else (r, w)
-                    child_ends.append(theirs)
-                    close_here.append(theirs)
-                    give.append(mine)
-                elif mode == "devnull":
-                    child_ends.append(subprocess.DEVNULL)
-                elif mode == "stdout":
-                    child_ends.append(subprocess.STDOUT)
-                else:
-                    child_ends.append(None)
-            try:
-                child = self.processes.spawn(
-                    args["host"],
-                    args["argv"],
-                    args["env"],
-                    args["cwd"],
-                    args.get("user"),
-                    args.get("group"),
-                    child_ends,
-                )
-            except (FileNotFoundError, PermissionError) as exc:
-                for fd in close_here + give:
-                    os.close(fd)
-                what = "not found" if isinstance(exc, FileNotFoundError) else "not executable"
-                name = self.network.host_names[args["host"]]
-                raise CommandNotFound(
-                    f"command {args['argv'][0]!r} {what} in host {name} (cwd {args['cwd']!r})"
-                ) from exc
-            except OSError as exc:
-                for fd in close_here + give:
-                    os.close(fd)
-                raise SandboxError(f"cannot start {args['argv']!r}: {exc}") from exc
-            for fd in close_here:
+    def _dispatch(self, op: str, args: dict, fds: list[int]) -> tuple[object, list[int]]:
+        """Act on one request: the reply's value, and descriptors that go with it (closed here once sent)."""
+        try:
+            request = control.parse(op, args, fds)
+        except NetplayError:
+            for fd in fds:
                 os.close(fd)
-            return {"pid": child.pid}, give, give
-        if op == "socket":
-            sock = self.processes.make_socket(args["host"], args["family"], args["type"])
-            fd = sock.detach()
-            return None, [fd], [fd]
-        if op == "listening":
-            return self.processes.listening(args["host"], args["port"]), [], []
-        if op == "signal":
-            self.processes.signal(args["pid"], args["signal"], bool(args.get("group")))
-            return None, [], []
-        if op == "namespaces":
-            return [os.fstat(fd).st_ino for fd in [self.network.proxy_ns, *self.network.host_ns]], [], []
-        if op == "stats":
-            return {"dropped": dict(self.router.dropped), "pipes": len(self.proxy.pipes)}, [], []
-        if op == "close":
-            self.stopping = True
-            self.kill_signal = args.get("signal", signal.SIGTERM)
-            self.grace = args.get("grace", 5.0)
-            self.cassette_action = args.get("cassette", "abort")
-            return None, [], []
-        raise SandboxError(f"unknown supervisor request {op!r}")
+            raise
+        return self.handlers[type(request)](request)
+
+    def _spawn(self, request: control.Spawn) -> tuple[object, list[int]]:
+        child, to_caller = self.processes.spawn(request)
+        return {"pid": child.pid}, to_caller
+
+    def _make_socket(self, request: control.MakeSocket) -> tuple[object, list[int]]:
+        fd = self.processes.make_socket(request.host, request.family, request.type).detach()
+        return None, [fd]
+
+    def _signal(self, request: control.Signal) -> tuple[object, list[int]]:
+        self.processes.signal(request.pid, request.signal, request.group)
+        return None, []
+
+    def _namespaces(self, request: control.Namespaces) -> tuple[object, list[int]]:
+        network = self.network
+        return [os.fstat(fd).st_ino for fd in [network.proxy_ns, *network.host_ns]], []
+
+    def _stats(self, request: control.Stats) -> tuple[object, list[int]]:
+        return {"dropped": dict(self.router.dropped), "pipes": len(self.proxy.pipes)}, []
+
+    def _close(self, request: control.Close) -> tuple[object, list[int]]:
+        self.stopping = True
+        self.kill_signal = request.signal
+        self.grace = request.grace
+        self.cassette_action = request.cassette
+        return None, []
 
     # -- the loop and teardown ----------------------------------------------------------
 
