@@ -17,22 +17,24 @@ import time
 from typing import Callable
 
 from ..core.addressing import AddressPlan
+from ..core.events import Outcome
 from ..core.router import Router, decode_key
-from . import sessions
 from .loop import Loop
 from .network import Network
 from .pipes import READ_SIZE, Leg, Pipe, Tap
 from .processes import Processes
+from .session import Session
 
 # How long the proxy waits for a client whose SYN it passed on to complete the
 # handshake before it gives the connection up and resets the server's side
 # (the client abandoned its connect, or its SYN was forged).
 CLIENT_PATIENCE = 10.0
+# What a failed connect of a server leg tells the client; any other error: refused.
 _CONNECT_FAILURES = {
-    errno.ECONNREFUSED: "refused",
-    errno.EHOSTUNREACH: "unreachable",
-    errno.ENETUNREACH: "unreachable",
-    errno.ETIMEDOUT: "timeout",
+    errno.ECONNREFUSED: Outcome.REFUSED,
+    errno.EHOSTUNREACH: Outcome.UNREACHABLE,
+    errno.ENETUNREACH: Outcome.UNREACHABLE,
+    errno.ETIMEDOUT: Outcome.TIMED_OUT,
 }
 
 
@@ -46,7 +48,7 @@ class Proxy:
         plan: AddressPlan,
         router: Router,
         network: Network,
-        session: sessions.Session,
+        session: Session,
         processes: Processes,
         closing: Callable[[], bool],
     ):
@@ -64,16 +66,9 @@ class Proxy:
 
     def open_server_leg(self, key: bytes) -> None:
         client, server = decode_key(key)
-        decision = self.session.on_syn(client, server)
-        if decision != sessions.Decision.LIVE:
-            if decision == sessions.Decision.REFUSE:
-                answer = self.router.refuse(key)
-            elif decision == sessions.Decision.UNREACHABLE:
-                answer = self.router.unreachable(key)
-            else:
-                answer = None  # recorded as timed out: hold the SYN, never answer
-            if answer is not None:
-                os.write(self.network.host_tun[answer[0]], answer[1])
+        outcome = self.session.on_syn(client, server)
+        if outcome is not Outcome.ESTABLISHED:
+            self._answer_syn(key, outcome)
             return
         pipe = Pipe(self.loop, key, client, server, Tap(), self.read_buffer, self._pipe_finished)
         self.pipes[key] = pipe
@@ -145,22 +140,27 @@ class Proxy:
             pipe.abort()
 
     def _server_leg_failed(self, pipe: Pipe, err: int) -> None:
-        outcome = _CONNECT_FAILURES.get(err, "refused")
-        if outcome == "refused" and self.session.stand_in(pipe):
+        outcome = _CONNECT_FAILURES.get(err, Outcome.REFUSED)
+        if outcome is Outcome.REFUSED and self.session.stand_in(pipe):
             self._stand_in(pipe)
             return
         self.session.connect_failed(pipe.client, pipe.server, outcome)
-        if outcome == "refused":
-            answer = self.router.refuse(pipe.key)
-        elif outcome == "unreachable":
-            answer = self.router.unreachable(pipe.key)
+        self._answer_syn(pipe.key, outcome)
+        self.router.forget(pipe.key)
+        pipe.close()
+
+    def _answer_syn(self, key: bytes, outcome: Outcome) -> None:
+        """Answer the client's held SYN as a failed attempt ends: a reset when refused, ICMP host
+        unreachable when unreachable; timed out, no answer at all (the SYN stays held)."""
+        if outcome is Outcome.REFUSED:
+            answer = self.router.refuse(key)
+        elif outcome is Outcome.UNREACHABLE:
+            answer = self.router.unreachable(key)
         else:
-            answer = None
-            self.router.forget(pipe.key)
+            return
         if answer is not None:
             host, packet = answer
             os.write(self.network.host_tun[host], packet)
-        pipe.close()
 
     def _stand_in(self, pipe: Pipe) -> None:
         """Replay, and the recorded server refused: wait for it if its host is busy, else the cassette plays it."""
@@ -225,6 +225,6 @@ class Proxy:
     def close(self) -> None:
         """The sandbox is closing: a server leg still connecting timed out, every pipe is closed."""
         for pipe in list(self.connecting.values()):
-            self.session.connect_failed(pipe.client, pipe.server, "timeout")
+            self.session.connect_failed(pipe.client, pipe.server, Outcome.TIMED_OUT)
         for pipe in list(self.pipes.values()):
             pipe.close()

@@ -22,7 +22,6 @@ from typing import Any, Callable
 
 from ..core.addressing import AddressPlan
 from ..core.names import NameTable
-from ..core.replay import ReplayConfig
 from ..core.router import Router, Verdict
 from ..errors import NetplayError, SandboxError
 from . import control, hostfs, netns, sessions
@@ -57,7 +56,7 @@ class Supervisor:
         self.outbox: collections.deque[tuple[bytes, list[int], list[int]]] = collections.deque()
         self._waiting_to_send = False
         self.stopping = False
-        self.session = self._make_session(session or {})
+        self.session = sessions.make_session(session or {}, self.loop, str(self.plan.subnet))
         self.cassette_action: object = "abort"
         self.result: dict = {}
         self.kill_signal = signal.SIGTERM
@@ -86,15 +85,6 @@ class Supervisor:
         signal.set_wakeup_fd(self._wakeup_w)
         signal.signal(signal.SIGTERM, self._on_sigterm)
         self.loop.watch(self._wakeup_r, select.EPOLLIN, self._drain_wakeup)
-
-    def _make_session(self, spec: dict) -> sessions.Session:
-        origin = time.monotonic()
-        mode = spec.get("mode", "live")
-        if mode == "record":
-            return sessions.Recorder(origin, spec["cassette"], str(self.plan.subnet))
-        if mode == "replay":
-            return sessions.Replayer(origin, spec["cassette"], self.loop, spec.get("replay", ReplayConfig()))
-        return sessions.Session(origin)
 
     def _on_sigterm(self, signum, frame) -> None:
         # Our parent died (PR_SET_PDEATHSIG) or someone asked us to stop.
