@@ -16,6 +16,8 @@ import subprocess
 import time
 from typing import Callable
 
+import attrs
+
 from ..errors import CommandNotFound, SandboxError
 from . import hostfs, netns
 from .control import Spawn, StdioMode
@@ -66,30 +68,24 @@ class ChildProcess:
         self.returncode: int | None = None
 
 
+@attrs.define(eq=False)
 class Processes:
     """Starts processes and sockets in hosts, and tells ``on_exit(pid, returncode)`` when one ends."""
 
-    def __init__(
-        self,
-        loop: Loop,
-        network: Network,
-        host_files: hostfs.HostFiles,
-        note_command: Callable[[int, list[str]], None],
-        on_exit: Callable[[int, int], None],
-        rootless: bool,
-    ):
-        self.loop = loop
-        self.network = network
-        self.host_files = host_files
-        self.note_command = note_command
-        self.on_exit = on_exit
-        self.rootless = rootless
-        self.children: dict[int, ChildProcess] = {}
-        # Hosts a process was ever started in or a socket made in (only there can a
-        # server listen), with when that first happened: listen delays count from then.
-        self.inhabited: dict[int, float] = {}
-        self.reaper_pid = -1
-        self._reaper_alive = -1
+    loop: Loop
+    network: Network
+    host_files: hostfs.HostFiles
+    note_command: Callable[[int, list[str]], None]
+    on_exit: Callable[[int, int], None]
+    rootless: bool
+    children: dict[int, ChildProcess] = attrs.field(init=False, factory=dict)
+    # Hosts a process was ever started in or a socket made in (only there can a
+    # server listen), with when that first happened: listen delays count from then.
+    inhabited: dict[int, float] = attrs.field(init=False, factory=dict)
+    reaper_pid: int = attrs.field(init=False, default=-1)
+    _reaper_alive: int = attrs.field(init=False, default=-1)
+
+    def __attrs_post_init__(self) -> None:
         self._start_reaper()
 
     def _start_reaper(self) -> None:

@@ -16,6 +16,8 @@ import socket
 import time
 from typing import Callable
 
+import attrs
+
 from ..core.addressing import AddressPlan
 from ..core.events import Outcome
 from ..core.router import Router, decode_key
@@ -38,33 +40,26 @@ _CONNECT_FAILURES = {
 }
 
 
+@attrs.define(eq=False)
 class Proxy:
     """Owns the pipes, the server legs still connecting and the listeners; ``closing()`` says
     whether the sandbox is closing (then a refused connection waits for its server no more)."""
 
-    def __init__(
-        self,
-        loop: Loop,
-        plan: AddressPlan,
-        router: Router,
-        network: Network,
-        session: Session,
-        processes: Processes,
-        closing: Callable[[], bool],
-    ):
-        self.loop = loop
-        self.plan = plan
-        self.router = router
-        self.network = network
-        self.session = session
-        self.processes = processes
-        self.closing = closing
-        self.pipes: dict[bytes, Pipe] = {}
-        self.connecting: dict[int, Pipe] = {}
-        self.listeners: dict[tuple[str, int], socket.socket] = {}
-        self.read_buffer = bytearray(READ_SIZE)  # every pipe reads into it, one read at a time
+    loop: Loop
+    plan: AddressPlan
+    router: Router
+    network: Network
+    session: Session
+    processes: Processes
+    closing: Callable[[], bool]
+    pipes: dict[bytes, Pipe] = attrs.field(init=False, factory=dict)
+    connecting: dict[int, Pipe] = attrs.field(init=False, factory=dict)
+    listeners: dict[tuple[str, int], socket.socket] = attrs.field(init=False, factory=dict)
+    # Every pipe reads into it, one read at a time.
+    read_buffer: bytearray = attrs.field(init=False, factory=lambda: bytearray(READ_SIZE))
 
     def open_server_leg(self, key: bytes) -> None:
+        """The router holds a new connection's SYN: answer it as the session says, or connect its server."""
         client, server = decode_key(key)
         outcome = self.session.on_syn(client, server)
         if outcome is not Outcome.ESTABLISHED:
