@@ -12,7 +12,15 @@ import time
 from pytest_netplayground.cassette import Cassette, CassetteWriter
 from pytest_netplayground.core.addressing import ConnectionKey, Endpoint
 from pytest_netplayground.core.divergence import MissingBytes, UdpNotReplayed
-from pytest_netplayground.core.events import ConnectionOpened, Data, Direction, Header, ListenDelay, UdpSeen
+from pytest_netplayground.core.events import (
+    ConnectionOpened,
+    Data,
+    Direction,
+    Header,
+    ListenDelay,
+    Outcome,
+    UdpSeen,
+)
 from pytest_netplayground.core.replay import ReplayConfig
 from pytest_netplayground.core.standin import FALLBACK_PATIENCE, LISTEN_MARGIN
 from pytest_netplayground.runtime.sessions import Recorder, Replayer
@@ -76,8 +84,8 @@ def test_a_replayer_reports_udp_and_finds_tls_streams_deep_in_a_difference(tmp_p
     server_flight = b"\x16\x03\x03\x04\x00" + bytes(1024)
     write(path, [ConnectionOpened(0.1, 0, CLIENT, WEB), Data(0.2, 0, Direction.S2C, server_flight)])
     session = replayer(path)
-    assert session.on_syn(CLIENT, WEB) == "live"
-    session.connect_failed(CLIENT, WEB, "refused")  # the recording is used, never played here
+    assert session.on_syn(CLIENT, WEB) is Outcome.ESTABLISHED
+    session.connect_failed(CLIENT, WEB, Outcome.REFUSED)  # the recording is used, never played here
     expected, actual = server_flight[884:948], server_flight[884:900]
     session.collect([MissingBytes(0, KEY, 1, Direction.S2C, 900, 1029, expected, actual)])
     session.note_udp({udp_key("10.0.0.2", "10.0.0.1", 5000, 53): 1})

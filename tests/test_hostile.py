@@ -29,7 +29,7 @@ from pytest_netplayground.core.events import (
     Outcome,
 )
 from pytest_netplayground.core.router import Router, Verdict
-from pytest_netplayground.runtime import supervisor
+from pytest_netplayground.runtime import proxy
 from tests.support import leaks
 
 pytestmark = pytest.mark.root
@@ -228,7 +228,7 @@ def test_a_connect_its_client_abandons_is_reset_at_the_server(monkeypatch):
     """The proxy connects the server before the client's handshake completes;
     a client that gives up in between (or a forged SYN) must not leave the
     server a connection that never ends, nor the supervisor a pipe."""
-    monkeypatch.setattr(supervisor, "CLIENT_PATIENCE", 0.5)
+    monkeypatch.setattr(proxy, "CLIENT_PATIENCE", 0.5)
     with Sandbox() as sb:
         server, client = sb.add_host("server"), sb.add_host("client")
         listener = server.listen(PORT)

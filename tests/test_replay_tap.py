@@ -21,9 +21,10 @@ from pytest_netplayground.core.events import (
     Direction,
     HalfClosed,
     Header,
+    Outcome,
 )
 from pytest_netplayground.core.replay import ReplayConfig
-from pytest_netplayground.runtime.sessions import BIND_PATIENCE, Decision, Replayer
+from pytest_netplayground.runtime.sessions import BIND_PATIENCE, Replayer
 
 CLIENT = Endpoint("10.0.0.2", 50000)
 SERVER = Endpoint("10.0.0.1", 80)
@@ -96,7 +97,7 @@ def replayer_of(tmp_path):
 def open_stand_in(replayer: Replayer, port: int):
     """A connection the cassette stands in for, as the supervisor opens it."""
     pipe = FakePipe(Endpoint("10.0.0.2", port))
-    assert replayer.on_syn(pipe.client, pipe.server) == Decision.LIVE
+    assert replayer.on_syn(pipe.client, pipe.server) is Outcome.ESTABLISHED
     tap = replayer.tap_for(pipe, server_live=False)
     tap.attach(pipe, time.monotonic())
     return pipe, tap

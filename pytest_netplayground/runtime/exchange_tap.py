@@ -1,6 +1,6 @@
 """Replay by exchanges: the proxy answers each live request with a recorded reply.
 
-Chosen by :class:`~.sessions.Replayer` when the replay's ``match`` is
+Chosen by :class:`~.replayer.Replayer` when the replay's ``match`` is
 ``exchange``. Every live connection of a recorded key is let through, whatever
 the number of connections recorded; the client's bytes are dropped and cut
 into requests by :class:`~..core.exchange.ExchangeReplay`, and each request is
@@ -19,10 +19,10 @@ import time
 
 from ..core.addressing import ConnectionKey, Endpoint
 from ..core.divergence import DivergenceReport, UnrecordedConnection
-from ..core.events import ConnectionOpened, Direction
+from ..core.events import ConnectionOpened, Direction, Outcome
 from ..core.exchange import Answer, Ending, ExchangeReplay, build_books
 from .pipes import Pipe, Tap
-from .sessions import Decision, Replayer
+from .replayer import Replayer
 
 C2S, S2C = Direction.C2S, Direction.S2C
 
@@ -115,15 +115,15 @@ class ExchangeReplayer(Replayer):
         )
         self.waiting: set[tuple[Endpoint, Endpoint]] = set()
 
-    def on_syn(self, client: Endpoint, server: Endpoint) -> str:
+    def on_syn(self, client: Endpoint, server: Endpoint) -> Outcome:
         got = self.matcher.open(client, server)
         if isinstance(got, ConnectionOpened):
-            return got.outcome.value  # the recorded attempt of this rank failed: so does this one
+            return got.outcome  # the recorded attempt of this rank failed: so does this one
         if ConnectionKey.of(client, server) in self.books:
             self.waiting.add((client, server))
-            return Decision.LIVE
+            return Outcome.ESTABLISHED
         self.found.append(UnrecordedConnection(client, server))
-        return Decision.REFUSE
+        return Outcome.REFUSED
 
     def tap_for(self, pipe: Pipe, server_live: bool) -> Tap:
         self.waiting.discard((pipe.client, pipe.server))
@@ -133,7 +133,7 @@ class ExchangeReplayer(Replayer):
     def stand_in(self, pipe: Pipe) -> bool:
         return (pipe.client, pipe.server) in self.waiting
 
-    def connect_failed(self, client: Endpoint, server: Endpoint, outcome: str) -> None:
+    def connect_failed(self, client: Endpoint, server: Endpoint, outcome: Outcome) -> None:
         self.waiting.discard((client, server))
 
     def finish(self, action: object) -> dict:

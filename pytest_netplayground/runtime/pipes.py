@@ -17,6 +17,7 @@ import errno
 import select
 import socket
 import struct
+from typing import Callable
 
 from ..core.addressing import Endpoint
 from ..core.events import Direction
@@ -80,14 +81,30 @@ class Tap:
 
 
 class Pipe:
-    """A proxied TCP connection between ``client`` and ``server``."""
+    """A proxied TCP connection between ``client`` and ``server``.
 
-    def __init__(self, loop, key: bytes, client: Endpoint, server: Endpoint, tap: Tap):
+    ``read_buffer`` is where its legs read into (the proxy lends every pipe
+    the same one: a read is handed on before the next); ``on_finished`` is
+    told when the pipe closes, so its owner can forget it.
+    """
+
+    def __init__(
+        self,
+        loop,
+        key: bytes,
+        client: Endpoint,
+        server: Endpoint,
+        tap: Tap,
+        read_buffer: bytearray,
+        on_finished: Callable[["Pipe"], None] | None = None,
+    ):
         self.loop = loop
         self.key = key
         self.client = client
         self.server = server
         self.tap = tap
+        self.read_buffer = read_buffer
+        self.on_finished = on_finished
         self.client_leg: Leg | None = None
         self.server_leg: Leg | None = None
         self.finished = False
@@ -139,7 +156,7 @@ class Pipe:
         direction = C2S if leg is self.client_leg else S2C
         if not leg.reading or leg.read_eof:
             return
-        buf = self.loop.read_buffer
+        buf = self.read_buffer
         try:
             n = leg.sock.recv_into(buf)
         except (BlockingIOError, InterruptedError):
@@ -255,5 +272,6 @@ class Pipe:
                 leg.sock.close()
             if leg is not None:
                 leg.handler = None  # it refers to this pipe: without the cycle, the pipe is freed at once
-        self.loop.pipe_finished(self)
+        if self.on_finished is not None:
+            self.on_finished(self)
         self.tap.closed(self, self.loop.now())

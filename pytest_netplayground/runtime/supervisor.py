@@ -11,167 +11,80 @@ exits, and the kernel reclaims the namespaces.
 from __future__ import annotations
 
 import collections
-import errno
-import heapq
-import itertools
 import os
 import select
 import signal
 import socket
-import subprocess
 import sys
 import time
 import traceback
-import weakref
+from typing import Any, Callable
 
 from ..core.addressing import AddressPlan
 from ..core.names import NameTable
-from ..core.replay import ReplayConfig
-from ..core.router import Router, Verdict, decode_key
-from ..errors import CommandNotFound, NetplayError, SandboxError
+from ..core.router import Router, Verdict
+from ..errors import NetplayError, SandboxError
 from . import control, hostfs, netns, sessions
-from .pipes import READ_SIZE, Leg, Pipe, Tap
+from .loop import Loop
+from .network import Network
+from .processes import Processes
+from .proxy import Proxy
 
 HOST_TUN = "eth0"
-# How long the proxy waits for a client whose SYN it passed on to complete the
-# handshake before it gives the connection up and resets the server's side
-# (the client abandoned its connect, or its SYN was forged).
-CLIENT_PATIENCE = 10.0
 PROXY_TUN = "netplay0"
 _VERDICTS = {value: name for name, value in vars(Verdict).items() if not name.startswith("_")}
-_CONNECT_FAILURES = {
-    errno.ECONNREFUSED: "refused",
-    errno.EHOSTUNREACH: "unreachable",
-    errno.ENETUNREACH: "unreachable",
-    errno.ETIMEDOUT: "timeout",
-}
-
-
-class Loop:
-    """A minimal epoll reactor with deadlines; handlers take the event mask."""
-
-    def __init__(self) -> None:
-        self.epoll = select.epoll()
-        self.handlers: dict[int, object] = {}
-        self.timers: list[tuple[float, int, object]] = []
-        self._seq = itertools.count()
-        self.read_buffer = bytearray(READ_SIZE)  # every pipe reads into it, one read at a time
-        self.on_pipe_finished = None
-
-    @staticmethod
-    def now() -> float:
-        return time.monotonic()
-
-    def watch(self, fd: int, mask: int, handler, registered: bool = False) -> None:
-        self.handlers[fd] = handler
-        if registered:
-            self.epoll.modify(fd, mask)
-        else:
-            self.epoll.register(fd, mask)
-
-    def unwatch(self, fd: int) -> None:
-        if self.handlers.pop(fd, None) is not None:
-            try:
-                self.epoll.unregister(fd)
-            except (OSError, ValueError):
-                pass
-
-    def call_at(self, when: float, callback, owner: object = None) -> None:
-        """Run ``callback()`` at ``when``; with ``owner``, run ``callback(owner)`` if it still exists then.
-
-        The timer holds an owner weakly, so a finished connection is freed at
-        once, not when its latest timer comes due.
-        """
-        if owner is not None:
-            ref, target = weakref.ref(owner), callback
-            callback = lambda: (alive := ref()) is not None and target(alive)
-        heapq.heappush(self.timers, (when, next(self._seq), callback))
-
-    def pipe_finished(self, pipe: Pipe) -> None:
-        if self.on_pipe_finished is not None:
-            self.on_pipe_finished(pipe)
-
-    def run_once(self, max_wait: float | None) -> list[tuple[int, int]]:
-        """Wait for and handle ready descriptors and due timers; returns the (fd, events) that were ready."""
-        timeout = -1.0 if max_wait is None else max_wait
-        if self.timers:
-            until = self.timers[0][0] - time.monotonic()
-            timeout = max(0.0, until) if timeout < 0 else max(0.0, min(timeout, until))
-        try:
-            ready = self.epoll.poll(timeout)
-        except InterruptedError:
-            ready = []
-        handlers = self.handlers
-        for fd, events in ready:
-            handler = handlers.get(fd)
-            if handler is not None:
-                handler(events)
-        if self.timers:
-            now = time.monotonic()
-            while self.timers and self.timers[0][0] <= now:
-                _, _, callback = heapq.heappop(self.timers)
-                callback()
-        return ready
-
-
-class ChildProcess:
-    __slots__ = ("pid", "pidfd", "popen", "host", "returncode")
-
-    def __init__(self, popen: subprocess.Popen, host: int):
-        self.popen = popen
-        self.pid = popen.pid
-        self.host = host
-        self.pidfd = os.pidfd_open(popen.pid)
-        self.returncode: int | None = None
 
 
 class Supervisor:
     """See the module docstring. Built in the forked child; :meth:`serve` never returns."""
 
     def __init__(
-        self, channel: socket.socket, subnet: str, verbose: bool = False, session: dict | None = None
+        self,
+        channel: socket.socket,
+        subnet: str,
+        verbose: bool = False,
+        session: dict | None = None,
+        rootless: bool = False,
     ):
         self.channel = channel
         self.plan = AddressPlan(subnet)
         self.router = Router(self.plan)
         self.verbose = verbose
         self.loop = Loop()
-        self.loop.on_pipe_finished = self._pipe_finished
-        self.host_ns: list[int] = []
-        self.host_tun: list[int] = []
-        self.host_names: list[str] = []
         self.names = NameTable()
         self.host_files = hostfs.HostFiles()
-        self.pipes: dict[bytes, Pipe] = {}
-        self.connecting: dict[int, Pipe] = {}
-        self.listeners: dict[tuple[str, int], socket.socket] = {}
-        self.children: dict[int, ChildProcess] = {}
-        # Hosts a process was ever started in or a socket made in (only there can a
-        # server listen), with when that first happened: listen delays count from then.
-        self.inhabited: dict[int, float] = {}
         self.outbox: collections.deque[tuple[bytes, list[int], list[int]]] = collections.deque()
         self._waiting_to_send = False
         self.stopping = False
-        self.started = time.time()
-        self.session = self._make_session(session or {})
+        self.session = sessions.make_session(session or {}, self.loop, str(self.plan.subnet))
         self.cassette_action: object = "abort"
         self.result: dict = {}
-        self.rootless = False
-        self._build_proxy()
-        self._start_reaper()
+        self.kill_signal = signal.SIGTERM
+        self.grace = control.DEFAULT_GRACE
+        self.network = self._build_proxy()
+        self.processes = Processes(
+            self.loop, self.network, self.host_files, self.session.note_command, self._exited, rootless
+        )
+        self.proxy = Proxy(
+            self.loop, self.plan, self.router, self.network, self.session, self.processes, lambda: self.stopping
+        )
+        proxy_tun = self.network.proxy_tun
+        self.loop.watch(proxy_tun, select.EPOLLIN, self._tun_reader(proxy_tun, self.router.from_proxy, "proxy"))
+        self.loop.watch(self.channel.fileno(), select.EPOLLIN, self._control_readable)
+        self.handlers: dict[type, Callable[[Any], tuple[object, list[int]]]] = {
+            control.AddHost: lambda request: (self.add_host(request.name), []),
+            control.Spawn: self._spawn,
+            control.MakeSocket: self._make_socket,
+            control.Listening: lambda request: (self.processes.listening(request.host, request.port), []),
+            control.Signal: self._signal,
+            control.Namespaces: self._namespaces,
+            control.Stats: self._stats,
+            control.Close: self._close,
+        }
         self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wakeup_w)
         signal.signal(signal.SIGTERM, self._on_sigterm)
         self.loop.watch(self._wakeup_r, select.EPOLLIN, self._drain_wakeup)
-
-    def _make_session(self, spec: dict) -> sessions.Session:
-        origin = time.monotonic()
-        mode = spec.get("mode", "live")
-        if mode == "record":
-            return sessions.Recorder(origin, spec["cassette"], str(self.plan.subnet))
-        if mode == "replay":
-            return sessions.Replayer(origin, spec["cassette"], self.loop, spec.get("replay", ReplayConfig()))
-        return sessions.Session(origin)
 
     def _on_sigterm(self, signum, frame) -> None:
         # Our parent died (PR_SET_PDEATHSIG) or someone asked us to stop.
@@ -185,52 +98,18 @@ class Supervisor:
         except OSError:
             pass
 
-    def _start_reaper(self) -> None:
-        """Make a PID namespace whose init is a tiny reaper forked from here.
-
-        Every process spawned later lands in that namespace. When the reaper
-        dies (at teardown, or with the supervisor through PR_SET_PDEATHSIG), the
-        kernel kills everything left in it, daemons that double-forked included.
-        """
-        netns.unshare(netns.CLONE_NEWPID)
-        # Held open by the supervisor: EOF tells the reaper its parent died
-        # before the parent-death signal was armed (getppid() says 0 in here).
-        alive_r, alive_w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs as PID 1 of the namespace
-            try:
-                netns.set_parent_death_signal(signal.SIGKILL)
-                os.close(alive_w)
-                if select.select([alive_r], [], [], 0)[0]:
-                    os._exit(0)
-                os.closerange(0, 65536)
-                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT})
-                while True:
-                    try:
-                        while os.waitpid(-1, os.WNOHANG)[0] > 0:
-                            pass
-                    except ChildProcessError:
-                        pass
-                    signal.sigwaitinfo({signal.SIGCHLD})
-            finally:
-                os._exit(0)
-        os.close(alive_r)
-        self._reaper_alive = alive_w
-        self.reaper_pid = pid
-
     # -- building ---------------------------------------------------------------
 
-    def _build_proxy(self) -> None:
-        self.proxy_ns = netns.new_netns()
+    def _build_proxy(self) -> Network:
+        proxy_ns = netns.new_netns()
         netns.write_sysctl("/proc/sys/net/ipv4/tcp_tw_reuse", "1")
-        self.proxy_tun = netns.open_tun(PROXY_TUN)
+        proxy_tun = netns.open_tun(PROXY_TUN)
         netns.configure_proxy(PROXY_TUN, str(self.plan.subnet), str(self.plan.alias_network))
-        reader = self._tun_reader(self.proxy_tun, self.router.from_proxy, "proxy")
-        self.loop.watch(self.proxy_tun, select.EPOLLIN, reader)
-        self.loop.watch(self.channel.fileno(), select.EPOLLIN, self._control_readable)
+        return Network(proxy_ns, proxy_tun)
 
     def add_host(self, name: str | None = None) -> dict:
-        index = len(self.host_ns)
+        network = self.network
+        index = len(network.host_ns)
         address = self.plan.subnet.host_address(index)
         name = self.names.add(address, name)
         ns = tun = -1
@@ -240,7 +119,7 @@ class Supervisor:
                 tun = netns.open_tun(HOST_TUN)
                 netns.configure_host(HOST_TUN, address, self.plan.subnet.network.prefixlen)
             finally:
-                netns.setns(self.proxy_ns)
+                netns.setns(network.proxy_ns)
             self.host_files.add(name, self.names.text())
         except BaseException:
             self.names.entries.pop()
@@ -248,14 +127,14 @@ class Supervisor:
                 if fd >= 0:
                     os.close(fd)
             raise
-        self.host_ns.append(ns)
-        self.host_tun.append(tun)
-        self.host_names.append(name)
+        network.host_ns.append(ns)
+        network.host_tun.append(tun)
+        network.host_names.append(name)
         self.router.add_host(index, address)
-        self.session.note_host(address, self.host_names[-1])
+        self.session.note_host(address, name)
         reader = self._tun_reader(tun, self.router.from_host, name)
         self.loop.watch(tun, select.EPOLLIN, reader)
-        return {"index": index, "address": address, "name": self.host_names[-1]}
+        return {"index": index, "address": address, "name": name}
 
     # -- the router ---------------------------------------------------------------
 
@@ -270,8 +149,9 @@ class Supervisor:
         readv = os.readv
         write = os.write
         router = self.router
-        host_tun = self.host_tun
-        proxy_tun = self.proxy_tun
+        open_server_leg = self.proxy.open_server_leg
+        host_tun = self.network.host_tun
+        proxy_tun = self.network.proxy_tun
         DELIVER, TO_PROXY = Verdict.DELIVER, Verdict.TO_PROXY
         NEW_CONNECTION, REPLY = Verdict.NEW_CONNECTION, Verdict.REPLY
 
@@ -290,7 +170,7 @@ class Supervisor:
                     elif verdict == DELIVER:
                         write(host_tun[router.target], view[:n])
                     elif verdict == NEW_CONNECTION:
-                        self._open_server_leg(router.key)
+                        open_server_leg(router.key)
                     elif verdict == REPLY:
                         write(tun, router.reply)
                 except OSError:
@@ -303,255 +183,15 @@ class Supervisor:
 
         sys.stderr.write(f"netplay: {origin}: {describe_packet(bytes(packet))} -> {_VERDICTS.get(verdict)}\n")
 
-    # -- proxy pipes --------------------------------------------------------------
-
-    def _open_server_leg(self, key: bytes) -> None:
-        client, server = decode_key(key)
-        decision = self.session.on_syn(client, server)
-        if decision != sessions.Decision.LIVE:
-            if decision == sessions.Decision.REFUSE:
-                answer = self.router.refuse(key)
-            elif decision == sessions.Decision.UNREACHABLE:
-                answer = self.router.unreachable(key)
-            else:
-                answer = None  # recorded as timed out: hold the SYN, never answer
-            if answer is not None:
-                os.write(self.host_tun[answer[0]], answer[1])
-            return
-        pipe = Pipe(self.loop, key, client, server, Tap())
-        self.pipes[key] = pipe
-        if self.router.hosts.get(key[4:8]) not in self.inhabited:
-            # Nothing ever ran there, so nothing listens: no need to ask its kernel.
-            self._server_leg_failed(pipe, errno.ECONNREFUSED)
-        else:
-            self._connect_server_leg(pipe)
-
-    def _connect_server_leg(self, pipe: Pipe) -> None:
-        """Connect the proxy's socket to the real server, from the client's alias and port."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            sock.bind((self.plan.alias(pipe.client.host), pipe.client.port))
-        except OSError:
-            sock.close()
-            self.router.forget(pipe.key)
-            self.router.dropped["server leg bind failed"] += 1
-            pipe.close()
-            return
-        pipe.server_leg = Leg(sock)
-        err = sock.connect_ex((pipe.server.host, pipe.server.port))
-        if err not in (0, errno.EINPROGRESS):
-            self._server_leg_failed(pipe, err)
-            return
-        self.connecting[sock.fileno()] = pipe
-        self.loop.watch(sock.fileno(), select.EPOLLOUT, lambda ev, p=pipe: self._server_leg_ready(p))
-        pipe.server_leg.mask = select.EPOLLOUT
-
-    def _host_is_busy(self, address: str) -> bool:
-        """Whether a process of ours runs in the host that owns ``address``."""
-        index = self.router.hosts.get(socket.inet_aton(address))
-        return index is not None and any(child.host == index for child in self.children.values())
-
-    def _server_leg_ready(self, pipe: Pipe) -> None:
-        leg = pipe.server_leg
-        err = leg.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        self.connecting.pop(leg.fd, None)
-        if err:
-            self._server_leg_failed(pipe, err)
-            return
-        # Idle until the client leg is accepted: a server that greets first
-        # must not have its banner read before there is someone to give it to.
-        self.loop.watch(leg.fd, 0, lambda ev: None, registered=True)
-        leg.mask = 0
-        since = self.inhabited.get(self.router.hosts.get(pipe.key[4:8]))
-        if since is not None:
-            self.session.note_listening(pipe.server, self.loop.now() - since)
-        pipe.tap = self.session.tap_for(pipe, server_live=True)
-        self._release(pipe)
-
-    def _release(self, pipe: Pipe) -> None:
-        self._ensure_listener(self.plan.alias(pipe.server.host), pipe.server.port)
-        syn = self.router.release(pipe.key)
-        if syn is not None:
-            os.write(self.proxy_tun, syn)
-        self.loop.call_at(self.loop.now() + CLIENT_PATIENCE, self._client_never_came, owner=pipe)
-
-    def _client_never_came(self, pipe: Pipe) -> None:
-        """Reset the server's side of a connection whose client never completed its handshake."""
-        if pipe.finished or pipe.client_leg is not None:
-            return
-        listener = self.listeners.get((self.plan.alias(pipe.server.host), pipe.server.port))
-        if listener is not None:
-            self._accept(listener)  # it may be waiting to be accepted
-        if not pipe.finished and pipe.client_leg is None:
-            pipe.abort()
-
-    def _server_leg_failed(self, pipe: Pipe, err: int) -> None:
-        outcome = _CONNECT_FAILURES.get(err, "refused")
-        if outcome == "refused" and self.session.stand_in(pipe):
-            if pipe.server_leg is not None:
-                self.connecting.pop(pipe.server_leg.fd, None)
-                self.loop.unwatch(pipe.server_leg.fd)
-                pipe.server_leg.sock.close()
-            now = time.monotonic()
-            if pipe.retry_until is None and self._host_is_busy(pipe.server.host):
-                # Wait as long as the recorded server took to listen, from its host's start.
-                since = self.inhabited[self.router.hosts[pipe.key[4:8]]]
-                pipe.retry_until = self.session.stand_in_deadline(pipe.server, since, now)
-            if pipe.retry_until is not None and now < pipe.retry_until and not self.stopping:
-                # Replay with the server host busy: its server may not listen
-                # yet. The client's SYN waits, as over a slow network.
-                pipe.server_leg = None
-                self.loop.call_at(now + 0.02, lambda: pipe.finished or self._connect_server_leg(pipe))
-                return
-            # Replay with the recorded server absent: the cassette plays it.
-            pipe.server_leg = None
-            pipe.tap = self.session.tap_for(pipe, server_live=False)
-            self._release(pipe)
-            return
-        self.session.connect_failed(pipe.client, pipe.server, outcome)
-        if outcome == "refused":
-            answer = self.router.refuse(pipe.key)
-        elif outcome == "unreachable":
-            answer = self.router.unreachable(pipe.key)
-        else:
-            answer = None
-            self.router.forget(pipe.key)
-        if answer is not None:
-            host, packet = answer
-            os.write(self.host_tun[host], packet)
-        pipe.close()
-
-    def _ensure_listener(self, address: str, port: int) -> None:
-        if (address, port) in self.listeners:
-            return
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((address, port))
-        sock.listen(4096)
-        self.listeners[(address, port)] = sock
-        self.loop.watch(sock.fileno(), select.EPOLLIN, lambda ev, s=sock: self._accept(s))
-
-    def _accept(self, listener: socket.socket) -> None:
-        for _ in range(64):
-            try:
-                sock, peer = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            local = sock.getsockname()
-            key = (
-                socket.inet_aton(peer[0])
-                + socket.inet_aton(self.plan.unalias(local[0]))
-                + peer[1].to_bytes(2, "big")
-                + local[1].to_bytes(2, "big")
-            )
-            pipe = self.pipes.get(key)
-            if pipe is None or pipe.client_leg is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-                sock.close()
-                continue
-            pipe.client_leg = Leg(sock)
-            pipe.start(self.loop.now())
-
-    def _pipe_finished(self, pipe: Pipe) -> None:
-        self.connecting.pop(pipe.server_leg.fd if pipe.server_leg else -1, None)
-        if self.pipes.get(pipe.key) is pipe:
-            del self.pipes[pipe.key]
-        self.router.forget(pipe.key)
-
-    # -- processes ----------------------------------------------------------------
-
-    def spawn(self, host: int, argv, env, cwd, user, group, stdio_fds, kill_signal) -> ChildProcess:
-        self.inhabited.setdefault(host, time.monotonic())
-        stdin, stdout, stderr = stdio_fds
-
-        def in_child() -> None:
-            netns.set_parent_death_signal(signal.SIGKILL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-
-        kwargs = {}
-        if (user is not None or group is not None) and self.rootless:
-            raise SandboxError(
-                f"cannot run {argv[0]!r} as user {user!r} / group {group!r}: the sandbox runs without root "
-                "(in a user namespace of this user), so its commands run as this user only"
-            )
-        if user is not None:
-            kwargs["user"] = user
-            kwargs["extra_groups"] = []
-        if group is not None:
-            kwargs["group"] = group
-        with self._in_host(host), self.host_files.entered(host):
-            popen = subprocess.Popen(
-                argv,
-                stdin=stdin,
-                stdout=stdout,
-                stderr=stderr,
-                env=env,
-                cwd=cwd,
-                start_new_session=True,
-                preexec_fn=in_child,
-                **kwargs,
-            )
-        self.session.note_command(host, list(argv))
-        child = ChildProcess(popen, host)
-        self.children[child.pid] = child
-        self.loop.watch(child.pidfd, select.EPOLLIN, lambda ev, c=child: self._child_exited(c))
-        return child
-
-    def _child_exited(self, child: ChildProcess) -> None:
-        """Reap ``child`` (it exited, or was just killed) and tell the caller its exit code."""
-        if child.pid not in self.children:
-            return
-        self.loop.unwatch(child.pidfd)
-        os.close(child.pidfd)
-        try:
-            _, status = os.waitpid(child.pid, 0)
-            child.returncode = os.waitstatus_to_exitcode(status)
-        except ChildProcessError:
-            child.returncode = -signal.SIGKILL
-        del self.children[child.pid]
-        self._post(("exit", child.pid, child.returncode))
-
-    def listening(self, host: int, port: int) -> bool:
-        """Whether a TCP socket in ``host`` listens on ``port`` (any address)."""
-        tables = []
-        with self._in_host(host):
-            for name in ("tcp", "tcp6"):
-                try:
-                    with open(f"/proc/thread-self/net/{name}") as f:
-                        tables.append(f.read())
-                except OSError:
-                    pass
-        for table in tables:
-            for line in table.splitlines()[1:]:
-                fields = line.split()
-                if len(fields) > 3 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                    return True
-        return False
-
-    def make_socket(self, host: int, family: int, type_: int) -> socket.socket:
-        self.inhabited.setdefault(host, time.monotonic())
-        with self._in_host(host):
-            return socket.socket(family, type_)
-
-    def _in_host(self, host: int):
-        """Run the body in ``host``'s network namespace (what it makes stays there), then come home."""
-        return netns.entered(self.host_ns[host], self.proxy_ns)
-
     # -- control channel ------------------------------------------------------------
 
-    def _post(self, message: object, fds: list[int] = (), close_after: list[int] = ()) -> None:
-        """Queue a message for the caller (never blocking the loop) and send what can go now."""
+    def _post(self, message: object, fds: list[int] = ()) -> None:
+        """Queue a message for the caller (never blocking the loop) and send what can go now;
+        ``fds`` go with it and are closed here once sent."""
         pieces = control.packets(message)
         for i, packet in enumerate(pieces):
             last = i == len(pieces) - 1
-            self.outbox.append((packet, list(fds) if i == 0 else [], list(close_after) if last else []))
+            self.outbox.append((packet, list(fds) if i == 0 else [], list(fds) if last else []))
         self._flush_outbox()
 
     def _flush_outbox(self) -> None:
@@ -579,6 +219,9 @@ class Supervisor:
             self._waiting_to_send = False
             self.loop.watch(self.channel.fileno(), select.EPOLLIN, self._control_readable, registered=True)
 
+    def _exited(self, pid: int, returncode: int) -> None:
+        self._post(("exit", pid, returncode))
+
     def _control_readable(self, events: int) -> None:
         if events & select.EPOLLOUT:
             self._flush_outbox()
@@ -594,102 +237,55 @@ class Supervisor:
             return
         request_id, op, args = message
         try:
-            result, send_fds, close_fds = self._dispatch(op, args, fds)
+            result, sent = self._dispatch(op, args, fds)
         except NetplayError as exc:
-            self._post(("reply", request_id, False, exc), [], [])
+            self._post(("reply", request_id, False, exc))
             return
         except Exception as exc:  # report, never die on one bad request
             err = SandboxError(f"supervisor failed on {op!r}: {exc!r}\n{traceback.format_exc()}")
-            self._post(("reply", request_id, False, err), [], [])
+            self._post(("reply", request_id, False, err))
             return
-        self._post(("reply", request_id, True, result), send_fds, close_fds)
+        self._post(("reply", request_id, True, result), sent)
 
-    def _dispatch(self, op: str, args: dict, fds: list[int]):
-        if op == "add_host":
-            return self.add_host(args.get("name")), [], []
-        if op == "spawn":
-            modes = args["stdio"]
-            fd_iter = iter(fds)
-            child_ends: list[object] = []
-            give: list[int] = []
-            close_here: list[int] = []
-            for i, mode in enumerate(modes):
-                if mode == "fd":
-                    fd = next(fd_iter)
-                    child_ends.append(fd)
-                    close_here.append(fd)
-                elif mode == "pipe":
-                    r, w = os.pipe2(os.O_CLOEXEC)
-                    mine, theirs = (w, r) if i == 0 else (r, w)
-                    child_ends.append(theirs)
-                    close_here.append(theirs)
-                    give.append(mine)
-                elif mode == "devnull":
-                    child_ends.append(subprocess.DEVNULL)
-                elif mode == "stdout":
-                    child_ends.append(subprocess.STDOUT)
-                else:
-                    child_ends.append(None)
-            try:
-                child = self.spawn(
-                    args["host"],
-                    args["argv"],
-                    args["env"],
-                    args["cwd"],
-                    args.get("user"),
-                    args.get("group"),
-                    child_ends,
-                    args.get("kill_signal"),
-                )
-            except (FileNotFoundError, PermissionError) as exc:
-                for fd in close_here + give:
-                    os.close(fd)
-                what = "not found" if isinstance(exc, FileNotFoundError) else "not executable"
-                name = self.host_names[args["host"]]
-                raise CommandNotFound(
-                    f"command {args['argv'][0]!r} {what} in host {name} (cwd {args['cwd']!r})"
-                ) from exc
-            except OSError as exc:
-                for fd in close_here + give:
-                    os.close(fd)
-                raise SandboxError(f"cannot start {args['argv']!r}: {exc}") from exc
-            for fd in close_here:
+    def _dispatch(self, op: str, args: dict, fds: list[int]) -> tuple[object, list[int]]:
+        """Act on one request: the reply's value, and descriptors that go with it (closed here once sent)."""
+        try:
+            request = control.parse(op, args, fds)
+        except NetplayError:
+            for fd in fds:
                 os.close(fd)
-            return {"pid": child.pid}, give, give
-        if op == "socket":
-            sock = self.make_socket(args["host"], args["family"], args["type"])
-            fd = sock.detach()
-            return None, [fd], [fd]
-        if op == "listening":
-            return self.listening(args["host"], args["port"]), [], []
-        if op == "signal":
-            child = self.children.get(args["pid"])
-            if child is not None:
-                try:
-                    if args.get("group"):
-                        os.killpg(child.pid, args["signal"])
-                    else:
-                        os.kill(child.pid, args["signal"])
-                except ProcessLookupError:
-                    pass
-            return None, [], []
-        if op == "namespaces":
-            return [os.fstat(fd).st_ino for fd in [self.proxy_ns, *self.host_ns]], [], []
-        if op == "stats":
-            return {"dropped": dict(self.router.dropped), "pipes": len(self.pipes)}, [], []
-        if op == "close":
-            self.stopping = True
-            self.kill_signal = args.get("signal", signal.SIGTERM)
-            self.grace = args.get("grace", 5.0)
-            self.cassette_action = args.get("cassette", "abort")
-            return None, [], []
-        raise SandboxError(f"unknown supervisor request {op!r}")
+            raise
+        return self.handlers[type(request)](request)
+
+    def _spawn(self, request: control.Spawn) -> tuple[object, list[int]]:
+        child, to_caller = self.processes.spawn(request)
+        return {"pid": child.pid}, to_caller
+
+    def _make_socket(self, request: control.MakeSocket) -> tuple[object, list[int]]:
+        fd = self.processes.make_socket(request.host, request.family, request.type).detach()
+        return None, [fd]
+
+    def _signal(self, request: control.Signal) -> tuple[object, list[int]]:
+        self.processes.signal(request.pid, request.signal, request.group)
+        return None, []
+
+    def _namespaces(self, request: control.Namespaces) -> tuple[object, list[int]]:
+        network = self.network
+        return [os.fstat(fd).st_ino for fd in [network.proxy_ns, *network.host_ns]], []
+
+    def _stats(self, request: control.Stats) -> tuple[object, list[int]]:
+        return {"dropped": dict(self.router.dropped), "pipes": len(self.proxy.pipes)}, []
+
+    def _close(self, request: control.Close) -> tuple[object, list[int]]:
+        self.stopping = True
+        self.kill_signal = request.signal
+        self.grace = request.grace
+        self.cassette_action = request.cassette
+        return None, []
 
     # -- the loop and teardown ----------------------------------------------------------
 
     def serve(self) -> None:
-        self.kill_signal = signal.SIGTERM
-        self.grace = 5.0
         while not self.stopping:
             self.loop.run_once(None)
         self._teardown()
@@ -706,7 +302,7 @@ class Supervisor:
         channel = self.channel.fileno()
         deadline = time.monotonic() + limit
         last_activity = time.monotonic()
-        while self.pipes:
+        while self.proxy.pipes:
             now = time.monotonic()
             if now - last_activity >= quiet or now >= deadline:
                 return
@@ -715,30 +311,9 @@ class Supervisor:
                 last_activity = time.monotonic()
 
     def _teardown(self) -> None:
-        for child in list(self.children.values()):
-            try:
-                os.killpg(child.pid, self.kill_signal)
-            except (ProcessLookupError, PermissionError):
-                pass
-        deadline = time.monotonic() + self.grace
-        while self.children and time.monotonic() < deadline:
-            self.loop.run_once(min(0.05, max(0.0, deadline - time.monotonic())))
-        for child in list(self.children.values()):
-            try:
-                os.killpg(child.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            self._child_exited(child)
-        try:
-            os.kill(self.reaper_pid, signal.SIGKILL)
-            os.waitpid(self.reaper_pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
+        self.processes.stop(self.kill_signal, self.grace)
         self._settle()
-        for pipe in list(self.connecting.values()):
-            self.session.connect_failed(pipe.client, pipe.server, "timeout")
-        for pipe in list(self.pipes.values()):
-            pipe.close()
+        self.proxy.close()
         self.session.note_udp(self.router.udp)
         self.result = self.session.finish(self.cassette_action)
         self.host_files.close()
@@ -766,8 +341,7 @@ def run_supervisor(channel: socket.socket, subnet: str, verbose: bool, **extra) 
                 (_, problem), _ = control.receive(channel)
                 if problem is not None:
                     raise SandboxError(problem)
-            sup = Supervisor(channel, subnet, verbose=verbose, **extra)
-            sup.rootless = rootless
+            sup = Supervisor(channel, subnet, verbose=verbose, rootless=rootless, **extra)
         except NetplayError as exc:
             control.send(channel, ("ready", False, exc))
             return

@@ -1,0 +1,69 @@
+"""A sandbox's session in live mode, and what the record and replay sessions build on.
+
+A session is asked at each new connection what to do (go live, refuse, stand
+in for the server), gives every proxy pipe its :class:`~.pipes.Tap`, and is
+finished at teardown. Live mode needs none of it: every connection goes
+through and nothing is written.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+
+from ..core.addressing import Endpoint
+from ..core.coverage import udp_flows
+from ..core.events import HostInfo, Outcome
+from .pipes import Pipe, Tap
+
+
+class Session:
+    """Live mode: every connection goes through, nothing is written."""
+
+    mode = "live"
+
+    def __init__(self, clock_origin: float):
+        self.t0 = clock_origin
+        self.hosts: list[HostInfo] = []
+        self.udp: tuple = ()
+
+    def t(self, now: float | None = None) -> float:
+        return round((time.monotonic() if now is None else now) - self.t0, 6)
+
+    def note_host(self, address: str, name: str) -> None:
+        self.hosts.append(HostInfo(address, name, ""))
+
+    def note_command(self, index: int, argv: list[str]) -> None:
+        info = self.hosts[index]
+        if not info.command:
+            # Quoted as a shell would, so the command shown can be run as it is.
+            command = argv[2] if argv[:2] == ["/bin/sh", "-c"] and len(argv) > 2 else shlex.join(argv)
+            self.hosts[index] = HostInfo(info.address, info.name, command)
+
+    def on_syn(self, client: Endpoint, server: Endpoint) -> Outcome:
+        """The answer a new connection's SYN gets: ESTABLISHED lets it through to the server,
+        any other outcome is given to the client as it was recorded."""
+        return Outcome.ESTABLISHED
+
+    def tap_for(self, pipe: Pipe, server_live: bool) -> Tap:
+        return Tap()
+
+    def stand_in(self, pipe: Pipe) -> bool:
+        return False
+
+    def connect_failed(self, client: Endpoint, server: Endpoint, outcome: Outcome) -> None:
+        """A connection let through failed to reach its server, with ``outcome``."""
+
+    def note_listening(self, server: Endpoint, delay: float) -> None:
+        """A live ``server`` accepted, ``delay`` seconds after its host's first process."""
+
+    def stand_in_deadline(self, server: Endpoint, host_since: float, now: float) -> float:
+        """Until when a refused connection to ``server`` in a busy host is retried."""
+        return now
+
+    def note_udp(self, counts: dict[bytes, int]) -> None:
+        """The router's UDP counts at the end of the run (see core.coverage.udp_flows)."""
+        self.udp = udp_flows(counts, self.t())
+
+    def finish(self, action: object) -> dict:
+        return {}
