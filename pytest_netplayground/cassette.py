@@ -19,8 +19,8 @@ from .cassette_writer import CassetteWriter, io_error, partial_path_for
 from .core import codec
 from .core.addressing import ConnectionKey
 from .core.codec import Decoder, End, Record, decode_record
-from .core.coverage import NOTES, RunNotes
-from .core.events import ConnectionOpened, Event, Header
+from .core.coverage import RunNotes
+from .core.events import NOTES, ConnectionOpened, Event, Header
 from .core.matching import Leads
 from .core.noise import LearnedNoise
 from .errors import CassetteError, CassetteFormatError, CassetteMissing

@@ -18,7 +18,17 @@ import attrs
 
 from ..errors import ConfigError, SubnetFull
 
-__all__ = ["Subnet", "Endpoint", "ConnectionKey", "AddressPlan", "DEFAULT_SUBNET"]
+__all__ = [
+    "AddressPlan",
+    "ConnectionKey",
+    "DEFAULT_SUBNET",
+    "Endpoint",
+    "FlowKey",
+    "Subnet",
+    "decode_key",
+    "encode_key",
+    "reverse_key",
+]
 
 DEFAULT_SUBNET = "10.0.0.0/24"
 
@@ -191,6 +201,34 @@ class ConnectionKey:
 
     def __str__(self) -> str:
         return f"{self.client_host} -> {self.server_host}:{self.server_port}"
+
+
+#: One live TCP or UDP flow as the router sees it: source address, destination
+#: address, source port, destination port, packed as in the packet's headers
+#: (12 bytes), so the router cuts it from a packet without decoding anything.
+#: Unlike :class:`ConnectionKey` it holds the client's port: it names one
+#: connection of one run, not what connections of many runs have in common.
+FlowKey = bytes
+
+_PORTS = struct.Struct("!HH")
+
+
+def encode_key(client: Endpoint, server: Endpoint) -> FlowKey:
+    """The flow key of a connection from ``client`` to ``server``."""
+    return (
+        socket.inet_aton(client.host) + socket.inet_aton(server.host) + _PORTS.pack(client.port, server.port)
+    )
+
+
+def decode_key(key: FlowKey) -> tuple[Endpoint, Endpoint]:
+    """Source (client) and destination (server) endpoints of a flow key."""
+    sport, dport = _PORTS.unpack(key[8:12])
+    return Endpoint(socket.inet_ntoa(key[0:4]), sport), Endpoint(socket.inet_ntoa(key[4:8]), dport)
+
+
+def reverse_key(key: FlowKey) -> FlowKey:
+    """The key of the packets going the other way."""
+    return key[4:8] + key[0:4] + key[10:12] + key[8:10]
 
 
 @attrs.frozen

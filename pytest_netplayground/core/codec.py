@@ -16,7 +16,6 @@ from __future__ import annotations
 from .codec_base import (
     MAX_DATA_CHUNK,
     MAX_LINE,
-    NOTES,
     End,
     Record,
     b64encode,
@@ -29,6 +28,7 @@ from .codec_base import (
 from .decoder import Decoder
 from .decoding import decode_record
 from .events import (
+    NOTES,
     Closed,
     ConnectionOpened,
     Data,

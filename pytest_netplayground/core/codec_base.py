@@ -32,7 +32,6 @@ from .noise import LearnedNoise
 __all__ = [
     "MAX_DATA_CHUNK",
     "MAX_LINE",
-    "NOTES",
     "End",
     "Record",
     "b64decode",
@@ -73,9 +72,6 @@ Record = (
     | ListenDelay
     | UdpSeen
 )
-
-# Records about the whole run: they name no connection (see codec_notes).
-NOTES = (ListenDelay, UdpSeen)
 
 # C0 controls except tab, LF and CR; DEL; C1 controls. Payloads holding any of
 # them are stored as base64, since they would show as noise in a diff.

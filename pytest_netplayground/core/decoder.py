@@ -9,9 +9,9 @@ marker. Whatever bytes it is given, it raises nothing but
 from __future__ import annotations
 
 from ..errors import CassetteFormatError
-from .codec_base import MAX_LINE, NOTES, End, Record
+from .codec_base import MAX_LINE, End, Record
 from .decoding import decode_record
-from .events import FORMAT_VERSION, ConnectionOpened, Header
+from .events import FORMAT_VERSION, NOTES, ConnectionOpened, Header
 
 __all__ = ["Decoder"]
 

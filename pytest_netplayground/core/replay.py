@@ -135,12 +135,6 @@ _END = object()  # the script has no more steps
 _UNPULLED = object()  # the next step has not been read from the script yet
 
 
-
-
-def _sender(direction: Direction) -> str:
-    return "client" if direction is Direction.C2S else "server"
-
-
 def _describe(step: Event) -> str:
     if isinstance(step, Data):
         return f"{len(step.data)} bytes {step.direction.value}"
@@ -415,11 +409,11 @@ class ConnectionReplay:
             have, need = self._live_stretch[side], self._rec_stretch[side]
             if have < need:
                 waiting_for = (
-                    f"{need} bytes {side.value} from the {_sender(side)} ({have} so far) "
+                    f"{need} bytes {side.value} from the {side.sender} ({have} so far) "
                     f"before replaying {_describe(step)}"
                 )
             else:
-                waiting_for = f"the {_sender(side)} to end its {side.value} stream before replaying {_describe(step)}"
+                waiting_for = f"the {side.sender} to end its {side.value} stream before replaying {_describe(step)}"
             self._found.append(Stall(self.opened.conn, self.opened.key, self.ordinal, side, waiting_for, waited))
             self._flushing = True
             return True
