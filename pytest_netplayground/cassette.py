@@ -32,7 +32,6 @@ __all__ = [
     "CassetteWriter",
     "ConnectionIndex",
     "partial_path_for",
-    "read_cassette",
 ]
 
 #: How much a reader asks the kernel for at a time.
@@ -110,10 +109,6 @@ class Cassette:
             scan.close()
         assert isinstance(header, Header)
         self.header: Header = header
-
-    @classmethod
-    def open(cls, path: str | os.PathLike, *, tolerate_truncation: bool = False) -> Cassette:
-        return cls(path, tolerate_truncation=tolerate_truncation)
 
     def _open_file(self):
         try:
@@ -200,18 +195,6 @@ class Cassette:
         )
         return self._index
 
-    def read_record(self, offset: int, length: int | None = None) -> Event:
-        """Decode the event whose line starts at *offset* (as found by :meth:`index`)."""
-        if length is not None:
-            return self._decode_at(self._pread(offset, length), offset)
-        with self._open_file() as f:
-            try:
-                f.seek(offset)
-                line = self._read_line(f, offset)
-            except OSError as exc:
-                raise io_error("read", self.path, exc) from exc
-        return self._decode_at(line, offset)
-
     def _pread(self, offset: int, length: int) -> bytes:
         """Read at *offset* through one descriptor kept for the life of this object:
         a replay of thousands of connections then holds one, not one each."""
@@ -254,27 +237,6 @@ class Cassette:
             )
         return record
 
-    def _read_line(self, f, offset: int) -> bytes:
-        parts: list[bytes] = []
-        size = 0
-        while size <= codec.MAX_LINE:
-            chunk = f.read(min(CHUNK_SIZE, 64 * 1024))
-            if not chunk:
-                break
-            newline = chunk.find(b"\n")
-            if newline >= 0:
-                parts.append(chunk[: newline + 1])
-                break
-            parts.append(chunk)
-            size += len(chunk)
-        else:
-            raise CassetteFormatError(
-                f"line longer than the {codec.MAX_LINE}-byte limit; expected a JSON record",
-                path=str(self.path),
-                offset=offset,
-            )
-        return b"".join(parts)
-
     def iter_connection(self, conn: int) -> Iterator[Event]:
         """One connection's events, read one by one from their indexed offsets."""
         entry = self.index().connections.get(conn)
@@ -298,7 +260,3 @@ class Cassette:
     def __repr__(self) -> str:
         return f"<Cassette {str(self.path)!r}>"
 
-
-def read_cassette(path: str | os.PathLike, *, tolerate_truncation: bool = False) -> Cassette:
-    """Open a cassette for streaming reads; raises :class:`CassetteMissing` if there is none."""
-    return Cassette(path, tolerate_truncation=tolerate_truncation)

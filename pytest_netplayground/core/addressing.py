@@ -128,14 +128,6 @@ class Subnet:
             "does not fit: use a larger subnet (a /24 has room for 254)"
         )
 
-    def index_of(self, address: str) -> int | None:
-        """Inverse of :meth:`host_address`, or None for an address outside the host range."""
-        ip = ipaddress.IPv4Address(address)
-        offset = int(ip) - int(self.network.network_address) - 1
-        if 0 <= offset < self.capacity:
-            return offset
-        return None
-
     @property
     def alias_network(self) -> ipaddress.IPv4Network:
         return _inverse_network(self.network)
@@ -233,11 +225,10 @@ def reverse_key(key: FlowKey) -> FlowKey:
 
 @attrs.frozen
 class AddressPlan:
-    """Maps between host addresses and their proxy aliases, as 4-byte values.
+    """Maps between host addresses and their proxy aliases (see the module docstring).
 
-    Precomputes, for every address, the one's-complement checksum adjustment
-    that rewriting it to its alias (or back) causes, so the hot path does one
-    dict lookup and a few integer operations per packet.
+    The router keeps, per host, the packed alias and the checksum adjustment
+    of the rewrite, so its hot path never calls these.
     """
 
     subnet: Subnet = attrs.field(converter=Subnet.parse)
@@ -251,9 +242,6 @@ class AddressPlan:
 
     def unalias(self, alias: str) -> str:
         return socket.inet_ntoa(invert(socket.inet_aton(alias)))
-
-    def is_alias(self, address: str) -> bool:
-        return ipaddress.IPv4Address(address) in self.alias_network
 
 
 def invert(packed: bytes) -> bytes:
