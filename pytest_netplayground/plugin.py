@@ -205,20 +205,17 @@ def netplay(request: pytest.FixtureRequest, netplay_config, netplay_cassette_dir
     except ConfigError as exc:
         # A safety net: the merge validates with the sandbox's own validators.
         failure = f"{request.node.nodeid}: netplay settings refused by the sandbox: {exc}"
+    else:
+        try:
+            sandbox.start()
+        except NetplayError as exc:
+            failure = f"cannot start the sandbox: {exc}"
     if failure is not None:
         shutil.rmtree(output_dir, ignore_errors=True)
         _remove_if_empty(created)
         pytest.fail(failure, pytrace=False)
     state = NetplayState(sandbox, settings, cassette, mode, output_dir, run=run, runs=runs)
     request.node.stash[_state_key] = state
-    try:
-        sandbox.start()
-    except NetplayError as exc:
-        failure = f"cannot start the sandbox: {exc}"
-    if failure is not None:
-        shutil.rmtree(output_dir, ignore_errors=True)
-        _remove_if_empty(created)
-        pytest.fail(failure, pytrace=False)
     try:
         yield sandbox
     finally:

@@ -9,51 +9,29 @@ import sys
 import pytest
 
 NETPLAY = [sys.executable, "-m", "pytest_netplayground"]
+POSITIVE = "expected a finite number above 0"
 
 
 @pytest.mark.parametrize(
-    ("args", "complaint"),
+    ("command", "flag", "value", "allowed"),
     [
-        (
-            ["replay", "--speed", "inf"],
-            "netplay replay: error: argument --speed: expected a finite number above 0, got 'inf'",
-        ),
-        (
-            ["replay", "--speed", "0"],
-            "netplay replay: error: argument --speed: expected a finite number above 0, got '0'",
-        ),
-        (
-            ["replay", "--stall-timeout", "-1"],
-            "netplay replay: error: argument --stall-timeout: expected a finite number above 0, got '-1'",
-        ),
-        (
-            ["replay", "--settle", "0"],
-            "netplay replay: error: argument --settle: expected a finite number above 0, got '0'",
-        ),
-        (
-            ["replay", "--settle", "nan"],
-            "netplay replay: error: argument --settle: expected a finite number above 0, got 'nan'",
-        ),
-        (
-            ["run", "--grace", "-1"],
-            "netplay run: error: argument --grace: expected a finite number of 0 or more, got '-1'",
-        ),
-        (
-            ["record", "--runs", "10"],
-            "netplay record: error: argument --runs: expected a number of recordings from 1 to 9, got '10'",
-        ),
-        (
-            ["--replay", "--speed", "inf"],
-            "netplay: error: argument --speed: expected a finite number above 0, got 'inf'",
-        ),
+        ("replay", "--speed", "inf", POSITIVE),
+        ("replay", "--speed", "0", POSITIVE),
+        ("replay", "--stall-timeout", "-1", POSITIVE),
+        ("replay", "--settle", "0", POSITIVE),
+        ("replay", "--settle", "nan", POSITIVE),
+        ("run", "--grace", "-1", "expected a finite number of 0 or more"),
+        ("record", "--runs", "10", "expected a number of recordings from 1 to 9"),
+        ("--replay", "--speed", "inf", POSITIVE),  # the original tool's flags
     ],
 )
-def test_a_bad_number_is_one_usage_error_line(tmp_path, args, complaint):
+def test_a_bad_number_is_one_usage_error_line(tmp_path, command, flag, value, allowed):
     result = subprocess.run(
-        [*NETPLAY, *args, "true"], capture_output=True, text=True, cwd=tmp_path, timeout=60
+        [*NETPLAY, command, flag, value, "true"], capture_output=True, text=True, cwd=tmp_path, timeout=60
     )
+    prog = "netplay" if command.startswith("-") else f"netplay {command}"
     assert result.returncode == 2
-    assert result.stderr.splitlines()[-1] == complaint
+    assert result.stderr.splitlines()[-1] == f"{prog}: error: argument {flag}: {allowed}, got '{value}'"
     assert "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []
 
