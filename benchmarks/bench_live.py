@@ -49,11 +49,8 @@ on Ctrl-C and SIGTERM too.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import json
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -61,16 +58,25 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-HERE = Path(__file__).resolve()
-REPO = HERE.parent.parent
+# When this file is run as a script its directory is first on sys.path.
+from common import (
+    machine_line,
+    parse_json_output,
+    prepare,
+    quantile,
+    read_ready,
+    self_time,
+    stop,
+    veth_pair,
+    write_json,
+)
+from common import print_table as print_rows
+from common import verdict as common_verdict
+from common import worker_argv as common_worker_argv
 
-VETH_SERVER = "10.99.0.1"
-VETH_CLIENT = "10.99.0.2"
-PREFIXLEN = 24
-VETH_IF = "veth0"
+HERE = Path(__file__).resolve()
 
 IPERF_PORT = 5201
 RR_PORT = 5301
@@ -205,26 +211,12 @@ def worker_main(argv: list[str]) -> None:
         raise SystemExit(f"unknown worker role {role!r}")
 
 
+
 def worker_argv(role: str, *args: object) -> list[str]:
-    return [sys.executable, str(HERE), "_worker", role, *(str(a) for a in args)]
+    return common_worker_argv(HERE, role, *args)
 
 
 # -- helpers ------------------------------------------------------------------------------------------
-
-
-def quantile(values: list[float], q: int) -> float:
-    """The q-th percentile (inclusive method)."""
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
-
-
-def parse_json_output(what: str, result: subprocess.CompletedProcess) -> dict:
-    if result.returncode != 0:
-        err = result.stderr.decode(errors="replace") if result.stderr else ""
-        out = result.stdout.decode(errors="replace") if result.stdout else ""
-        raise RuntimeError(f"{what} exited with {result.returncode}: {err.strip()} {out.strip()[-500:]}")
-    return json.loads(result.stdout)
 
 
 def iperf_bits_per_second(result: subprocess.CompletedProcess) -> float:
@@ -233,153 +225,6 @@ def iperf_bits_per_second(result: subprocess.CompletedProcess) -> float:
         raise RuntimeError(f"iperf3: {data['error']}")
     return float(data["end"]["sum_received"]["bits_per_second"])
 
-
-def read_ready(process) -> None:
-    line = process.stdout.readline()
-    if line.strip() != b"ready":
-        raise RuntimeError(f"server {process.args!r} did not start (said {line!r})")
-
-
-def stop(process) -> None:
-    if process.poll() is None:
-        process.kill()
-    try:
-        process.wait(5)
-    except subprocess.TimeoutExpired:
-        pass
-    if process.stdout is not None:
-        process.stdout.close()
-
-
-def listening_in(pid: int, port: int) -> bool:
-    """Whether a TCP socket in process ``pid``'s network namespace listens on ``port``."""
-    lines = []
-    for table in ("tcp", "tcp6"):
-        try:
-            with open(f"/proc/{pid}/net/{table}") as f:
-                lines += f.read().splitlines()[1:]
-        except OSError:
-            pass
-    for line in lines:
-        fields = line.split()
-        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-            return True
-    return False
-
-
-# -- the direct veth baseline -------------------------------------------------------------------------
-
-_libc = ctypes.CDLL(None, use_errno=True)
-CLONE_NEWNET = 0x40000000
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-
-
-@contextlib.contextmanager
-def signals_held() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM back for the body; they are delivered right after it."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-class VethPair:
-    """Two named namespaces joined by a veth pair; ``a`` serves on 10.99.0.1, ``b`` is the client."""
-
-    def __init__(self, prefix: str):
-        self.names = (f"{prefix}-a", f"{prefix}-b")
-        self.created: list[str] = []
-        self.processes: list[subprocess.Popen] = []
-        self.fds: dict[str, int] = {}
-        self.server_address = VETH_SERVER
-
-    def create(self) -> None:
-        with signals_held():  # a Ctrl-C lands after this, when close() knows every name made
-            self._create()
-
-    def _create(self) -> None:
-        from pyroute2 import IPRoute, netns
-
-        a, b = self.names
-        for name in self.names:
-            self.created.append(name)  # before create: a half-made one is removed too
-            netns.create(name)
-        for name, address, peer in ((a, VETH_SERVER, b), (b, VETH_CLIENT, None)):
-            netns.pushns(name)
-            try:
-                with IPRoute() as ipr:
-                    if peer is not None:
-                        ipr.link(
-                            "add", ifname=VETH_IF, kind="veth", peer={"ifname": VETH_IF, "net_ns_fd": peer}
-                        )
-                    idx = ipr.link_lookup(ifname=VETH_IF)[0]
-                    ipr.addr("add", index=idx, address=address, prefixlen=PREFIXLEN)
-                    ipr.link("set", index=idx, state="up")
-                    ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-            finally:
-                netns.popns()
-
-    def close(self) -> None:
-        with signals_held():  # a second Ctrl-C must not cut the clean-up short
-            self._close()
-
-    def _close(self) -> None:
-        from pyroute2 import netns
-
-        for process in self.processes:
-            stop(process)
-        self.processes.clear()
-        for fd in self.fds.values():
-            os.close(fd)
-        self.fds.clear()
-        while self.created:
-            name = self.created.pop()
-            try:
-                netns.remove(name)
-            except OSError:
-                pass
-
-    def _enter(self, side: int):
-        name = self.names[side]
-        if name not in self.fds:
-            self.fds[name] = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
-        fd = self.fds[name]
-
-        def preexec() -> None:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                os._exit(126)
-
-        return preexec
-
-    def spawn(self, side: int, argv: list[str], stdout=None) -> subprocess.Popen:
-        preexec = self._enter(side)
-        quiet = subprocess.DEVNULL
-        process = subprocess.Popen(argv, stdout=stdout, stderr=quiet, preexec_fn=preexec)  # noqa: PLW1509
-        self.processes.append(process)
-        return process
-
-    def run(self, side: int, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
-        preexec = self._enter(side)
-        return subprocess.run(argv, check=False, capture_output=True, timeout=timeout, preexec_fn=preexec)
-
-    def wait_for_port(self, process: subprocess.Popen, port: int, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not listening_in(process.pid, port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{process.args!r} did not listen on port {port}")
-            time.sleep(0.005)
-
-
-@contextlib.contextmanager
-def veth_pair(prefix: str) -> Iterator[VethPair]:
-    """A ready :class:`VethPair`, removed on the way out whatever happens (Ctrl-C included)."""
-    pair = VethPair(prefix)
-    try:
-        pair.create()
-        yield pair
-    finally:
-        pair.close()
 
 
 class SandboxSetup:
@@ -546,30 +391,12 @@ def profile_throughput(size: str, out: str, native: bool = False, top: int = 15)
     return self_time(out, top)
 
 
-def self_time(path: str, top: int = 12) -> list[tuple[str, float]]:
-    """The functions with the most self time in py-spy's raw output, in % of the samples."""
-    counts: dict[str, int] = {}
-    total = 0
-    with open(path) as f:
-        for line in f:
-            stack, _, count = line.rstrip("\n").rpartition(" ")
-            if not stack:
-                continue
-            leaf = stack.split(";")[-1]
-            counts[leaf] = counts.get(leaf, 0) + int(count)
-            total += int(count)
-    ranked = sorted(counts.items(), key=lambda item: -item[1])[:top]
-    return [(name, 100.0 * n / total) for name, n in ranked]
-
-
 # -- report -------------------------------------------------------------------------------------------
 
 
 def verdict(name: str, value: float) -> tuple[str, bool]:
     op, limit = TARGETS[name]
-    met = value >= limit if op == ">=" else value <= limit
-    unit = " ms" if name.endswith("_ms") else "x"
-    return f"{op} {limit:g}{unit}", met
+    return common_verdict(op, limit, value, " ms" if name.endswith("_ms") else "x")
 
 
 def build_report(veth: dict, sandbox: dict) -> tuple[list[list[str]], dict, dict]:
@@ -643,63 +470,10 @@ def build_report(veth: dict, sandbox: dict) -> tuple[list[list[str]], dict, dict
 
 
 def print_table(rows: list[list[str]]) -> None:
-    header = ["metric", "direct veth", "sandbox", "ratio", "target", "status"]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
-    print("-|-".join("-" * w for w in widths))
-    for row in rows:
-        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:4], widths[1:4])]
-        cells += [c.ljust(w) for c, w in zip(row[4:], widths[4:])]
-        print(" | ".join(cells).rstrip())
+    print_rows(["metric", "direct veth", "sandbox", "ratio", "target", "status"], rows, "lrrrll")
 
 
 # -- main ---------------------------------------------------------------------------------------------
-
-
-def machine_line() -> str:
-    return f"{os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}"
-
-
-def write_json(path: str, args: argparse.Namespace, params: dict, load: float, numbers: dict) -> None:
-    """Every number of a run, with what was run and on what machine."""
-    data = {
-        "mode": "quick" if args.quick else "full",
-        "params": params,
-        "machine": {
-            "cores": os.cpu_count(),
-            "kernel": platform.release(),
-            "python": platform.python_version(),
-            "load_average_at_start": load,
-        },
-        **numbers,
-    }
-    with open(path, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def prepare(parser: argparse.ArgumentParser, headline: str) -> float:
-    """What every benchmark does first: check root, import the package, trap signals, say the load."""
-    if os.geteuid() != 0:
-        parser.error("needs root (network namespaces)")
-    try:
-        import pytest_netplayground  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, str(REPO))
-    import pyroute2  # noqa: F401  (imported up front: setup timings exclude the import)
-
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
-    load = os.getloadavg()[0]
-    print(f"{headline}; load average {load:.2f}", flush=True)
-    if load > 0.5:
-        print("  (other work is running on this machine: the numbers will be noisy)", flush=True)
-    return load
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -17,7 +17,7 @@ Client *i* talks to server *i*, at a fifth of the rate each, for 10 s (3 s with 
 At each rate of the ladder (500, 1000 and 1500 new connections a second in all; 1000 with
 ``--quick``) the pair runs in four setups, one after the other:
 
-* direct veth: two network namespaces joined by a veth pair (``bench_live.VethPair``), the
+* direct veth: two network namespaces joined by a veth pair (``common.VethPair``), the
   servers in one on ports 9000-9004, the clients in the other: the baseline;
 * live: a live-mode sandbox of 10 hosts, each server and each client in a host of its own;
 * record: the same in record mode, the cassette in a temporary directory;
@@ -37,7 +37,7 @@ the same programs at 200 a second and asserts only what holds at any speed (no c
 or byte lost, memory flat, descriptors bounded); how fast is this script's business.
 
 Needs: root, python3 with pyroute2 (a dependency of the package). Helpers come from
-``bench_live.py`` beside this file. Traffic goes only between the namespaces this script makes;
+``common.py`` beside this file. Traffic goes only between the namespaces this script makes;
 they and the temporary directory are removed at the end, on Ctrl-C and SIGTERM too.
 """
 
@@ -52,7 +52,8 @@ import time
 from pathlib import Path
 
 # When this file is run as a script its directory is first on sys.path.
-from bench_live import REPO, machine_line, prepare, quantile, veth_pair, write_json
+from common import REPO, machine_line, prepare, quantile, veth_pair, write_json
+from common import print_table as print_rows
 
 sys.path.insert(0, str(REPO / "tests" / "support"))
 import load_programs  # noqa: E402  (the load test's own programs)
@@ -165,14 +166,7 @@ def build_rows(results: dict[int, dict[str, dict]]) -> list[list[str]]:
 
 
 def print_table(rows: list[list[str]]) -> None:
-    header = ["offered", "setup", "achieved", "vs veth", "p50 ms", "p99 ms", "lost"]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
-    print("-|-".join("-" * w for w in widths))
-    for row in rows:
-        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
-        cells += [c.rjust(w) for c, w in zip(row[2:6], widths[2:6])] + [row[6]]
-        print(" | ".join(cells).rstrip())
+    print_rows(["offered", "setup", "achieved", "vs veth", "p50 ms", "p99 ms", "lost"], rows, "llrrrrl")
 
 
 def target_met(results: dict[int, dict[str, dict]]) -> bool | None:

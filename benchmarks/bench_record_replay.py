@@ -41,7 +41,7 @@ sampling the supervisor, writes py-spy's raw (collapsed stacks) output to
 time in each; ``--native`` samples C frames too.
 
 Needs: root, python3 with pyroute2 (a dependency of the package); for ``--profile`` only,
-py-spy (``pip install py-spy``). Helpers come from ``bench_live.py`` beside this file. Traffic
+py-spy (``pip install py-spy``). Helpers come from ``common.py`` beside this file. Traffic
 goes only between the hosts of the sandboxes this script makes; the temporary directory is
 removed at the end, on Ctrl-C and SIGTERM too.
 """
@@ -66,10 +66,12 @@ import time
 from pathlib import Path
 
 # When this file is run as a script its directory is first on sys.path.
-from bench_live import machine_line, parse_json_output, prepare, read_ready, self_time, stop, write_json
+from common import machine_line, parse_json_output, prepare, read_ready, self_time, stop, write_json
+from common import print_table as print_rows
+from common import verdict as common_verdict
+from common import worker_argv as common_worker_argv
 
 HERE = Path(__file__).resolve()
-REPO = HERE.parent.parent
 
 PORT = 5401
 BLOCK = bytes(range(256)) * 4096  # 1 MiB of the pattern; byte i of the stream is i % 256
@@ -82,9 +84,9 @@ SETUPS = ("live", "record", "replay")
 LABELS = {"live": "live", "record": "record", "replay": "replay-flood"}
 
 TARGETS = {
-    "record_over_live": (">=", 0.8, ">= 0.8x"),
-    "replay_over_live": (">=", 1.0, ">= 1.0x"),
-    "replay_peak_memory_mb": ("<", 100.0, "< 100 MB"),
+    "record_over_live": (">=", 0.8, "x"),
+    "replay_over_live": (">=", 1.0, "x"),
+    "replay_peak_memory_mb": ("<", 100.0, " MB"),
 }
 
 
@@ -147,7 +149,7 @@ def worker_main(argv: list[str]) -> None:
 
 
 def worker_argv(role: str, *args: object) -> list[str]:
-    return [sys.executable, str(HERE), "_worker", role, *(str(a) for a in args)]
+    return common_worker_argv(HERE, role, *args)
 
 
 # -- supervisor memory ------------------------------------------------------------------------------------
@@ -372,9 +374,8 @@ def profile(params: dict, workdir: Path, prefix: str, native: bool) -> dict[str,
 
 
 def verdict(name: str, value: float) -> tuple[str, bool]:
-    op, limit, text = TARGETS[name]
-    met = {">=": value >= limit, "<": value < limit}[op]
-    return text, met
+    op, limit, unit = TARGETS[name]
+    return common_verdict(op, limit, value, unit)
 
 
 def build_report(summary: dict, memory: dict, size: int) -> tuple[list[list[str]], dict]:
@@ -417,14 +418,7 @@ def build_report(summary: dict, memory: dict, size: int) -> tuple[list[list[str]
 
 
 def print_table(rows: list[list[str]]) -> None:
-    header = ["metric", "value", "target", "status"]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
-    print("-|-".join("-" * w for w in widths))
-    for row in rows:
-        cells = [row[0].ljust(widths[0]), row[1].rjust(widths[1])]
-        cells += [c.ljust(w) for c, w in zip(row[2:], widths[2:])]
-        print(" | ".join(cells).rstrip())
+    print_rows(["metric", "value", "target", "status"], rows, "lrll")
 
 
 # -- main -------------------------------------------------------------------------------------------------

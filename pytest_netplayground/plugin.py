@@ -17,11 +17,19 @@ import pytest
 from .core.coverage import udp_line
 from .errors import ConfigError, NetplayError
 from .learning import commit_with_noise, run_path
-from .settings import MARKER_KEYS, MODES, Settings, cassette_name, check_marker, merge, resolved_mode
+from .settings import (
+    MARKER_KEYS,
+    SESSION_MODES,
+    Settings,
+    cassette_name,
+    check_marker,
+    merge,
+    resolved_mode,
+)
 
 OPTIONS = {
     # key: (flag, help)
-    "mode": ("--netplay", f"record and replay mode: {', '.join(MODES)} (default off: live, nothing written)"),
+    "mode": ("--netplay", f"record and replay mode: {', '.join(SESSION_MODES)} (default off: live, nothing written)"),
     "dir": (
         "--netplay-dir",
         "directory that holds the cassettes (default: cassettes/ beside each test module)",
@@ -158,7 +166,7 @@ def netplay(request: pytest.FixtureRequest, netplay_config, netplay_cassette_dir
         settings = merge(
             [
                 ("ini", _ini_layer(config)),
-                ("netplay_config fixture", dict(netplay_config)),
+                ("netplay_config fixture", netplay_config),
                 (f"{request.node.nodeid}: @pytest.mark.netplay", dict(marker.kwargs) if marker else {}),
                 ("command line", _cli_layer(config)),
             ]
@@ -180,29 +188,34 @@ def netplay(request: pytest.FixtureRequest, netplay_config, netplay_cassette_dir
     created = _missing_directories(cassette.parent) if mode == "record" else []
     output_dir = tempfile.mkdtemp(prefix="netplay-output-")
     run, runs = request.node.stash.get(_run_key, (1, 1)) if mode == "record" else (1, 1)
-    sandbox = Sandbox(
-        settings.subnet,
-        mode=mode,
-        cassette=(cassette if runs == 1 else run_path(cassette, run)) if mode != "live" else None,
-        pace=settings.pace,
-        speed=settings.speed,
-        stall_timeout=settings.stall_timeout,
-        settle=settings.settle,
-        match=settings.match,
-        output_dir=output_dir,
-        ignore=settings.ignore,
-        check=settings.check,
-    )
-    state = NetplayState(sandbox, settings, cassette, mode, output_dir, run=run, runs=runs)
-    request.node.stash[_state_key] = state
     try:
-        sandbox.start()
-    except NetplayError as exc:
-        failure = f"cannot start the sandbox: {exc}"
+        sandbox = Sandbox(
+            settings.subnet,
+            mode=mode,
+            cassette=(cassette if runs == 1 else run_path(cassette, run)) if mode != "live" else None,
+            pace=settings.pace,
+            speed=settings.speed,
+            stall_timeout=settings.stall_timeout,
+            settle=settings.settle,
+            match=settings.match,
+            output_dir=output_dir,
+            ignore=settings.ignore,
+            check=settings.check,
+        )
+    except ConfigError as exc:
+        # A safety net: the merge validates with the sandbox's own validators.
+        failure = f"{request.node.nodeid}: netplay settings refused by the sandbox: {exc}"
+    else:
+        try:
+            sandbox.start()
+        except NetplayError as exc:
+            failure = f"cannot start the sandbox: {exc}"
     if failure is not None:
         shutil.rmtree(output_dir, ignore_errors=True)
         _remove_if_empty(created)
         pytest.fail(failure, pytrace=False)
+    state = NetplayState(sandbox, settings, cassette, mode, output_dir, run=run, runs=runs)
+    request.node.stash[_state_key] = state
     try:
         yield sandbox
     finally:

@@ -7,18 +7,21 @@ raw values of each layer and hands them here.
 from __future__ import annotations
 
 import hashlib
-import math
 import re
+from collections.abc import Callable, Mapping
 
 import attrs
 
+from .core import defaults
 from .core.addressing import DEFAULT_SUBNET, Subnet
-from .core.exchange import Match
+from .core.exchange import match_mode
 from .core.noise import IgnoreRule, check_hosts, ignore_rules
-from .core.replay import Pacing
+from .core.replay import pacing
+from .core.validation import positive_number, record_runs
 from .errors import ConfigError
 
-MODES = ("off", "record", "replay", "once")
+#: What ``--netplay`` takes: the session's mode (each test resolves it with :func:`resolved_mode`).
+SESSION_MODES = ("off", "record", "replay", "once")
 MARKER_KEYS = (
     "subnet", "pace", "speed", "strict", "cassette", "stall_timeout", "settle", "match", "ignore", "check"
 )
@@ -36,42 +39,16 @@ def _bool(value: object) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
-def _positive(value: object) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"expected a finite number above 0, got {value!r}")
-    number = float(value)  # type: ignore[arg-type]
-    if not number > 0 or not math.isfinite(number):
-        raise ValueError(f"expected a finite number above 0, got {value!r}")
-    return number
-
-
 def _mode(value: object) -> str:
     text = str(value).strip().lower()
-    if text not in MODES:
-        raise ValueError(f"expected one of {', '.join(MODES)}, got {value!r}")
+    if text not in SESSION_MODES:
+        raise ValueError(f"expected one of {', '.join(SESSION_MODES)}, got {value!r}")
     return text
 
 
-def _pace(value: object) -> str:
-    text = str(value).strip().lower()
-    allowed = [p.value for p in Pacing]
-    if text not in allowed:
-        raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
-    return text
-
-
-def _runs(value: object) -> int:
-    if isinstance(value, bool) or str(value).strip() not in ("1", "2", "3", "4", "5", "6", "7", "8", "9"):
-        raise ValueError(f"expected a number of recordings from 1 to 9, got {value!r}")
-    return int(str(value).strip())
-
-
-def _match(value: object) -> str:
-    text = str(value).strip().lower()
-    allowed = [m.value for m in Match]
-    if text not in allowed:
-        raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
-    return text
+def _value_of(convert: Callable[[object], object]) -> Callable[[object], str]:
+    """The core's enum converter, keeping the member's value: settings hold plain values."""
+    return lambda value: convert(value).value  # type: ignore[attr-defined]
 
 
 def _subnet(value: object) -> str:
@@ -88,16 +65,16 @@ def _cassette(value: object) -> str:
 CONVERTERS = {
     "mode": _mode,
     "subnet": _subnet,
-    "pace": _pace,
-    "speed": _positive,
+    "pace": _value_of(pacing),
+    "speed": positive_number,
     "strict": _bool,
-    "stall_timeout": _positive,
-    "settle": _positive,
+    "stall_timeout": positive_number,
+    "settle": positive_number,
     "cassette": _cassette,
     "ignore": ignore_rules,
     "check": check_hosts,
-    "record_runs": _runs,
-    "match": _match,
+    "record_runs": record_runs,
+    "match": _value_of(match_mode),
 }
 
 
@@ -107,19 +84,19 @@ class Settings:
 
     mode: str = "off"
     subnet: str = DEFAULT_SUBNET
-    pace: str = "causal"
-    speed: float = 1.0
+    pace: str = defaults.PACE
+    speed: float = defaults.SPEED
     strict: bool = True
-    stall_timeout: float = 5.0
-    settle: float = 0.2
+    stall_timeout: float = defaults.STALL_TIMEOUT
+    settle: float = defaults.SETTLE
     cassette: str | None = None
     ignore: tuple[IgnoreRule, ...] = ()
     check: tuple[str, ...] = ()
     record_runs: int = 1
-    match: str = "connection"
+    match: str = defaults.MATCH
 
 
-def merge(layers: list[tuple[str, dict]]) -> Settings:
+def merge(layers: list[tuple[str, Mapping]]) -> Settings:
     """Apply ``(source, values)`` layers in order, later ones winning.
 
     ``None`` values mean "not given here". A bad value is a :class:`ConfigError`
@@ -127,6 +104,10 @@ def merge(layers: list[tuple[str, dict]]) -> Settings:
     """
     values: dict = {}
     for source, layer in layers:
+        if not isinstance(layer, Mapping):
+            raise ConfigError(
+                f"{source}: expected a dict of settings like {{'speed': 2}}, got {type(layer).__name__}"
+            )
         for key, raw in layer.items():
             if raw is None:
                 continue

@@ -8,9 +8,9 @@ import os
 import pytest
 
 from pytest_netplayground import cassette as cassette_module
-from pytest_netplayground.cassette import Cassette, CassetteWriter, partial_path_for, read_cassette
+from pytest_netplayground.cassette import Cassette, CassetteWriter, partial_path_for
 from pytest_netplayground.core import codec
-from pytest_netplayground.core.codec import End, encode_end, encode_event, encode_header
+from pytest_netplayground.core.codec import End, decode_record, encode_end, encode_event, encode_header
 from pytest_netplayground.core.events import (
     Closed,
     ConnectionOpened,
@@ -228,7 +228,7 @@ def test_a_directory_where_the_cassette_should_be(tmp_path):
 def test_reading_a_committed_cassette(tmp_path):
     path = tmp_path / "rec.jsonl"
     record(path)
-    cassette = read_cassette(path)
+    cassette = Cassette(path)
     assert cassette.header == HEADER
     assert cassette.complete is None  # not known before a full pass
     assert list(cassette.events()) == EVENTS
@@ -238,7 +238,7 @@ def test_reading_a_committed_cassette(tmp_path):
 
 def test_missing_cassette(tmp_path):
     with pytest.raises(CassetteMissing, match="nope.jsonl does not exist") as info:
-        Cassette.open(tmp_path / "nope.jsonl")
+        Cassette(tmp_path / "nope.jsonl")
     assert isinstance(info.value, FileNotFoundError)
 
 
@@ -356,8 +356,7 @@ def test_index_locates_each_connections_records(tmp_path):
         for offset, length in entry.spans():
             assert blob[offset - 1 : offset] == b"\n"
             assert blob[offset + length - 1 : offset + length] == b"\n"
-            assert cassette.read_record(offset).conn == entry.conn
-            assert cassette.read_record(offset, length) == cassette.read_record(offset)
+            assert decode_record(blob[offset : offset + length]).conn == entry.conn
     assert cassette.index() is index
 
 
@@ -392,15 +391,15 @@ def test_index_of_a_truncated_recording(tmp_path):
     assert len(index.connections[0]) == 1
 
 
-def test_reading_a_record_at_a_wrong_offset(tmp_path):
+def test_a_cassette_changed_since_it_was_indexed_is_a_located_error(tmp_path):
     path = tmp_path / "rec.jsonl"
     record(path)
     cassette = Cassette(path)
-    with pytest.raises(CassetteFormatError, match="found a header, expected an event"):
-        cassette.read_record(0)
-    with pytest.raises(CassetteFormatError) as info:
-        cassette.read_record(5)
-    assert info.value.offset == 5 and info.value.path == str(path)
+    offset, _ = next(cassette.index().connections[1].spans())
+    record(path, [EVENTS[0], EVENTS[1], Data(0.003, 0, Direction.C2S, b"a longer request " * 4), *EVENTS[3:]])
+    with pytest.raises(CassetteFormatError, match="has the cassette changed since it was indexed") as info:
+        list(cassette.iter_connection(1))
+    assert info.value.offset == offset and info.value.path == str(path)
 
 
 def test_iter_connection_of_an_unknown_connection(tmp_path):

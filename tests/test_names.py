@@ -150,7 +150,7 @@ def test_names_are_written_in_the_cassette_and_shown(tmp_path):
         assert conn.recv(2) == b"hi"
         conn.close()
         accepted.close()
-    header = Cassette.open(path).header
+    header = Cassette(path).header
     assert [(h.address, h.name) for h in header.hosts] == [("10.0.0.1", "server"), ("10.0.0.2", "client")]
     shown = subprocess.run(
         [sys.executable, "-m", "pytest_netplayground", "show", str(path)],

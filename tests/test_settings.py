@@ -263,5 +263,47 @@ def test_once_records_a_missing_cassette():
 @pytest.mark.parametrize("key", ["speed", "stall_timeout", "settle"])
 @pytest.mark.parametrize("value", ["inf", "-1", "0", "nan"])
 def test_a_setting_that_no_replay_could_use_is_refused_where_it_was_given(key, value):
-    with pytest.raises(ConfigError, match=rf"command line: bad value for '{key}': expected a finite number above 0"):
+    with pytest.raises(
+        ConfigError, match=rf"command line: bad value for '{key}': expected a finite number above 0"
+    ):
         merge([("command line", {key: value})])
+
+
+# -- one validation path ------------------------------------------------------------
+
+REPLAY_KEYS = {"pace": "pacing", "speed": "speed", "stall_timeout": "stall_timeout", "settle": "settle"}
+
+
+@pytest.mark.parametrize("key", sorted(REPLAY_KEYS) + ["match"])
+@pytest.mark.parametrize(
+    "value",
+    ["2", "0.5", 3, "0", "-1", "inf", "1e400", "nan", "", "fast", True, "flood", "Causal", "exchange"],
+)
+def test_the_settings_merge_and_the_replay_config_accept_and_refuse_the_same_values(key, value):
+    from pytest_netplayground.core.replay import ReplayConfig
+
+    def outcome(convert):
+        try:
+            return ("ok", convert())
+        except ConfigError as exc:
+            return ("refused", str(exc).rpartition(": ")[2])
+
+    merged = outcome(lambda: getattr(merge([("ini", {key: value})]), key))
+    configured = outcome(
+        lambda: getattr(ReplayConfig(**{REPLAY_KEYS.get(key, key): value}), REPLAY_KEYS.get(key, key))
+    )
+    if configured[0] == "ok" and key in ("pace", "match"):
+        configured = ("ok", configured[1].value)
+    assert merged == configured
+
+
+def test_every_face_has_the_same_defaults():
+    from pytest_netplayground.cli import build_parser
+    from pytest_netplayground.core.replay import ReplayConfig
+
+    settings, config = Settings(), ReplayConfig()
+    args = build_parser().parse_args(["replay", "a"])
+    assert settings.stall_timeout == config.stall_timeout == args.stall_timeout == 5.0
+    assert settings.settle == config.settle == args.settle
+    assert settings.speed == config.speed
+    assert settings.pace == config.pacing.value and settings.match == config.match.value == args.match

@@ -6,9 +6,10 @@ import argparse
 import sys
 from typing import Sequence
 
+from ..core import defaults
 from ..errors import NetplayError
 from .commands import COMMANDS, EXIT_ERROR, cmd_record, cmd_replay, cmd_run
-from .options import DEFAULT_FILE, DEFAULT_MATCH, DEFAULT_SETTLE, build_legacy_parser, build_parser
+from .options import DEFAULT_FILE, build_legacy_parser, build_parser
 from .runner import exit_code_of, run_commands
 
 EXIT_USAGE = 2
@@ -51,9 +52,10 @@ def _run_command(prog: str, command, args: argparse.Namespace) -> int:
 def legacy_main(argv: Sequence[str], prog: str = "plg") -> int:
     args = build_legacy_parser(prog).parse_args(argv)
     args.causal = False
-    args.stall_timeout = 5.0
-    args.settle = DEFAULT_SETTLE
-    args.match = DEFAULT_MATCH
+    # Replay settings the original tool's flags cannot set.
+    args.stall_timeout = defaults.STALL_TIMEOUT
+    args.settle = defaults.SETTLE
+    args.match = defaults.MATCH
     args.ignore = []
     args.check = []
     args.runs = 1

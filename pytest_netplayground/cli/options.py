@@ -3,17 +3,35 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from .. import __version__
+from ..core import defaults
 from ..core.addressing import DEFAULT_SUBNET
+from ..core.exchange import Match
+from ..core.validation import non_negative_number, positive_number, record_runs
+from ..errors import ConfigError
 
 DEFAULT_FILE = "test.traffic"
 #: A command given as this makes its host but runs nothing in it.
 NO_COMMAND = "-"
-#: Replay settings the original tool's flags cannot set.
-DEFAULT_SETTLE = 0.2
-DEFAULT_MATCH = "connection"
-MAX_RUNS = 9
+
+
+def _checked(convert: Callable[[str], object], name: str) -> Callable[[str], object]:
+    """An argparse type from a shared validator: a bad value is a usage error naming the flag."""
+
+    def parse(text: str) -> object:
+        try:
+            return convert(text)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = name  # argparse names the type in some of its messages
+    return parse
+
+
+_POSITIVE = _checked(positive_number, "positive number")
+_NON_NEGATIVE = _checked(non_negative_number, "non-negative number")
 
 
 def _add_sandbox_options(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +52,10 @@ def _add_sandbox_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every packet the router sees")
     parser.add_argument(
-        "--grace", type=float, default=5.0, help="seconds between the kill signal and SIGKILL (default 5)"
+        "--grace",
+        type=_NON_NEGATIVE,
+        default=defaults.GRACE,
+        help=f"seconds between the kill signal and SIGKILL (default {defaults.GRACE:g})",
     )
     parser.add_argument(
         "--names",
@@ -87,7 +108,7 @@ def _add_strict(parser: argparse.ArgumentParser) -> None:
 def _add_replay_options(parser: argparse.ArgumentParser) -> None:
     pacing = parser.add_mutually_exclusive_group()
     pacing.add_argument(
-        "--speed", type=float, metavar="X", help="pace as recorded, X times as fast (--speed 1: as recorded)"
+        "--speed", type=_POSITIVE, metavar="X", help="pace as recorded, X times as fast (--speed 1: as recorded)"
     )
     pacing.add_argument("--flood", action="store_true", help="send recorded bytes as fast as possible")
     pacing.add_argument(
@@ -98,19 +119,19 @@ def _add_replay_options(parser: argparse.ArgumentParser) -> None:
     _add_strict(parser)
     parser.add_argument(
         "--stall-timeout",
-        type=float,
-        default=5.0,
+        type=_POSITIVE,
+        default=defaults.STALL_TIMEOUT,
         metavar="S",
         help="a causal replay waiting longer than S seconds for a silent side reports a stall "
-        "and plays the rest of the recording (default 5)",
+        f"and plays the rest of the recording (default {defaults.STALL_TIMEOUT:g})",
     )
     parser.add_argument(
         "--settle",
-        type=float,
-        default=DEFAULT_SETTLE,
+        type=_POSITIVE,
+        default=defaults.SETTLE,
         metavar="S",
         help="a live side that sent less than recorded has had its turn after S seconds of quiet "
-        f"(default {DEFAULT_SETTLE:g})",
+        f"(default {defaults.SETTLE:g})",
     )
     parser.add_argument(
         "--ignore",
@@ -130,23 +151,17 @@ def _add_replay_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--match",
-        choices=("connection", "exchange"),
-        default=DEFAULT_MATCH,
+        choices=[match.value for match in Match],
+        default=defaults.MATCH,
         help="pair each live connection with a recorded one (connection, the default), or answer each "
         "request with the reply to the same recorded request of any connection (exchange: for pools)",
     )
 
 
-def _runs(value: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= MAX_RUNS:
-        raise argparse.ArgumentTypeError(f"expected a number of runs from 1 to {MAX_RUNS}, got {value!r}")
-    return int(value)
-
-
 def _add_runs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--runs",
-        type=_runs,
+        type=_checked(record_runs, "number of runs"),
         default=1,
         metavar="N",
         help="run the commands N times and store what differed between the runs as noise (default 1); "
@@ -196,7 +211,7 @@ def build_legacy_parser(prog: str = "plg") -> argparse.ArgumentParser:
     mode.add_argument("--replay", action="store_true", help="replay the TCP traffic in --file")
     parser.add_argument("-f", "--file", default=DEFAULT_FILE, help=f"cassette (default {DEFAULT_FILE})")
     pacing = parser.add_mutually_exclusive_group()
-    pacing.add_argument("--speed", type=float, metavar="X", help="replay paced as recorded, X times as fast")
+    pacing.add_argument("--speed", type=_POSITIVE, metavar="X", help="replay paced as recorded, X times as fast")
     pacing.add_argument("--flood", action="store_true", help="replay as fast as possible")
     _add_strict(parser)
     _add_keep_going(parser)

@@ -18,7 +18,17 @@ import attrs
 
 from ..errors import ConfigError, SubnetFull
 
-__all__ = ["Subnet", "Endpoint", "ConnectionKey", "AddressPlan", "DEFAULT_SUBNET"]
+__all__ = [
+    "AddressPlan",
+    "ConnectionKey",
+    "DEFAULT_SUBNET",
+    "Endpoint",
+    "FlowKey",
+    "Subnet",
+    "decode_key",
+    "encode_key",
+    "reverse_key",
+]
 
 DEFAULT_SUBNET = "10.0.0.0/24"
 
@@ -118,14 +128,6 @@ class Subnet:
             "does not fit: use a larger subnet (a /24 has room for 254)"
         )
 
-    def index_of(self, address: str) -> int | None:
-        """Inverse of :meth:`host_address`, or None for an address outside the host range."""
-        ip = ipaddress.IPv4Address(address)
-        offset = int(ip) - int(self.network.network_address) - 1
-        if 0 <= offset < self.capacity:
-            return offset
-        return None
-
     @property
     def alias_network(self) -> ipaddress.IPv4Network:
         return _inverse_network(self.network)
@@ -193,13 +195,40 @@ class ConnectionKey:
         return f"{self.client_host} -> {self.server_host}:{self.server_port}"
 
 
+#: One live TCP or UDP flow as the router sees it: source address, destination
+#: address, source port, destination port, packed as in the packet's headers
+#: (12 bytes), so the router cuts it from a packet without decoding anything.
+#: Unlike :class:`ConnectionKey` it holds the client's port: it names one
+#: connection of one run, not what connections of many runs have in common.
+FlowKey = bytes
+
+_PORTS = struct.Struct("!HH")
+
+
+def encode_key(client: Endpoint, server: Endpoint) -> FlowKey:
+    """The flow key of a connection from ``client`` to ``server``."""
+    return (
+        socket.inet_aton(client.host) + socket.inet_aton(server.host) + _PORTS.pack(client.port, server.port)
+    )
+
+
+def decode_key(key: FlowKey) -> tuple[Endpoint, Endpoint]:
+    """Source (client) and destination (server) endpoints of a flow key."""
+    sport, dport = _PORTS.unpack(key[8:12])
+    return Endpoint(socket.inet_ntoa(key[0:4]), sport), Endpoint(socket.inet_ntoa(key[4:8]), dport)
+
+
+def reverse_key(key: FlowKey) -> FlowKey:
+    """The key of the packets going the other way."""
+    return key[4:8] + key[0:4] + key[10:12] + key[8:10]
+
+
 @attrs.frozen
 class AddressPlan:
-    """Maps between host addresses and their proxy aliases, as 4-byte values.
+    """Maps between host addresses and their proxy aliases (see the module docstring).
 
-    Precomputes, for every address, the one's-complement checksum adjustment
-    that rewriting it to its alias (or back) causes, so the hot path does one
-    dict lookup and a few integer operations per packet.
+    The router keeps, per host, the packed alias and the checksum adjustment
+    of the rewrite, so its hot path never calls these.
     """
 
     subnet: Subnet = attrs.field(converter=Subnet.parse)
@@ -213,9 +242,6 @@ class AddressPlan:
 
     def unalias(self, alias: str) -> str:
         return socket.inet_ntoa(invert(socket.inet_aton(alias)))
-
-    def is_alias(self, address: str) -> bool:
-        return ipaddress.IPv4Address(address) in self.alias_network
 
 
 def invert(packed: bytes) -> bytes:

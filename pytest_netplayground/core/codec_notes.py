@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 
-from .codec import _Fields, _json, _line, _time
+from .codec_base import encode_line, encode_time, json_text
+from .decoding import Fields
 from .events import ListenDelay, Note, UdpSeen
 
 __all__ = ["NOTE_NAMES", "decode_note", "encode_note"]
@@ -20,26 +21,30 @@ NOTE_NAMES = ("listen", "udp")
 
 def encode_note(note: Note) -> bytes:
     """One note as one newline-terminated line."""
-    head = [("t", _time(note.t, "t"))]
+    head = [("t", encode_time(note.t, "t"))]
     if isinstance(note, ListenDelay):
-        return _line(
+        return encode_line(
             head
-            + [("ev", '"listen"'), ("server", _json(str(note.server))), ("delay", _time(note.delay, "delay"))]
+            + [
+                ("ev", '"listen"'),
+                ("server", json_text(str(note.server))),
+                ("delay", encode_time(note.delay, "delay")),
+            ]
         )
     if isinstance(note, UdpSeen):
-        return _line(
+        return encode_line(
             head
             + [
                 ("ev", '"udp"'),
-                ("client", _json(note.client)),
-                ("server", _json(str(note.server))),
+                ("client", json_text(note.client)),
+                ("server", json_text(str(note.server))),
                 ("datagrams", str(int(note.datagrams))),
             ]
         )
     raise TypeError(f"not a cassette note: {note!r}")
 
 
-def decode_note(ev: str, fields: _Fields, t: float) -> Note:
+def decode_note(ev: str, fields: Fields, t: float) -> Note:
     """The note of type ``ev`` from a decoded line's fields (raising CassetteFormatError)."""
     if ev == "listen":
         return ListenDelay(t, fields.endpoint("server"), fields.time("delay"))
@@ -48,8 +53,8 @@ def decode_note(ev: str, fields: _Fields, t: float) -> Note:
     try:
         client = str(ipaddress.IPv4Address(client))
     except ValueError:
-        raise fields._bad("client", client, expected) from None
-    count = fields._get("datagrams", "a non-negative integer")
+        raise fields.bad("client", client, expected) from None
+    count = fields.get("datagrams", "a non-negative integer")
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        raise fields._bad("datagrams", count, "a non-negative integer")
+        raise fields.bad("datagrams", count, "a non-negative integer")
     return UdpSeen(t, client, fields.endpoint("server"), count)

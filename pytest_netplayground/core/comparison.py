@@ -10,9 +10,9 @@ compared as the bytes arrive, so a large transfer costs little memory.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Iterator
 
 import attrs
-from collections.abc import Callable, Iterator
 
 from .divergence import CONTEXT_AFTER, CONTEXT_BEFORE, ByteMismatch, Divergence, ExtraBytes, MissingBytes
 from .events import ConnectionOpened, Data, Direction, Event, Reset

@@ -9,12 +9,10 @@ module turns the router's counts into notes and findings, and recognises TLS.
 
 from __future__ import annotations
 
-import socket
-
 import attrs
 
-from .addressing import Endpoint
-from .events import ListenDelay, UdpSeen
+from .addressing import Endpoint, FlowKey, decode_key, reverse_key
+from .events import NOTES, ListenDelay, UdpSeen
 
 __all__ = [
     "NOTES",
@@ -24,8 +22,6 @@ __all__ = [
     "udp_flows",
     "udp_line",
 ]
-
-NOTES = (ListenDelay, UdpSeen)
 
 TLS_ADVICE = (
     "TLS cannot be replayed byte for byte: both sides put fresh randomness into every handshake, "
@@ -47,7 +43,7 @@ def udp_line(flows) -> str:
     return "UDP not recorded: " + "; ".join(flow.summary for flow in flows)
 
 
-def udp_flows(counts: dict[bytes, int], t: float = 0.0) -> tuple[UdpSeen, ...]:
+def udp_flows(counts: dict[FlowKey, int], t: float = 0.0) -> tuple[UdpSeen, ...]:
     """Datagram counts per (src, dst, sport, dport) key, gathered into flows.
 
     The sender of a flow's first datagram is its client: a key whose reverse
@@ -56,14 +52,13 @@ def udp_flows(counts: dict[bytes, int], t: float = 0.0) -> tuple[UdpSeen, ...]:
     Flows are then merged per client address and server endpoint, so a
     resolver asking from a new port each time reads as one line.
     """
-    owner: dict[bytes, tuple[str, Endpoint]] = {}
+    owner: dict[FlowKey, tuple[str, Endpoint]] = {}
     totals: dict[tuple[str, Endpoint], int] = {}
     for key, count in counts.items():
-        reverse = key[4:8] + key[0:4] + key[10:12] + key[8:10]
-        flow = owner.get(reverse)
+        flow = owner.get(reverse_key(key))
         if flow is None:
-            server = Endpoint(socket.inet_ntoa(key[4:8]), int.from_bytes(key[10:12], "big"))
-            flow = (socket.inet_ntoa(key[0:4]), server)
+            client, server = decode_key(key)
+            flow = (client.host, server)
         owner[key] = flow
         totals[flow] = totals.get(flow, 0) + count
     return tuple(UdpSeen(t, client, server, count) for (client, server), count in totals.items())

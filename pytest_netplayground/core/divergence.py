@@ -44,10 +44,6 @@ _VIEW_BEFORE = 8
 _VIEW_AFTER = 16
 
 
-def _sender(direction: Direction) -> str:
-    return "client" if direction is Direction.C2S else "server"
-
-
 def _direction(value: object) -> Direction:
     return Direction(value)
 
@@ -105,7 +101,7 @@ class ExtraBytes:
     @property
     def summary(self) -> str:
         return (
-            f"{self.direction.value}: extra bytes: the {_sender(self.direction)} sent {self.sent} bytes, "
+            f"{self.direction.value}: extra bytes: the {self.direction.sender} sent {self.sent} bytes, "
             f"{self.offset} were recorded"
         )
 
@@ -135,7 +131,7 @@ class MissingBytes:
     @property
     def summary(self) -> str:
         return (
-            f"{self.direction.value}: missing bytes: the {_sender(self.direction)} sent {self.sent} "
+            f"{self.direction.value}: missing bytes: the {self.direction.sender} sent {self.sent} "
             f"of {self.recorded} recorded bytes"
         )
 
@@ -151,7 +147,7 @@ class UnexpectedReset:
 
     @property
     def summary(self) -> str:
-        side = _sender(self.direction)
+        side = self.direction.sender
         return f"{self.direction.value}: the {side} reset the connection; the recorded {side} did not"
 
 
@@ -166,7 +162,7 @@ class MissingReset:
 
     @property
     def summary(self) -> str:
-        side = _sender(self.direction)
+        side = self.direction.sender
         return f"{self.direction.value}: the recorded {side} reset the connection; the live {side} did not"
 
 
@@ -369,7 +365,7 @@ class DivergenceReport:
                     lines.extend(_side_by_side(item.expected, item.actual, item.snippet_offset, item.offset))
                 if not explained and self.is_tls(item):
                     explained = True
-                    side = _sender(item.direction)
+                    side = item.direction.sender
                     text = f"The recorded {side} bytes are a TLS handshake. {TLS_ADVICE}"
                     lines.extend(textwrap.wrap(text, 100, initial_indent="    ", subsequent_indent="    "))
         return "\n".join(lines)

@@ -26,6 +26,7 @@ __all__ = [
     "Event",
     "ListenDelay",
     "Note",
+    "NOTES",
     "UdpSeen",
     "FORMAT_VERSION",
 ]
@@ -42,6 +43,11 @@ class Direction(str, enum.Enum):
     @property
     def reverse(self) -> "Direction":
         return Direction.S2C if self is Direction.C2S else Direction.C2S
+
+    @property
+    def sender(self) -> str:
+        """The side that sends bytes this way, as reports name it: "client" or "server"."""
+        return "client" if self is Direction.C2S else "server"
 
 
 class Outcome(str, enum.Enum):
@@ -172,3 +178,6 @@ class UdpSeen:
 
 Note = ListenDelay | UdpSeen
 """Records about the run as a whole rather than one connection: they carry no ``conn``."""
+
+#: The :data:`Note` types, for ``isinstance`` and for unpacking into a tuple of types.
+NOTES = (ListenDelay, UdpSeen)

@@ -23,7 +23,6 @@ from collections.abc import Iterable
 
 import attrs
 
-from ..errors import ConfigError
 from .addressing import ConnectionKey
 from .divergence import CONTEXT_AFTER, CONTEXT_BEFORE
 from .events import ConnectionOpened, Data, Direction, Event, HalfClosed, Outcome, Reset
@@ -35,6 +34,7 @@ from .exchange_findings import (
     UnusedExchanges,
 )
 from .turns import split_turns
+from .validation import one_of
 
 __all__ = [
     "Answer",
@@ -66,14 +66,8 @@ class Match(str, enum.Enum):
     EXCHANGE = "exchange"
 
 
-def match_mode(value: object) -> Match:
-    if isinstance(value, Match):
-        return value
-    try:
-        return Match(str(value).strip().lower())
-    except ValueError:
-        allowed = ", ".join(m.value for m in Match)
-        raise ConfigError(f"unknown match mode {value!r}: choose one of {allowed}") from None
+#: A match mode from its name, in any case (:class:`ConfigError` listing the modes otherwise).
+match_mode = one_of(Match)
 
 
 class Ending(str, enum.Enum):

@@ -17,6 +17,7 @@ __all__ = [
     "TCP_FIN",
     "TCP_SYN",
     "TCP_RST",
+    "TCP_PSH",
     "TCP_ACK",
     "checksum",
     "checksum_delta",

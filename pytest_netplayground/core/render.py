@@ -35,7 +35,6 @@ __all__ = ["escape_text", "hexdump", "render_connection", "render_conversations"
 _INDENT = "  "
 _BODY_INDENT = "      "
 _ARROW = {Direction.C2S: "-->", Direction.S2C: "<--"}
-_SIDE = {Direction.C2S: "client", Direction.S2C: "server"}
 _ESCAPES = {"\\": "\\\\", "\r": "\\r", "\n": "\\n", "\t": "\\t"}
 
 
@@ -140,7 +139,7 @@ def _noise_lines(events: list, noise: Iterable[LearnedNoise]) -> list[str]:
             if len(shown) > _NOISE_SHOWN:
                 shown = shown[:_NOISE_SHOWN] + "..."
             lines.append(
-                f"{_INDENT}~ noise: {_SIDE[item.direction]} turn {item.turn}, bytes {start}-{end}: {shown}"
+                f"{_INDENT}~ noise: {item.direction.sender} turn {item.turn}, bytes {start}-{end}: {shown}"
             )
     return lines
 
@@ -183,10 +182,10 @@ def render_connection(
             else:
                 lines.extend(hexdump(event.data, width=width, indent=_BODY_INDENT))
         elif isinstance(event, HalfClosed):
-            side = _SIDE[event.direction]
+            side = event.direction.sender
             lines.append(f"{stamp}  client {_ARROW[event.direction]} server  FIN: {side} shut down writing")
         elif isinstance(event, Reset):
-            side = _SIDE[event.direction]
+            side = event.direction.sender
             lines.append(
                 f"{stamp}  client {_ARROW[event.direction]} server  RST: {side} reset the connection"
             )

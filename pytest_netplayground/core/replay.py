@@ -20,12 +20,13 @@ from collections.abc import Callable, Iterator
 
 import attrs
 
-from ..errors import ConfigError
+from . import defaults
 from .comparison import Comparator, DirectionCheck, close_iterator
 from .divergence import Divergence, MissingReset, Stall, UnexpectedReset
 from .events import Closed, ConnectionOpened, Data, Direction, Event, HalfClosed, Reset
 from .exchange import Match, match_mode
 from .noise import IgnoreRule, Noise, check_hosts, ignore_rules
+from .validation import named, one_of, positive_number
 
 __all__ = [
     "Abort",
@@ -33,6 +34,7 @@ __all__ = [
     "ConnectionReplay",
     "Finished",
     "Pacing",
+    "pacing",
     "ReplayConfig",
     "Send",
     "ShutWrite",
@@ -50,30 +52,8 @@ class Pacing(str, enum.Enum):
     CAUSAL = "causal"
 
 
-def _pacing(value: object) -> Pacing:
-    if isinstance(value, Pacing):
-        return value
-    try:
-        return Pacing(str(value).strip().lower())
-    except ValueError:
-        allowed = ", ".join(p.value for p in Pacing)
-        raise ConfigError(f"unknown pacing {value!r}: choose one of {allowed}") from None
-
-
-def _positive(name: str, *, infinite_ok: bool) -> Callable[[object], float]:
-    def convert(value: object) -> float:
-        allowed = "a number greater than 0" + (" (inf to disable)" if infinite_ok else "")
-        if isinstance(value, bool):
-            raise ConfigError(f"{name} must be {allowed}, got {value!r}")
-        try:
-            number = float(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name} must be {allowed}, got {value!r}") from None
-        if not number > 0 or (math.isinf(number) and not infinite_ok):
-            raise ConfigError(f"{name} must be {allowed}, got {value!r}")
-        return number
-
-    return convert
+#: A pacing from its name, in any case (:class:`ConfigError` listing the pacings otherwise).
+pacing = one_of(Pacing)
 
 
 @attrs.frozen
@@ -88,10 +68,12 @@ class ReplayConfig:
     the recording is played out, so no replay waits for ever.
     """
 
-    pacing: Pacing = attrs.field(default=Pacing.CAUSAL, converter=_pacing)
-    speed: float = attrs.field(default=1.0, converter=_positive("speed", infinite_ok=False))
-    stall_timeout: float = attrs.field(default=5.0, converter=_positive("stall_timeout", infinite_ok=False))
-    settle: float = attrs.field(default=0.2, converter=_positive("settle", infinite_ok=False))
+    pacing: Pacing = attrs.field(default=defaults.PACE, converter=named("pacing", pacing))
+    speed: float = attrs.field(default=defaults.SPEED, converter=named("speed", positive_number))
+    stall_timeout: float = attrs.field(
+        default=defaults.STALL_TIMEOUT, converter=named("stall_timeout", positive_number)
+    )
+    settle: float = attrs.field(default=defaults.SETTLE, converter=named("settle", positive_number))
     #: The user's ignore rules; the replayer folds them into ``noise``.
     ignore: tuple[IgnoreRule, ...] = attrs.field(default=(), converter=ignore_rules)
     #: What the comparison of each live turn overlooks, and which senders it checks.
@@ -99,7 +81,7 @@ class ReplayConfig:
     #: Names or addresses of the hosts whose sending is compared (empty: all).
     check: tuple[str, ...] = attrs.field(default=(), converter=check_hosts)
     #: What live traffic is paired with: recorded connections, or recorded exchanges (see :mod:`.exchange`).
-    match: Match = attrs.field(default=Match.CONNECTION, converter=match_mode)
+    match: Match = attrs.field(default=defaults.MATCH, converter=named("match", match_mode))
 
 
 @attrs.frozen
@@ -133,12 +115,6 @@ Action = Send | ShutWrite | Abort | Finished
 
 _END = object()  # the script has no more steps
 _UNPULLED = object()  # the next step has not been read from the script yet
-
-
-
-
-def _sender(direction: Direction) -> str:
-    return "client" if direction is Direction.C2S else "server"
 
 
 def _describe(step: Event) -> str:
@@ -415,11 +391,11 @@ class ConnectionReplay:
             have, need = self._live_stretch[side], self._rec_stretch[side]
             if have < need:
                 waiting_for = (
-                    f"{need} bytes {side.value} from the {_sender(side)} ({have} so far) "
+                    f"{need} bytes {side.value} from the {side.sender} ({have} so far) "
                     f"before replaying {_describe(step)}"
                 )
             else:
-                waiting_for = f"the {_sender(side)} to end its {side.value} stream before replaying {_describe(step)}"
+                waiting_for = f"the {side.sender} to end its {side.value} stream before replaying {_describe(step)}"
             self._found.append(Stall(self.opened.conn, self.opened.key, self.ordinal, side, waiting_for, waited))
             self._flushing = True
             return True

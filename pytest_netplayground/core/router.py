@@ -19,7 +19,7 @@ from collections import Counter
 
 import attrs
 
-from .addressing import AddressPlan, Endpoint
+from .addressing import AddressPlan, FlowKey, decode_key
 from .packets import (
     ICMP_HOST_UNREACHABLE,
     PROTO_ICMP,
@@ -40,7 +40,6 @@ __all__ = ["Router", "Verdict", "decode_key"]
 UDP_KEY_LIMIT = 65536
 
 _H = struct.Struct("!H")
-_HH = struct.Struct("!HH")
 
 
 class Verdict:
@@ -54,15 +53,6 @@ class Verdict:
     REPLY = 5  # write ``Router.reply`` back to the sending host's tun
 
 
-def decode_key(key: bytes) -> tuple[Endpoint, Endpoint]:
-    """Client and server endpoints of a connection key (src, dst, sport, dport)."""
-    sport, dport = _HH.unpack(key[8:12])
-    return (
-        Endpoint(socket.inet_ntoa(key[0:4]), sport),
-        Endpoint(socket.inet_ntoa(key[4:8]), dport),
-    )
-
-
 @attrs.define
 class Router:
     """Routing tables and SYN gate of one sandbox; see the module docstring."""
@@ -71,15 +61,15 @@ class Router:
     hosts: dict[bytes, int] = attrs.field(factory=dict)
     _to_alias: dict[bytes, tuple[bytes, int]] = attrs.field(factory=dict)
     _from_alias: dict[bytes, tuple[bytes, int]] = attrs.field(factory=dict)
-    pending: dict[bytes, bytes] = attrs.field(factory=dict)
-    open: set[bytes] = attrs.field(factory=set)
+    pending: dict[FlowKey, bytes] = attrs.field(factory=dict)
+    open: set[FlowKey] = attrs.field(factory=set)
     dropped: Counter = attrs.field(factory=Counter)
     # UDP datagrams delivered between hosts, per key in order of first sight
     # (see core.coverage.udp_flows): the cassette does not hold them.
-    udp: dict[bytes, int] = attrs.field(factory=dict)
+    udp: dict[FlowKey, int] = attrs.field(factory=dict)
     # Out-values of the last call, set instead of returning tuples (hot path).
     target: int = 0
-    key: bytes = b""
+    key: FlowKey = b""
     reply: bytes = b""
     _net: int = 0
     _mask: int = 0
@@ -172,7 +162,7 @@ class Router:
         _H.pack_into(buf, c, adjust_checksum((buf[c] << 8) | buf[c + 1], delta))
         return Verdict.TO_PROXY
 
-    def _count_udp(self, key: bytes) -> None:
+    def _count_udp(self, key: FlowKey) -> None:
         udp = self.udp
         count = udp.get(key)
         if count is None and len(udp) >= UDP_KEY_LIMIT:
@@ -210,7 +200,7 @@ class Router:
 
     # --- the SYN gate, driven by the proxy's server legs -------------------
 
-    def release(self, key: bytes) -> bytes | None:
+    def release(self, key: FlowKey) -> bytes | None:
         """The server leg connected: the held SYN, rewritten for the proxy tun."""
         syn = self.pending.pop(key, None)
         if syn is None:
@@ -220,21 +210,21 @@ class Router:
         verdict = self.from_host(buf, len(buf))
         return bytes(buf) if verdict == Verdict.TO_PROXY else None
 
-    def refuse(self, key: bytes) -> tuple[int, bytes] | None:
+    def refuse(self, key: FlowKey) -> tuple[int, bytes] | None:
         """The server leg was refused: (client host, RST for the client)."""
         syn = self.pending.pop(key, None)
         if syn is None:
             return None
         return self.hosts[key[0:4]], make_tcp_reset_reply(syn)
 
-    def unreachable(self, key: bytes) -> tuple[int, bytes] | None:
+    def unreachable(self, key: FlowKey) -> tuple[int, bytes] | None:
         """The server leg got no route: (client host, ICMP host unreachable)."""
         syn = self.pending.pop(key, None)
         if syn is None:
             return None
         return self.hosts[key[0:4]], make_icmp_unreachable(syn, ICMP_HOST_UNREACHABLE)
 
-    def forget(self, key: bytes) -> None:
+    def forget(self, key: FlowKey) -> None:
         """The connection is over (or never came to be): new SYNs start afresh."""
         self.pending.pop(key, None)
         self.open.discard(key)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_netplayground.core import codec
+from pytest_netplayground.core import codec_base, decoding
 from pytest_netplayground.core.codec import (
     MAX_LINE,
     Decoder,
@@ -249,7 +249,7 @@ def test_lines_are_ascii_even_for_non_ascii_text():
 
 
 def test_encoder_refuses_a_line_the_decoder_would_reject(monkeypatch):
-    monkeypatch.setattr(codec, "MAX_LINE", 200)
+    monkeypatch.setattr(codec_base, "MAX_LINE", 200)
     encode_event(Data(0, 0, Direction.C2S, b"x" * 100))
     with pytest.raises(ValueError, match="split Data payloads"):
         encode_event(Data(0, 0, Direction.C2S, b"x" * 300))
@@ -680,7 +680,7 @@ def test_the_fast_reading_of_a_line_never_differs_from_the_json_reading(event, c
     line = encode_event(event).rstrip(b"\n")
     for change in changes:
         line = mutate(line, change)
-    fast = codec._decode_fast(line)
+    fast = decoding._decode_fast(line)
     if fast is not None:
         assert fast == json_path(line)
 
@@ -697,4 +697,4 @@ def test_the_fast_reading_of_a_line_never_differs_from_the_json_reading(event, c
     ids=["text", "binary", "shut", "reset", "close"],
 )
 def test_the_lines_written_most_are_read_without_the_json_parser(event):
-    assert codec._decode_fast(encode_event(event).rstrip(b"\n")) == event
+    assert decoding._decode_fast(encode_event(event).rstrip(b"\n")) == event

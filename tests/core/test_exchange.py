@@ -274,7 +274,7 @@ def test_replay_config_takes_a_match_mode_and_a_settle_time():
     assert ReplayConfig().match is Match.CONNECTION
     config = ReplayConfig(match="Exchange", settle="0.05")
     assert (config.match, config.settle) == (Match.EXCHANGE, 0.05)
-    with pytest.raises(ConfigError, match="unknown match mode 'pairs'"):
+    with pytest.raises(ConfigError, match="expected one of connection, exchange, got 'pairs'"):
         match_mode("pairs")
     with pytest.raises(ConfigError, match="settle"):
         ReplayConfig(settle=0)

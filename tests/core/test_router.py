@@ -9,7 +9,7 @@ import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, IPOption_NOP, IPOption_Router_Alert
 from scapy.layers.inet6 import IPv6
 
-from pytest_netplayground.core.addressing import AddressPlan, Endpoint
+from pytest_netplayground.core.addressing import AddressPlan, Endpoint, encode_key, reverse_key
 from pytest_netplayground.core.router import Router, Verdict, decode_key
 
 H0, H1, H2 = "10.0.0.1", "10.0.0.2", "10.0.0.3"
@@ -128,6 +128,16 @@ def test_new_connection_key_is_source_destination_and_ports(router):
 def test_decode_key_gives_client_and_server_endpoints(router):
     from_host(router, syn(H1, H2, 40000, 80))
     assert decode_key(router.key) == (Endpoint(H1, 40000), Endpoint(H2, 80))
+
+
+def test_encode_key_builds_the_key_the_router_cuts_from_the_syn(router):
+    from_host(router, syn(H1, H2, 40000, 80))
+    assert encode_key(Endpoint(H1, 40000), Endpoint(H2, 80)) == router.key
+    assert decode_key(encode_key(Endpoint(H2, 65535), Endpoint(H1, 1))) == (Endpoint(H2, 65535), Endpoint(H1, 1))
+
+
+def test_reverse_key_is_the_key_of_the_answer():
+    assert reverse_key(key_of(H1, H2, 40000, 80)) == key_of(H2, H1, 80, 40000)
 
 
 def test_retransmitted_syn_of_a_pending_connection_is_held(router):
