@@ -24,6 +24,7 @@ from typing import ClassVar, Union
 
 import attrs
 
+from ..core import defaults
 from ..errors import SandboxError
 
 MAX_MESSAGE = 1 << 20
@@ -31,7 +32,7 @@ MAX_FDS = 16
 # Well under the smallest send buffer a socket gets (net.core.wmem_max caps it).
 PIECE = 64 * 1024
 # Seconds between the kill signal and SIGKILL when the caller does not say.
-DEFAULT_GRACE = 5.0
+DEFAULT_GRACE = defaults.GRACE
 _LAST = b"\x00"
 _MORE = b"\x01"
 

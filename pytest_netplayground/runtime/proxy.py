@@ -18,9 +18,9 @@ from typing import Callable
 
 import attrs
 
-from ..core.addressing import AddressPlan
+from ..core.addressing import AddressPlan, Endpoint, decode_key, encode_key
 from ..core.events import Outcome
-from ..core.router import Router, decode_key
+from ..core.router import Router
 from .loop import Loop
 from .network import Network
 from .pipes import READ_SIZE, Leg, Pipe, Tap
@@ -197,12 +197,7 @@ class Proxy:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             local = sock.getsockname()
-            key = (
-                socket.inet_aton(peer[0])
-                + socket.inet_aton(self.plan.unalias(local[0]))
-                + peer[1].to_bytes(2, "big")
-                + local[1].to_bytes(2, "big")
-            )
+            key = encode_key(Endpoint(peer[0], peer[1]), Endpoint(self.plan.unalias(local[0]), local[1]))
             pipe = self.pipes.get(key)
             if pipe is None or pipe.client_leg is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
