@@ -42,7 +42,7 @@ __all__ = [
 
 def __getattr__(name: str):
     # The runtime pulls in pyroute2; import it only when a sandbox is wanted.
-    if name in ("Sandbox", "Host", "Process", "CompletedProcess"):
+    if name in ("Sandbox", "Host", "Process"):
         from .runtime import sandbox
 
         return getattr(sandbox, name)
