@@ -71,9 +71,9 @@ class Sandbox:
     verbose: bool
     hosts: list[Host]
     closed: bool
-    # What closing reported: the divergence report, where the recording went
-    # (and the stamp it was cut at, if cut), UDP seen (core.events.UdpSeen)
-    # and the router's dropped packets by reason.
+    # What closing reported: the divergence report, where the recording went,
+    # the byte offset at which a replayed cassette was cut short (if it was),
+    # UDP seen (core.events.UdpSeen) and the router's dropped packets by reason.
     divergences: DivergenceReport
     cassette_written: str | None
     truncated_at: int | None
