@@ -92,16 +92,5 @@ def _host_untouched(request):
 @pytest.fixture
 def sandbox():
     """A started sandbox that is checked for leaks after the test."""
-    from pytest_netplayground import Sandbox
-
-    sb = Sandbox()
-    sb.start()
-    inodes = sb.namespace_inodes()
-    supervisor = sb.supervisor_pid
-    try:
+    with leaks.running() as sb:
         yield sb
-    finally:
-        pids = [p.pid for p in sb._processes]
-        sb.close()
-        left = leaks.wait_until_gone(inodes, pids + [supervisor])
-        assert not left, f"left behind after teardown: {left}"

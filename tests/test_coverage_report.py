@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import shlex
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ from pytest_netplayground.cassette import Cassette
 from pytest_netplayground.core.divergence import ByteMismatch, UdpNotReplayed
 from pytest_netplayground.core.events import Direction, UdpSeen
 from pytest_netplayground.runtime.sandbox import PIPE
-from tests.support import leaks
+from tests.support.leaks import running
 
 pytestmark = pytest.mark.root
 
@@ -25,15 +24,6 @@ NETPLAY = [sys.executable, "-m", "pytest_netplayground"]
 ROOT = Path(__file__).resolve().parents[1]
 UDP_SERVER = ("10.0.0.1", 5353)
 ROUNDS = 3
-
-
-@contextlib.contextmanager
-def running(mode: str, cassette, **options):
-    with Sandbox(mode=mode, cassette=cassette, **options) as sb:
-        inodes, supervisor = sb.namespace_inodes(), sb.supervisor_pid
-        yield sb
-    left = leaks.wait_until_gone(inodes, [supervisor, *(p.pid for p in sb._processes)])
-    assert not left, f"left behind after teardown: {left}"
 
 
 def udp_rounds(sb: Sandbox) -> None:

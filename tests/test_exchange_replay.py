@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import subprocess
@@ -15,7 +14,7 @@ import pytest
 
 from pytest_netplayground import Sandbox
 from pytest_netplayground.core.exchange import RequestMismatch
-from tests.support import leaks
+from tests.support.leaks import running
 
 pytestmark = pytest.mark.root
 
@@ -88,16 +87,6 @@ POOL_CLIENT = textwrap.dedent(
     print(json.dumps({{"got": {{p: sorted(v) for p, v in got.items()}}, "spread": sorted(per_connection)}}))
     """
 )
-
-
-@contextlib.contextmanager
-def running(mode: str = "live", cassette: Path | None = None, **options):
-    """A started sandbox in ``mode``; after it closes, nothing of it may be left."""
-    with Sandbox(mode=mode, cassette=cassette, **options) as sb:
-        inodes, supervisor = sb.namespace_inodes(), sb.supervisor_pid
-        yield sb
-    left = leaks.wait_until_gone(inodes, [supervisor, *(p.pid for p in sb._processes)])
-    assert not left, f"left behind after teardown: {left}"
 
 
 def pool_run(sb: Sandbox, seed: int, paths=("/a", "/b", "/c"), server: bool = True) -> dict:

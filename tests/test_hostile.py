@@ -166,9 +166,7 @@ def flooded(tmp_path_factory):
 
     Yields (sandbox, sender host, peer host, router drops before, after, model).
     """
-    sb = Sandbox().start()
-    inodes = sb.namespace_inodes()
-    try:
+    with leaks.running() as sb:
         sender, peer = sb.add_host("sender"), sb.add_host("peer")
         listener = peer.listen(PORT)  # a server for hostile SYNs to find
         packets = hostile_packets(random.Random(20261121))
@@ -183,9 +181,6 @@ def flooded(tmp_path_factory):
         model = model_drops(sb, [p for p, ok in zip(packets, sent) if ok])
         yield sb, sender, peer, before, after, model
         listener.close()
-    finally:
-        sb.close()
-    assert leaks.wait_until_gone(inodes, [sb.supervisor_pid, *(p.pid for p in sb._processes)]) == []
 
 
 def test_hostile_packets_leave_the_supervisor_running(flooded):
@@ -270,9 +265,7 @@ def read_all(sock: socket.socket) -> bytes:
 
 
 def test_two_sandboxes_with_the_same_subnet_each_reach_their_own_server(sandbox):
-    other = Sandbox().start()
-    try:
-        inodes = other.namespace_inodes()
+    with leaks.running() as other:
         clients = []
         for sb, banner in ((sandbox, "first"), (other, "second")):
             server = sb.add_host("server")
@@ -282,9 +275,6 @@ def test_two_sandboxes_with_the_same_subnet_each_reach_their_own_server(sandbox)
         # Both connections open at once, to the same address and port.
         first, second = (client.connect(("10.0.0.1", PORT)) for client in clients)
         assert (read_all(first), read_all(second)) == (b"first", b"second")
-    finally:
-        other.close()
-    assert leaks.wait_until_gone(inodes, [other.supervisor_pid]) == []
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from pytest_netplayground import Sandbox
 from pytest_netplayground.cassette import Cassette
 from pytest_netplayground.core.events import ConnectionOpened, Data, Direction, Outcome
 from tests.support import leaks, load_programs
@@ -68,10 +67,10 @@ def run_load(directory: Path, mode: str, cassette: Path) -> LoadRun:
     """5 server hosts (absent on replay) and 5 client hosts, at RATE for SECONDS."""
     samples: list[tuple[float, int, int]] = []
     logs = [directory / f"{mode}-client{i}.log" for i in range(HOSTS_PER_SIDE)]
-    with Sandbox(mode=mode, cassette=cassette) as sb:
+    with leaks.running(mode, cassette) as sb:
         servers = [sb.add_host(f"server{i}") for i in range(HOSTS_PER_SIDE)]
         clients = [sb.add_host(f"client{i}") for i in range(HOSTS_PER_SIDE)]
-        inodes, supervisor_pid = sb.namespace_inodes(), sb.supervisor_pid
+        supervisor_pid = sb.supervisor_pid
         if mode == "record":
             for server in servers:
                 server.spawn(load_programs.server_argv(PORT))
@@ -96,7 +95,6 @@ def run_load(directory: Path, mode: str, cassette: Path) -> LoadRun:
         codes = [p.wait(5) for p in procs]
         # The clients' processes hold a descriptor each in the supervisor until it reaps them.
         after = settled_descriptors(supervisor_pid, before + KEPT_DESCRIPTORS)
-    assert leaks.wait_until_gone(inodes, [supervisor_pid, *(p.pid for p in sb._processes)]) == []
     return LoadRun(cassette, load_programs.read_logs(logs), samples, codes, before, after, sb.divergences)
 
 

@@ -47,13 +47,10 @@ def sandbox(mode: str, cassette: Path, **options):
     """
     if mode == "replay":
         options.setdefault("stall_timeout", STALL)
-    with Sandbox(mode=mode, cassette=cassette, **options) as sb:
-        inodes, supervisor = sb.namespace_inodes(), sb.supervisor_pid
+    with leaks.running(mode, cassette, **options) as sb:
         sb.add_host("server")
         sb.add_host("client")
         yield sb
-    left = leaks.wait_until_gone(inodes, [supervisor, *(p.pid for p in sb._processes)])
-    assert not left, f"left behind after teardown: {left}"
 
 
 def run_client(

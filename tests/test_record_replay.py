@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import contextlib
 import itertools
 import json
 import os
@@ -38,6 +37,7 @@ from pytest_netplayground.core.events import (
     Outcome,
 )
 from tests.support import leaks
+from tests.support.leaks import running
 
 pytestmark = pytest.mark.root
 
@@ -46,16 +46,6 @@ SERVER = ("10.0.0.1", PORT)
 
 
 # -- helpers -------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def running(mode: str = "live", cassette: Path | None = None, **options):
-    """A started sandbox in ``mode``; after it closes, nothing of it may be left."""
-    with Sandbox(mode=mode, cassette=cassette, **options) as sb:
-        inodes, supervisor = sb.namespace_inodes(), sb.supervisor_pid
-        yield sb
-    left = leaks.wait_until_gone(inodes, [supervisor, *(p.pid for p in sb._processes)])
-    assert not left, f"left behind after teardown: {left}"
 
 
 def two_hosts(sb: Sandbox):

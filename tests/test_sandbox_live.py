@@ -348,3 +348,11 @@ def test_root_in_a_host_has_power_over_its_own_interfaces(sandbox):
     r = host.run("ip link set dev eth0 mtu 1500 && ip -o link show eth0", timeout=10)
     assert r.returncode == 0, r.stderr
     assert b"mtu 1500" in r.stdout
+
+
+def test_processes_lists_every_spawned_process_in_order(sandbox):
+    a, b = sandbox.add_host(), sandbox.add_host()
+    spawned = [a.spawn(["true"]), b.spawn(["true"]), a.spawn(["sh", "-c", "exit 3"])]
+    assert sandbox.processes == tuple(spawned)
+    assert [p.host for p in sandbox.processes] == [a, b, a]
+    assert [p.wait(timeout=10) for p in sandbox.processes] == [0, 0, 3]

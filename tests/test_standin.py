@@ -3,7 +3,6 @@ when recorded."""
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import sys
 import textwrap
@@ -11,11 +10,11 @@ import time
 
 import pytest
 
-from pytest_netplayground import Endpoint, Sandbox
+from pytest_netplayground import Endpoint
 from pytest_netplayground.cassette import Cassette
 from pytest_netplayground.core.standin import FALLBACK_PATIENCE, LISTEN_MARGIN
 from pytest_netplayground.runtime.sandbox import PIPE
-from tests.support import leaks
+from tests.support.leaks import running
 
 pytestmark = pytest.mark.root
 
@@ -40,15 +39,6 @@ SERVER_SCRIPT = textwrap.dedent(
         print("served", flush=True)
     """
 )
-
-
-@contextlib.contextmanager
-def running(mode: str, cassette, **options):
-    with Sandbox(mode=mode, cassette=cassette, **options) as sb:
-        inodes, supervisor = sb.namespace_inodes(), sb.supervisor_pid
-        yield sb
-    left = leaks.wait_until_gone(inodes, [supervisor, *(p.pid for p in sb._processes)])
-    assert not left, f"left behind after teardown: {left}"
 
 
 def greeted(client, timeout: float = 10.0) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -65,6 +66,33 @@ def wait_until_gone(inodes=(), pids=(), timeout: float = 10.0) -> list[str]:
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def checked(sandbox):
+    """Start ``sandbox``, yield it, close it; then nothing of it may be left.
+
+    Its namespaces are taken when it starts and again as the body ends (so
+    hosts added meanwhile count too); with its supervisor and every process
+    spawned in it, they must all be gone soon after it closes. A body that
+    raises skips the check: the sandbox is closed and the error is the news.
+    """
+    from pytest_netplayground import SandboxClosed
+
+    with sandbox:
+        inodes, supervisor = set(sandbox.namespace_inodes()), sandbox.supervisor_pid
+        yield sandbox
+        with contextlib.suppress(SandboxClosed):
+            inodes.update(sandbox.namespace_inodes())
+    left = wait_until_gone(inodes, [supervisor, *(p.pid for p in sandbox.processes)])
+    assert not left, f"left behind after teardown: {left}"
+
+
+def running(mode: str = "live", cassette=None, **options):
+    """A new sandbox in ``mode``, started and checked like :func:`checked`."""
+    from pytest_netplayground import Sandbox
+
+    return checked(Sandbox(mode=mode, cassette=cassette, **options))
 
 
 def children_of(pid: int) -> list[int]:
