@@ -12,35 +12,36 @@ import attrs
 
 from ..errors import NetplayTimeout
 from .channel import Channel
+from .control import StdioMode
 from .process import DEVNULL, PIPE, STDOUT, Process, Spawned
 
 
-def _stdio(specs: Sequence[Any]) -> tuple[list[str], list[int]]:
+def _stdio(specs: Sequence[Any]) -> tuple[list[StdioMode], list[int]]:
     """How the supervisor sets up stdin, stdout and stderr, and the descriptors it needs for that."""
-    modes: list[str] = []
+    modes: list[StdioMode] = []
     fds: list[int] = []
     for i, spec in enumerate(specs):
         if spec is None:
-            modes.append("fd")
+            modes.append(StdioMode.FD)
             fds.append(i)
         elif spec == PIPE:
-            modes.append("pipe")
+            modes.append(StdioMode.PIPE)
         elif spec == DEVNULL:
-            modes.append("devnull")
+            modes.append(StdioMode.DEVNULL)
         elif spec == STDOUT and i == 2:
-            modes.append("stdout")
+            modes.append(StdioMode.STDOUT)
         else:
-            modes.append("fd")
+            modes.append(StdioMode.FD)
             fds.append(spec if isinstance(spec, int) else spec.fileno())
     return modes, fds
 
 
-def _pipe_ends(modes: Sequence[str], got: Sequence[int], text: bool) -> list[Any]:
+def _pipe_ends(modes: Sequence[StdioMode], got: Sequence[int], text: bool) -> list[Any]:
     """File objects over the pipe descriptors the supervisor passed back, None where no pipe."""
     got_iter = iter(got)
     streams: list[Any] = []
     for i, mode in enumerate(modes):
-        if mode != "pipe":
+        if mode is not StdioMode.PIPE:
             streams.append(None)
             continue
         fd = next(got_iter)

@@ -15,10 +15,12 @@ import weakref
 
 import attrs
 
+from ..core import defaults
 from ..core.addressing import DEFAULT_SUBNET, Subnet
 from ..core.divergence import DivergenceReport
 from ..core.names import default_name
 from ..core.replay import ReplayConfig
+from ..core.validation import named, non_negative_number
 from ..errors import (
     CassetteMissing,
     ConfigError,
@@ -30,7 +32,7 @@ from .channel import Channel
 from .host import Host
 from .process import DEVNULL, PIPE, STDOUT, Process, Spawned
 
-MODES = ("live", "record", "replay")
+SANDBOX_MODES = ("live", "record", "replay")
 
 __all__ = ["Sandbox", "Host", "Process", "PIPE", "DEVNULL", "STDOUT"]
 
@@ -89,22 +91,22 @@ class Sandbox:
         subnet: str | Subnet = DEFAULT_SUBNET,
         *,
         kill_signal: int | str = signal.SIGTERM,
-        grace: float = 5.0,
+        grace: float = defaults.GRACE,
         verbose: bool = False,
         mode: str = "live",
         cassette: str | os.PathLike | None = None,
-        pace: str = "causal",
-        speed: float = 1.0,
-        stall_timeout: float = 5.0,
-        settle: float = 0.2,
-        match: str = "connection",
+        pace: str = defaults.PACE,
+        speed: float = defaults.SPEED,
+        stall_timeout: float = defaults.STALL_TIMEOUT,
+        settle: float = defaults.SETTLE,
+        match: str = defaults.MATCH,
         output_dir: str | os.PathLike | None = None,
         ignore: object = (),
         check: object = (),
     ):
         self.subnet = Subnet.parse(subnet)
-        if mode not in MODES:
-            raise ConfigError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
+        if mode not in SANDBOX_MODES:
+            raise ConfigError(f"unknown mode {mode!r}: use one of {', '.join(SANDBOX_MODES)}")
         if mode != "live" and cassette is None:
             raise ConfigError(f"mode {mode!r} needs a cassette path")
         self.mode = mode
@@ -119,7 +121,7 @@ class Sandbox:
             match=match,
         )
         self.kill_signal = _signal_number(kill_signal)
-        self.grace = grace
+        self.grace = named("grace", non_negative_number)(grace)
         self.verbose = verbose
         self.hosts = []
         self.closed = False
