@@ -15,7 +15,6 @@ the shell's never need to agree.
 from __future__ import annotations
 
 import enum
-import math
 from collections.abc import Callable, Iterator
 
 import attrs
@@ -26,6 +25,7 @@ from .divergence import Divergence, MissingReset, Stall, UnexpectedReset
 from .events import Closed, ConnectionOpened, Data, Direction, Event, HalfClosed, Reset
 from .exchange import Match, match_mode
 from .noise import IgnoreRule, Noise, check_hosts, ignore_rules
+from .stretches import Needs, Stretches
 from .validation import named, one_of, positive_number
 
 __all__ = [
@@ -171,19 +171,10 @@ class ConnectionReplay:
     _flushing: bool = attrs.field(default=False, init=False)
     _finished: bool = attrs.field(default=False, init=False)
     _closed: bool = attrs.field(default=False, init=False)
-    # The direction of the last recorded step played, and of the last Data step.
-    _last_step: Direction | None = attrs.field(default=None, init=False)
+    # The direction of the last Data step, and the turns of each direction begun.
     _last_data: Direction | None = attrs.field(default=None, init=False)
-    # Turns of each direction the script has begun to play.
     _turns_begun: dict[Direction, int] = attrs.field(init=False, default=_per_direction(0))
-    # What each recorded sender did since the other side last acted (its stretch).
-    _rec_stretch: dict[Direction, int] = attrs.field(init=False, default=_per_direction(0))
-    _rec_closed: dict[Direction, bool] = attrs.field(init=False, default=_per_direction(False))
-    _rec_reset: dict[Direction, bool] = attrs.field(init=False, default=_per_direction(False))
-    # What each live sender did: since its last answer, and in all.
-    _live_stretch: dict[Direction, int] = attrs.field(init=False, default=_per_direction(0))
-    _live_input: dict[Direction, float] = attrs.field(init=False, default=_per_direction(-math.inf))
-    _live_eof: dict[Direction, bool] = attrs.field(init=False, default=_per_direction(False))
+    _stretches: Stretches = attrs.field(init=False, factory=Stretches)
     _live_reset: dict[Direction, bool] = attrs.field(init=False, default=_per_direction(False))
     _checks: dict[Direction, DirectionCheck] = attrs.field(init=False, factory=dict)
     _found: list[Divergence] = attrs.field(init=False, factory=list)
@@ -203,8 +194,7 @@ class ConnectionReplay:
         direction = Direction(direction)
         if self._closed or not data:
             return
-        self._live_input[direction] = now
-        self._live_stretch[direction] += len(data)
+        self._stretches.live_data(direction, len(data), now)
         check = self._checks.get(direction)
         if check is not None:
             check.feed(data)
@@ -213,14 +203,13 @@ class ConnectionReplay:
         """The live sender of ``direction`` shut down its sending side."""
         direction = Direction(direction)
         if not self._closed:
-            self._live_input[direction] = now
-            self._live_eof[direction] = True
+            self._stretches.live_end(direction, now)
 
     def live_reset(self, direction: Direction, now: float) -> None:
         """The live sender of ``direction`` reset the connection."""
         direction = Direction(direction)
         if not self._closed:
-            self._live_input[direction] = now
+            self._stretches.live_end(direction, now)
             self._live_reset[direction] = True
 
     # -- output -------------------------------------------------------------
@@ -269,9 +258,9 @@ class ConnectionReplay:
             return self.deadline(step)
         times = [self._head_since]
         for side in self._waits_on(step):
-            needs = self._turn_needs(side, step)
-            if needs != "nothing":
-                wait = self.config.settle if needs == "quiet" else self.config.stall_timeout
+            needs = self._stretches.needs(side)
+            if needs is not Needs.NOTHING:
+                wait = self.config.settle if needs is Needs.QUIET else self.config.stall_timeout
                 times.append(self._quiet_since(side) + min(wait, self.config.stall_timeout))
         return max(times)
 
@@ -345,57 +334,36 @@ class ConnectionReplay:
         """The live senders whose turn must be over before ``step`` (causal pacing)."""
         if isinstance(step, Closed):
             return self._live_directions()
-        if step.direction is self._last_step:  # type: ignore[union-attr]
+        if step.direction is self._stretches.last:  # type: ignore[union-attr]
             return ()  # the recorded sender goes on with its own turn
         side = step.direction.reverse  # type: ignore[union-attr]
         return (side,) if side in self._live_directions() else ()
 
     def _quiet_since(self, side: Direction) -> float:
-        return max(self._head_since, self._live_input[side])
+        return self._stretches.quiet_since(side, self._head_since)
 
-    def _turn_needs(self, side: Direction, step: Event) -> str:
-        """What the live ``side`` must still do to finish its turn before ``step``.
-
-        "nothing"; "quiet" (it sent something, short of the recorded turn, or
-        has not closed as recorded: its turn is over once it is quiet for the
-        settle time); or "bytes" (it has sent nothing of its turn yet).
-        """
-        if self._live_eof[side] or self._live_reset[side]:
-            return "nothing"
-        have, need = self._live_stretch[side], self._rec_stretch[side]
-        if have < need:
-            return "quiet" if have > 0 else "bytes"
-        return "quiet" if self._rec_closed[side] else "nothing"
-
-    def _turn_over(self, side: Direction, step: Event, now: float) -> bool:
-        needs = self._turn_needs(side, step)
-        return needs == "nothing" or (needs == "quiet" and now - self._quiet_since(side) >= self.config.settle)
+    def _turn_over(self, side: Direction, now: float) -> bool:
+        needs = self._stretches.needs(side)
+        return needs is Needs.NOTHING or (
+            needs is Needs.QUIET and now - self._quiet_since(side) >= self.config.settle
+        )
 
     def _may_go(self, step: Event, now: float) -> bool:
         if self._unconditional(step):
             return True
         if self.config.pacing is Pacing.RECORDED:
             return now >= self.deadline(step)
-        return all(self._turn_over(side, step, now) for side in self._waits_on(step))
+        return all(self._turn_over(side, now) for side in self._waits_on(step))
 
     def _stalled(self, step: Event, now: float) -> bool:
         """Past the stall timeout, report the wait and play the rest out; True if so."""
         if self.config.pacing is not Pacing.CAUSAL:
             return False
         for side in self._waits_on(step):
-            if self._turn_over(side, step, now):
-                continue
             waited = now - self._quiet_since(side)
-            if waited < self.config.stall_timeout:
+            if self._turn_over(side, now) or waited < self.config.stall_timeout:
                 continue
-            have, need = self._live_stretch[side], self._rec_stretch[side]
-            if have < need:
-                waiting_for = (
-                    f"{need} bytes {side.value} from the {side.sender} ({have} so far) "
-                    f"before replaying {_describe(step)}"
-                )
-            else:
-                waiting_for = f"the {side.sender} to end its {side.value} stream before replaying {_describe(step)}"
+            waiting_for = self._stretches.waiting_for(side, _describe(step))
             self._found.append(Stall(self.opened.conn, self.opened.key, self.ordinal, side, waiting_for, waited))
             self._flushing = True
             return True
@@ -412,14 +380,7 @@ class ConnectionReplay:
         """Account for ``step`` as done by the recorded side; the action writing it, if any."""
         direction = step.direction  # type: ignore[union-attr]
         other = direction.reverse
-        if direction is not self._last_step:
-            # The recorded sender answers: a new stretch for it, and the live
-            # side that receives this answers anew.
-            self._last_step = direction
-            self._rec_stretch[direction] = 0
-            # What the live side sent beyond its recorded turn (a pipelined
-            # request) counts toward its next one.
-            self._live_stretch[other] = max(0, self._live_stretch[other] - self._rec_stretch[other])
+        self._stretches.played(direction, len(step.data) if isinstance(step, Data) else 0, not isinstance(step, Data))
         skip = not self.server_live and direction is Direction.C2S
         if isinstance(step, Data):
             if direction is not self._last_data:
@@ -428,10 +389,7 @@ class ConnectionReplay:
                 check = self._checks.get(other)
                 if check is not None and self._answers_live_turns():
                     check.advance(self._turns_begun[other])
-            self._rec_stretch[direction] += len(step.data)
             return None if skip else Send(direction, step.data)
-        self._rec_closed[direction] = True
         if isinstance(step, Reset):
-            self._rec_reset[direction] = True
             return None if skip else Abort(direction)
         return None if skip else ShutWrite(direction)
