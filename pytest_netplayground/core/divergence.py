@@ -228,7 +228,7 @@ class UdpNotReplayed:
         word = "datagram" if self.datagrams == 1 else "datagrams"
         return (
             f"UDP not replayed: {self.datagrams} {word} went live between {self.client} and "
-            f"{self.server}; cassettes hold TCP only, so this traffic was not checked"
+            f"{self.server}; UDP is recorded but not replayed, so this traffic was not checked"
         )
 
 

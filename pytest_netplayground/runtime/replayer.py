@@ -29,6 +29,7 @@ from ..core.matching import LEAD_LIMIT, Claim, Matcher
 from ..core.noise import Noise, resolve_check
 from ..core.replay import Abort, ConnectionReplay, Finished, ReplayConfig, Send, ShutWrite
 from ..core.standin import stand_in_deadline
+from ..core.udp import UdpFlows
 from .pipes import HIGH_WATER, Pipe, Tap
 from .session import Session
 
@@ -202,6 +203,7 @@ class Replayer(Session):
     """Replay mode: match each connection to a recorded one and play it back."""
 
     mode = "replay"
+    udp_tap = True
 
     def __new__(cls, clock_origin: float, path: str, loop, config: ReplayConfig):
         """Exchange matching (``config.match``) is a replayer of its own, in its own module."""
@@ -221,6 +223,7 @@ class Replayer(Session):
         self.matcher = Matcher((entry.opened for entry in self.index.connections.values()), self.index.leads)
         self.pending: dict[tuple[Endpoint, Endpoint], Claim] = {}
         self.found: list = []
+        self.udp = UdpFlows()
 
     @property
     def config(self) -> ReplayConfig:
@@ -273,6 +276,10 @@ class Replayer(Session):
         if claim is not None:
             claim.settle(b"", final=True)  # the attempt was made: its recording is not unused
 
+    def on_datagram(self, packet: memoryview, now: float) -> bool:
+        self.udp.see(packet, self.t(now))
+        return True
+
     def collect(self, divergences) -> None:
         self.found.extend(divergences)
 
@@ -295,7 +302,10 @@ class Replayer(Session):
     def finish(self, action: object) -> dict:
         for opened in self.matcher.unused():
             self.found.append(UnusedRecording(opened.conn, opened.key, self.matcher.ordinal_of(opened)))
-        self.found.extend(UdpNotReplayed(flow.client, flow.server, flow.datagrams) for flow in self.udp)
+        self.found.extend(
+            UdpNotReplayed(flow.client.host, flow.server, count)
+            for flow, count in zip(self.udp.flows, self.udp.counts)
+        )
         tls = self._tls_streams()
         self.cassette.close()
         return {

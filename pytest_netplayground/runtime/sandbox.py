@@ -75,11 +75,10 @@ class Sandbox:
     closed: bool
     # What closing reported: the divergence report, where the recording went,
     # the byte offset at which a replayed cassette was cut short (if it was),
-    # UDP seen (core.events.UdpSeen) and the router's dropped packets by reason.
+    # and the router's dropped packets by reason.
     divergences: DivergenceReport
     cassette_written: str | None
     truncated_at: int | None
-    udp: tuple
     dropped: dict[str, int]
     _spawned: Spawned
     _channel: Channel | None
@@ -128,7 +127,6 @@ class Sandbox:
         self.divergences = DivergenceReport((), mode=mode)
         self.cassette_written = None
         self.truncated_at = None
-        self.udp = ()
         self.dropped = {}
         # Where output of processes spawned without stdout/stderr goes, one
         # file per process and stream, so it can be shown per host.
@@ -207,7 +205,6 @@ class Sandbox:
         self.divergences = info.get("divergences", self.divergences)
         self.cassette_written = info.get("cassette")
         self.truncated_at = info.get("truncated_at")
-        self.udp = info.get("udp", ())
         error = info.get("error")
         self._spawned.settle(channel.exits)
         if self._finalizer is not None:

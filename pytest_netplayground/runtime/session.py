@@ -12,7 +12,6 @@ import shlex
 import time
 
 from ..core.addressing import Endpoint
-from ..core.coverage import udp_flows
 from ..core.events import HostInfo, Outcome
 from .pipes import Pipe, Tap
 
@@ -21,11 +20,12 @@ class Session:
     """Live mode: every connection goes through, nothing is written."""
 
     mode = "live"
+    #: Whether the router hands this session every whole UDP datagram (see :meth:`on_datagram`).
+    udp_tap = False
 
     def __init__(self, clock_origin: float):
         self.t0 = clock_origin
         self.hosts: list[HostInfo] = []
-        self.udp: tuple = ()
 
     def t(self, now: float | None = None) -> float:
         return round((time.monotonic() if now is None else now) - self.t0, 6)
@@ -61,9 +61,9 @@ class Session:
         """Until when a refused connection to ``server`` in a busy host is retried."""
         return now
 
-    def note_udp(self, counts: dict[bytes, int]) -> None:
-        """The router's UDP counts at the end of the run (see core.coverage.udp_flows)."""
-        self.udp = udp_flows(counts, self.t())
+    def on_datagram(self, packet: memoryview, now: float) -> bool:
+        """A whole IPv4/UDP ``packet`` between hosts; True delivers it as it is."""
+        return True
 
     def finish(self, action: object) -> dict:
         return {}

@@ -57,6 +57,7 @@ class Supervisor:
         self._waiting_to_send = False
         self.stopping = False
         self.session = sessions.make_session(session or {}, self.loop, str(self.plan.subnet))
+        self.router.udp_tap = self.session.udp_tap
         self.cassette_action: object = "abort"
         self.result: dict = {}
         self.kill_signal = signal.SIGTERM
@@ -153,7 +154,9 @@ class Supervisor:
         host_tun = self.network.host_tun
         proxy_tun = self.network.proxy_tun
         DELIVER, TO_PROXY = Verdict.DELIVER, Verdict.TO_PROXY
-        NEW_CONNECTION, REPLY = Verdict.NEW_CONNECTION, Verdict.REPLY
+        NEW_CONNECTION, REPLY, UDP = Verdict.NEW_CONNECTION, Verdict.REPLY, Verdict.UDP
+        on_datagram = self.session.on_datagram
+        monotonic = time.monotonic
 
         def readable(events: int) -> None:
             for _ in range(64):
@@ -173,6 +176,8 @@ class Supervisor:
                         open_server_leg(router.key)
                     elif verdict == REPLY:
                         write(tun, router.reply)
+                    elif verdict == UDP and on_datagram(view[:n], monotonic()):
+                        write(host_tun[router.target], view[:n])
                 except OSError:
                     router.dropped["write failed"] += 1
 
@@ -314,7 +319,6 @@ class Supervisor:
         self.processes.stop(self.kill_signal, self.grace)
         self._settle()
         self.proxy.close()
-        self.session.note_udp(self.router.udp)
         self.result = self.session.finish(self.cassette_action)
         self.host_files.close()
 
