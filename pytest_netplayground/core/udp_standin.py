@@ -44,6 +44,8 @@ class UdpStandIn:
     scripts: dict[tuple[str, Endpoint], list[_Script]] = attrs.field(factory=dict)
     live: dict[tuple[Endpoint, Endpoint], _Script] = attrs.field(factory=dict)
     found: list[UdpDiverged] = attrs.field(factory=list)
+    #: Keys whose server ran on replay: their flows went live, reported as such.
+    gone_live: set[tuple[str, Endpoint]] = attrs.field(factory=set)
 
     @classmethod
     def of(cls, flows: dict[int, UdpFlow], datagrams: list[Datagram]) -> "UdpStandIn":
@@ -64,6 +66,10 @@ class UdpStandIn:
     def knows(self, client_host: str, server: Endpoint) -> bool:
         """Whether any flow from ``client_host`` to ``server`` was recorded."""
         return (client_host, server) in self.scripts
+
+    def went_live(self, client_host: str, server: Endpoint) -> None:
+        """A datagram of this key went to a live server: its recordings are not unused."""
+        self.gone_live.add((client_host, server))
 
     def ask(self, client: Endpoint, server: Endpoint, data: bytes) -> list[bytes] | None:
         """The recorded replies to ``data``, or None when nothing recorded answers it."""
@@ -94,6 +100,8 @@ class UdpStandIn:
         """What went otherwise, with the recorded requests never sent and the flows never used."""
         found = list(self.found)
         for (client_host, server), scripts in self.scripts.items():
+            if (client_host, server) in self.gone_live:
+                continue
             for script in scripts:
                 if not script.used:
                     found.append(UdpDiverged(client_host, server, script.flow.flow, "unused"))

@@ -12,7 +12,7 @@ import time
 import attrs
 
 from ..cassette import Cassette
-from ..core.addressing import Endpoint
+from ..core.addressing import Endpoint, decode_key
 from ..core.coverage import starts_tls_record
 from ..core.divergence import (
     ByteMismatch,
@@ -27,9 +27,11 @@ from ..core.events import ConnectionOpened, Data, Direction, Outcome
 from ..core.exchange import Match
 from ..core.matching import LEAD_LIMIT, Claim, Matcher
 from ..core.noise import Noise, resolve_check
+from ..core.packets import ICMP_PORT_UNREACHABLE, make_icmp_unreachable, make_udp_packet
 from ..core.replay import Abort, ConnectionReplay, Finished, ReplayConfig, Send, ShutWrite
 from ..core.standin import stand_in_deadline
-from ..core.udp import UdpFlows
+from ..core.udp import UdpFlows, udp_key_and_payload
+from ..core.udp_standin import UdpStandIn
 from .pipes import HIGH_WATER, Pipe, Tap
 from .session import Session
 
@@ -223,7 +225,9 @@ class Replayer(Session):
         self.matcher = Matcher((entry.opened for entry in self.index.connections.values()), self.index.leads)
         self.pending: dict[tuple[Endpoint, Endpoint], Claim] = {}
         self.found: list = []
-        self.udp = UdpFlows()
+        self.udp = UdpFlows()  # what went live, reported as not replayed
+        notes = self.index.notes
+        self.udp_stand_in = UdpStandIn.of(notes.udp_flows, notes.datagrams)
 
     @property
     def config(self) -> ReplayConfig:
@@ -276,7 +280,18 @@ class Replayer(Session):
         if claim is not None:
             claim.settle(b"", final=True)  # the attempt was made: its recording is not unused
 
-    def on_datagram(self, packet: memoryview, now: float) -> bool:
+    def on_datagram(self, packet: memoryview, now: float) -> bool | list[bytes]:
+        """Deliver ``packet`` (True), or, when its server's host is empty and the
+        recording has its flow, the packets that answer it in the server's place."""
+        key, payload = udp_key_and_payload(packet)
+        client, server = decode_key(key)
+        if self.udp_stand_in.knows(client.host, server):
+            if self.host_is_empty(server.host):
+                replies = self.udp_stand_in.ask(client, server, payload)
+                if replies is None:
+                    return [make_icmp_unreachable(bytes(packet), ICMP_PORT_UNREACHABLE)]
+                return [make_udp_packet(key[4:8], key[0:4], server.port, client.port, reply) for reply in replies]
+            self.udp_stand_in.went_live(client.host, server)
         self.udp.see(packet, self.t(now))
         return True
 
@@ -306,6 +321,7 @@ class Replayer(Session):
             UdpNotReplayed(flow.client.host, flow.server, count)
             for flow, count in zip(self.udp.flows, self.udp.counts)
         )
+        self.found.extend(self.udp_stand_in.finish())
         tls = self._tls_streams()
         self.cassette.close()
         return {

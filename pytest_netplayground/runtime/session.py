@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shlex
 import time
+from collections.abc import Callable
 
 from ..core.addressing import Endpoint
 from ..core.events import HostInfo, Outcome
@@ -26,6 +27,9 @@ class Session:
     def __init__(self, clock_origin: float):
         self.t0 = clock_origin
         self.hosts: list[HostInfo] = []
+        #: Whether nothing was ever run in the host with this address (the
+        #: supervisor sets it): replay then answers for its UDP servers.
+        self.host_is_empty: Callable[[str], bool] = lambda address: False
 
     def t(self, now: float | None = None) -> float:
         return round((time.monotonic() if now is None else now) - self.t0, 6)
@@ -61,8 +65,9 @@ class Session:
         """Until when a refused connection to ``server`` in a busy host is retried."""
         return now
 
-    def on_datagram(self, packet: memoryview, now: float) -> bool:
-        """A whole IPv4/UDP ``packet`` between hosts; True delivers it as it is."""
+    def on_datagram(self, packet: memoryview, now: float) -> bool | list[bytes]:
+        """A whole IPv4/UDP ``packet`` between hosts: True delivers it as it is;
+        a list holds the packets to send back to its sender instead."""
         return True
 
     def finish(self, action: object) -> dict:

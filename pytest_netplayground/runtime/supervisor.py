@@ -69,6 +69,7 @@ class Supervisor:
         self.proxy = Proxy(
             self.loop, self.plan, self.router, self.network, self.session, self.processes, lambda: self.stopping
         )
+        self.session.host_is_empty = self._host_is_empty
         proxy_tun = self.network.proxy_tun
         self.loop.watch(proxy_tun, select.EPOLLIN, self._tun_reader(proxy_tun, self.router.from_proxy, "proxy"))
         self.loop.watch(self.channel.fileno(), select.EPOLLIN, self._control_readable)
@@ -176,12 +177,21 @@ class Supervisor:
                         open_server_leg(router.key)
                     elif verdict == REPLY:
                         write(tun, router.reply)
-                    elif verdict == UDP and on_datagram(view[:n], monotonic()):
-                        write(host_tun[router.target], view[:n])
+                    elif verdict == UDP:
+                        answer = on_datagram(view[:n], monotonic())
+                        if answer is True:
+                            write(host_tun[router.target], view[:n])
+                        elif answer:
+                            for packet in answer:  # the cassette answers in the server's place
+                                write(tun, packet)
                 except OSError:
                     router.dropped["write failed"] += 1
 
         return readable
+
+    def _host_is_empty(self, address: str) -> bool:
+        """Whether nothing was ever run in the host that owns ``address``."""
+        return self.router.hosts.get(socket.inet_aton(address)) not in self.processes.inhabited
 
     def _log_packet(self, origin: str, packet, verdict: int) -> None:
         from ..core.describe import describe_packet

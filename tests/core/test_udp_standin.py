@@ -72,3 +72,16 @@ def test_a_crafted_reply_is_a_valid_udp_packet_from_the_recorded_server():
     rebuilt = IP(raw)
     del rebuilt.chksum, rebuilt[UDP].chksum
     assert bytes(rebuilt) == raw  # both checksums are what scapy computes
+
+
+def test_flows_whose_server_ran_live_are_not_reported_unused():
+    from pytest_netplayground.core.addressing import Endpoint
+    from pytest_netplayground.core.events import Datagram, Direction, UdpFlow
+    from pytest_netplayground.core.udp_standin import UdpStandIn
+
+    server = Endpoint("10.0.0.1", 53)
+    flow = UdpFlow(0.0, 0, Endpoint("10.0.0.2", 4000), server)
+    stand_in = UdpStandIn.of({0: flow}, [Datagram(0.1, 0, Direction.C2S, b"q"), Datagram(0.2, 0, Direction.S2C, b"a")])
+    assert [d.what for d in stand_in.finish()] == ["unused"]
+    stand_in.went_live("10.0.0.2", server)
+    assert stand_in.finish() == []
