@@ -21,6 +21,7 @@ from collections import Counter
 import attrs
 
 from .addressing import AddressPlan, FlowKey, decode_key
+from .router6 import Router6
 from .packets import (
     ICMP_HOST_UNREACHABLE,
     PROTO_ICMP,
@@ -71,6 +72,8 @@ class Router:
     _net: int = 0
     _mask: int = 0
     _edges: set = attrs.field(factory=set)
+    # IPv6 between hosts (see core.router6), when the sandbox has a prefix for it.
+    six: Router6 | None = None
 
     def __attrs_post_init__(self) -> None:
         net = self.plan.subnet.network
@@ -97,6 +100,8 @@ class Router:
             return Verdict.DROP
         vihl = buf[0]
         if vihl >> 4 != 4:
+            if vihl >> 4 == 6 and self.six is not None:
+                return self.six.from_host(self, buf, n)
             self.dropped["ipv6" if vihl >> 4 == 6 else "not ipv4"] += 1
             return Verdict.DROP
         ihl = (vihl & 0x0F) << 2

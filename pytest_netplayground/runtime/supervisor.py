@@ -21,8 +21,10 @@ import traceback
 from typing import Any, Callable
 
 from ..core.addressing import AddressPlan
+from ..core.addressing6 import Subnet6
 from ..core.names import NameTable
 from ..core.router import Router, Verdict
+from ..core.router6 import Router6
 from ..errors import NetplayError, SandboxError
 from . import control, hostfs, netns, sessions
 from .loop import Loop
@@ -45,10 +47,12 @@ class Supervisor:
         verbose: bool = False,
         session: dict | None = None,
         rootless: bool = False,
+        subnet6: str | None = None,
     ):
         self.channel = channel
         self.plan = AddressPlan(subnet)
-        self.router = Router(self.plan)
+        self.subnet6 = Subnet6.parse(subnet6, self.plan.subnet)
+        self.router = Router(self.plan, six=Router6(self.subnet6))
         self.verbose = verbose
         self.loop = Loop()
         self.names = NameTable()
@@ -113,13 +117,16 @@ class Supervisor:
         network = self.network
         index = len(network.host_ns)
         address = self.plan.subnet.host_address(index)
-        name = self.names.add(address, name)
+        address6 = self.subnet6.host_address(index)
+        name = self.names.add(address, name, address6)
         ns = tun = -1
         try:
             ns = netns.new_netns()
             try:
                 tun = netns.open_tun(HOST_TUN)
-                netns.configure_host(HOST_TUN, address, self.plan.subnet.network.prefixlen)
+                netns.configure_host(
+                    HOST_TUN, address, self.plan.subnet.network.prefixlen, address6, self.subnet6.network.prefixlen
+                )
             finally:
                 netns.setns(network.proxy_ns)
             self.host_files.add(name, self.names.text())
@@ -133,10 +140,11 @@ class Supervisor:
         network.host_tun.append(tun)
         network.host_names.append(name)
         self.router.add_host(index, address)
+        self.router.six.add_host(index, address6)
         self.session.note_host(address, name)
         reader = self._tun_reader(tun, self.router.from_host, name)
         self.loop.watch(tun, select.EPOLLIN, reader)
-        return {"index": index, "address": address, "name": name}
+        return {"index": index, "address": address, "name": name, "address6": address6}
 
     # -- the router ---------------------------------------------------------------
 
