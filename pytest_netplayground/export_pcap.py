@@ -3,8 +3,9 @@
 A cassette stores what each side sent, not packets, so the export
 synthesizes a plausible TCP exchange (handshake, data segments, ACKs, FIN and
 RST) with consistent sequence numbers: every tool that reassembles TCP
-streams then shows exactly the bytes the cassette holds. Events are streamed
-from the file, so only per-connection sequence state is kept in memory.
+streams then shows exactly the bytes the cassette holds. UDP datagrams
+become one UDP packet each. Events are streamed from the file, so only
+per-connection sequence state is kept in memory.
 """
 
 from __future__ import annotations
@@ -16,7 +17,17 @@ import attrs
 
 from .cassette import Cassette
 from .core.addressing import Endpoint
-from .core.events import Closed, ConnectionOpened, Data, Direction, HalfClosed, Outcome, Reset
+from .core.events import (
+    Closed,
+    ConnectionOpened,
+    Data,
+    Datagram,
+    Direction,
+    HalfClosed,
+    Outcome,
+    Reset,
+    UdpFlow,
+)
 from .errors import CassetteError
 
 __all__ = ["MAX_SEGMENT", "export_pcap"]
@@ -47,10 +58,10 @@ class _PacketSink:
     """Builds IPv4/TCP packets and writes them with the cassette's timestamps."""
 
     def __init__(self, out_path: Path, started: float):
-        from scapy.layers.inet import IP, TCP
+        from scapy.layers.inet import IP, TCP, UDP
         from scapy.utils import PcapWriter
 
-        self._ip, self._tcp = IP, TCP
+        self._ip, self._tcp, self._udp = IP, TCP, UDP
         self._started_us = round(started * 1_000_000)
         self._ip_id = 0
         self.count = 0
@@ -71,6 +82,18 @@ class _PacketSink:
             packet = packet / payload
         advance = len(payload) + ("S" in flags) + ("F" in flags)
         stream.next_seq[direction] = (seq + advance) & 0xFFFF_FFFF
+        self._write(packet, t)
+
+    def send_udp(self, flow: UdpFlow, datagram: Datagram) -> None:
+        c2s = datagram.direction is Direction.C2S
+        src, dst = (flow.client, flow.server) if c2s else (flow.server, flow.client)
+        self._ip_id = (self._ip_id + 1) & 0xFFFF
+        packet = self._ip(src=src.host, dst=dst.host, ttl=64, id=self._ip_id) / self._udp(
+            sport=src.port, dport=dst.port
+        )
+        self._write(packet / datagram.data, datagram.t)
+
+    def _write(self, packet, t: float) -> None:
         when = self._started_us + round(t * 1_000_000)
         self._writer.write_packet(bytes(packet), sec=when // 1_000_000, usec=when % 1_000_000)
         self.count += 1
@@ -130,8 +153,17 @@ def export_pcap(
             f"cannot write pcap file {out}: {exc.strerror or exc}; check that its directory exists and is writable"
         ) from exc
     streams: dict[int, _Stream] = {}
+    flows: dict[int, UdpFlow] = {}
     try:
-        for event in cassette.events():
+        for event in cassette.records():
+            if isinstance(event, UdpFlow):
+                flows[event.flow] = event
+                continue
+            if isinstance(event, Datagram):
+                sink.send_udp(flows[event.flow], event)
+                continue
+            if not isinstance(event, (ConnectionOpened, Data, HalfClosed, Reset, Closed)):
+                continue
             if isinstance(event, ConnectionOpened):
                 streams[event.conn] = _open(sink, event)
                 continue

@@ -14,7 +14,6 @@ from pathlib import Path
 import attrs
 import pytest
 
-from .core.coverage import udp_line
 from .errors import ConfigError, NetplayError
 from .learning import commit_with_noise, run_path
 from .settings import (
@@ -63,10 +62,6 @@ _run_key = pytest.StashKey[tuple]()
 
 class NetplayDivergenceWarning(UserWarning):
     """A replay diverged from its cassette in a test that is not strict."""
-
-
-class NetplayCoverageWarning(UserWarning):
-    """A recording saw traffic that the cassette does not hold (UDP)."""
 
 
 @attrs.define
@@ -302,9 +297,6 @@ def _finish(item: pytest.Item, state: NetplayState, passed: bool, skipped: bool 
             item.add_report_section("call", "netplay", text + "\n")
     else:
         sandbox.close("commit")
-    if state.mode == "record" and sandbox.udp:
-        text = f"{udp_line(sandbox.udp)}: {state.cassette} holds TCP only"
-        warnings.warn(NetplayCoverageWarning(text), stacklevel=1)
     for host in sandbox.hosts:
         for stream, data in sandbox.host_output(host).items():
             item.add_report_section(

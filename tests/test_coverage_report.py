@@ -1,4 +1,4 @@
-"""Traffic a cassette does not cover is named: UDP when recording and replaying, TLS handshakes on replay."""
+"""UDP is recorded and shown; what a replay does not cover is named: UDP on replay, TLS handshakes."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from pytest_netplayground import Endpoint, Sandbox
 from pytest_netplayground.cassette import Cassette
 from pytest_netplayground.core.divergence import ByteMismatch, UdpNotReplayed
-from pytest_netplayground.core.events import Direction, UdpSeen
+from pytest_netplayground.core.events import Datagram, Direction, UdpFlow
 from pytest_netplayground.runtime.sandbox import PIPE
 from tests.support.leaks import running
 
@@ -39,20 +39,26 @@ def udp_rounds(sb: Sandbox) -> None:
             assert asking.recv(100) == b"answer to question %d" % i
 
 
-def test_udp_seen_while_recording_is_counted_in_the_cassette_and_show(tmp_path):
+def test_udp_seen_while_recording_is_in_the_cassette_and_show(tmp_path):
     cassette = tmp_path / "udp.jsonl"
     with running("record", cassette) as sb:
         udp_rounds(sb)
-    flow = UdpSeen(0.0, "10.0.0.2", Endpoint(*UDP_SERVER), 2 * ROUNDS)
-    expected = [(flow.client, flow.server, flow.datagrams)]
-    assert [(f.client, f.server, f.datagrams) for f in sb.udp] == expected
-    assert [(f.client, f.server, f.datagrams) for f in Cassette(cassette).index().notes.udp] == expected
+    notes = Cassette(cassette).index().notes
+    [flow] = notes.udp_flows.values()
+    assert (flow.client.host, flow.server) == ("10.0.0.2", Endpoint(*UDP_SERVER))
+    expected = []
+    for i in range(ROUNDS):
+        expected += [(Direction.C2S, b"question %d" % i), (Direction.S2C, b"answer to question %d" % i)]
+    assert [(d.direction, d.data) for d in notes.datagrams] == expected
+    assert notes.udp == []
     shown = subprocess.run(
         [*NETPLAY, "show", str(cassette)], capture_output=True, text=True, cwd=ROOT, timeout=60
     )
     assert shown.returncode == 0, shown.stderr
-    assert "UDP not recorded: 6 datagrams between 10.0.0.2 and 10.0.0.1:5353" in shown.stdout
-    assert "0 connections; the recording finished cleanly" not in shown.stdout
+    assert f"UDP flow 0 {flow.client} -> 10.0.0.1:5353" in shown.stdout
+    assert "answer to question 2" in shown.stdout
+    assert "not recorded" not in shown.stdout
+    assert "0 connections, 1 UDP flow; the recording finished cleanly" in shown.stdout
 
 
 def test_udp_on_replay_is_a_divergence(tmp_path):
@@ -97,7 +103,7 @@ UDP_ASK = textwrap.dedent(
 )
 
 
-def test_cli_record_report_names_udp_and_a_strict_replay_fails(tmp_path):
+def test_cli_records_udp_quietly_and_a_strict_replay_fails(tmp_path):
     cassette = tmp_path / "udp.traffic"
     commands = [shlex.join([sys.executable, "-c", UDP_ECHO]), shlex.join([sys.executable, "-c", UDP_ASK])]
     recorded = subprocess.run(
@@ -108,8 +114,14 @@ def test_cli_record_report_names_udp_and_a_strict_replay_fails(tmp_path):
         timeout=60,
     )
     assert recorded.returncode == 0, recorded.stderr
-    assert "netplay: UDP not recorded: " in recorded.stderr
-    assert "datagrams between 10.0.0.2 and 10.0.0.1:5353" in recorded.stderr
+    assert "not recorded" not in recorded.stderr
+    # Every answer is recorded after its question (a question sent before the server bound
+    # is refused and asked again, so it may appear twice).
+    datagrams = [(d.direction, d.data) for d in Cassette(cassette).index().notes.datagrams]
+    answers = [(Direction.S2C, b"q%d" % i) for i in range(ROUNDS)]
+    assert [d for d in datagrams if d[0] is Direction.S2C] == answers
+    for answer in answers:
+        assert datagrams.index((Direction.C2S, answer[1])) < datagrams.index(answer)
     replayed = subprocess.run(
         [*NETPLAY, "replay", "--strict", "-f", str(cassette), *commands],
         capture_output=True,
@@ -170,13 +182,14 @@ def test_udp_only(netplay):
 """
 
 
-def test_pytest_warns_of_udp_when_recording_and_fails_a_strict_replay(pytester):
+def test_pytest_records_udp_without_warning_and_fails_a_strict_replay(pytester):
     pytester.makepyfile(test_suite=UDP_SUITE)
     recorded = pytester.runpytest_subprocess("--netplay=record", timeout=120)
-    recorded.assert_outcomes(passed=1, warnings=1)
-    recorded.stdout.fnmatch_lines(
-        ["*NetplayCoverageWarning: UDP not recorded: 2 datagrams between 10.0.0.2 and 10.0.0.1:5353*"]
-    )
+    recorded.assert_outcomes(passed=1, warnings=0)
+    [cassette] = Path(pytester.path).rglob("*test_udp_only*")
+    records = list(Cassette(cassette).records())
+    assert [r.data for r in records if isinstance(r, Datagram)] == [b"question", b"answer"]
+    assert len([r for r in records if isinstance(r, UdpFlow)]) == 1
     replayed = pytester.runpytest_subprocess("--netplay=replay", timeout=120)
     replayed.assert_outcomes(failed=1)
     replayed.stdout.fnmatch_lines(["*UDP not replayed: 2 datagrams went live between 10.0.0.2 and*"])

@@ -1,13 +1,13 @@
-"""Record and replay sessions keep and use the notes: listen delays, UDP counts, TLS streams.
+"""Record and replay sessions keep and use the notes: listen delays, UDP datagrams, TLS streams.
 
 No sockets: real cassette files and sessions, driven as the supervisor drives them.
 """
 
 from __future__ import annotations
 
-import socket
-import struct
 import time
+
+from scapy.layers.inet import IP, UDP
 
 from pytest_netplayground.cassette import Cassette, CassetteWriter
 from pytest_netplayground.core.addressing import ConnectionKey, Endpoint
@@ -17,9 +17,10 @@ from pytest_netplayground.core.events import (
     Data,
     Direction,
     Header,
+    Datagram,
     ListenDelay,
     Outcome,
-    UdpSeen,
+    UdpFlow,
 )
 from pytest_netplayground.core.replay import ReplayConfig
 from pytest_netplayground.core.standin import FALLBACK_PATIENCE, LISTEN_MARGIN
@@ -36,26 +37,27 @@ class NoLoop:
         pass
 
 
-def udp_key(src: str, dst: str, sport: int, dport: int) -> bytes:
-    return socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!HH", sport, dport)
+def udp(src: str, dst: str, sport: int, dport: int, payload: bytes) -> memoryview:
+    return memoryview(bytes(IP(src=src, dst=dst) / UDP(sport=sport, dport=dport) / payload))
 
 
-def test_a_recorder_notes_each_servers_first_accept_and_the_udp_it_saw(tmp_path):
+def test_a_recorder_notes_each_servers_first_accept_and_records_the_udp_it_saw(tmp_path):
     path = tmp_path / "c.jsonl"
     recorder = Recorder(time.monotonic(), str(path), "10.0.0.0/24")
     recorder.note_host("10.0.0.1", "server")
     recorder.note_listening(WEB, 0.25)
     recorder.note_listening(WEB, 3.0)  # later connections say nothing new
-    recorder.note_udp(
-        {udp_key("10.0.0.2", "10.0.0.1", 5000, 53): 2, udp_key("10.0.0.1", "10.0.0.2", 53, 5000): 2}
-    )
-    result = recorder.finish("commit")
-    [flow] = result["udp"]
-    assert (flow.client, flow.server, flow.datagrams) == ("10.0.0.2", DNS, 4)
+    for i in range(2):
+        assert recorder.on_datagram(udp("10.0.0.2", "10.0.0.1", 5000, 53, b"q%d" % i), time.monotonic())
+        assert recorder.on_datagram(udp("10.0.0.1", "10.0.0.2", 53, 5000, b"\0a%d" % i), time.monotonic())
+    recorder.finish("commit")
     records = list(Cassette(path).records())
     assert [r for r in records if isinstance(r, ListenDelay)] == [ListenDelay(records[1].t, WEB, 0.25)]
-    udp = [(r.client, r.server, r.datagrams) for r in records if isinstance(r, UdpSeen)]
-    assert udp == [("10.0.0.2", DNS, 4)]
+    [flow] = [r for r in records if isinstance(r, UdpFlow)]
+    assert (flow.flow, flow.client, flow.server) == (0, Endpoint("10.0.0.2", 5000), DNS)
+    datagrams = [(r.flow, r.direction, r.data) for r in records if isinstance(r, Datagram)]
+    c2s, s2c = Direction.C2S, Direction.S2C
+    assert datagrams == [(0, c2s, b"q0"), (0, s2c, b"\0a0"), (0, c2s, b"q1"), (0, s2c, b"\0a1")]
 
 
 def write(path, records) -> None:
@@ -88,7 +90,7 @@ def test_a_replayer_reports_udp_and_finds_tls_streams_deep_in_a_difference(tmp_p
     session.connect_failed(CLIENT, WEB, Outcome.REFUSED)  # the recording is used, never played here
     expected, actual = server_flight[884:948], server_flight[884:900]
     session.collect([MissingBytes(0, KEY, 1, Direction.S2C, 900, 1029, expected, actual)])
-    session.note_udp({udp_key("10.0.0.2", "10.0.0.1", 5000, 53): 1})
+    session.on_datagram(udp("10.0.0.2", "10.0.0.1", 5000, 53, b"q"), time.monotonic())
     report = session.finish("commit")["divergences"]
     assert report.tls == {(0, Direction.S2C)}
     assert UdpNotReplayed("10.0.0.2", DNS, 1) in report.items

@@ -14,6 +14,7 @@ import pytest
 import pytest_netplayground.runtime.supervisor  # noqa: F401  (loaded before a test drops root)
 from pytest_netplayground import ConfigError, Sandbox
 from pytest_netplayground.cassette import Cassette
+from pytest_netplayground.core.addressing6 import default_subnet6
 from tests.support import leaks
 from tests.support.unprivileged import run_unprivileged
 
@@ -61,13 +62,16 @@ def test_python_resolves_other_hosts_and_its_own_name(named):
 
 
 def test_getent_finds_every_name_through_nsswitch(named):
-    _, server, _ = named
+    _, server, client = named
+    # getent hosts asks for IPv6 first: every name has both addresses.
     result = server.run("getent hosts client h1", timeout=10, text=True)
     assert result.returncode == 0, result.stderr
     assert [line.split() for line in result.stdout.splitlines()] == [
-        ["10.0.0.2", "client", "h2"],
-        ["10.0.0.1", "server", "h1"],
+        [client.address6, "client", "h2"],
+        [server.address6, "server", "h1"],
     ]
+    ipv4 = server.run("getent ahostsv4 client", timeout=10, text=True)
+    assert ipv4.stdout.split()[:3] == ["10.0.0.2", "STREAM", "client"], ipv4.stderr
     loopback = server.run("getent ahostsv4 localhost", timeout=10, text=True)
     assert loopback.stdout.split()[:3] == ["127.0.0.1", "STREAM", "localhost"], loopback.stderr
 
@@ -85,14 +89,15 @@ def test_a_host_added_later_resolves_in_processes_already_running(named):
     sandbox.add_host(name="late")
     out, _ = waiting.communicate(b"go\n", timeout=10)
     assert waiting.returncode == 0
-    assert [line.split() for line in out.decode().splitlines()] == [["10.0.0.3", "late", "h3"]] * 2
+    late = sandbox.host("late").address6
+    assert [line.split() for line in out.decode().splitlines()] == [[late, "late", "h3"]] * 2
 
 
 def test_names_resolve_for_a_process_run_as_another_user(named):
-    _, server, _ = named
+    _, server, client = named
     result = server.run("id -un; getent hosts client", user="nobody", timeout=10, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["nobody", "10.0.0.2", "client", "h2"]
+    assert result.stdout.split() == ["nobody", client.address6, "client", "h2"]
 
 
 def test_hosts_still_see_the_machines_file_system(named, tmp_path):
@@ -135,7 +140,7 @@ def test_bad_names_are_refused_and_the_sandbox_goes_on(sandbox, bad, message):
         sandbox.add_host(name=bad)
     second = sandbox.add_host()
     assert (second.name, second.address) == ("h2", "10.0.0.2")
-    assert second.run("getent hosts h2", timeout=10).stdout.split() == [b"10.0.0.2", b"h2"]
+    assert second.run("getent ahostsv4 h2", timeout=10).stdout.split()[:3] == [b"10.0.0.2", b"STREAM", b"h2"]
     assert sandbox.host("h1").name == "server"
 
 
@@ -174,10 +179,11 @@ def _rootless_names() -> dict:
 def test_names_work_for_an_unprivileged_user():
     directories_before = _leftover_directories()
     result = run_unprivileged(_rootless_names)
+    prefix = default_subnet6("10.0.0.0/24")
     assert [line.split() for line in result["out"].splitlines()] == [
         ["h2"],
-        ["10.0.0.1", "server", "h1"],
-        ["10.0.0.2", "h2"],
+        [prefix.host_address(0), "server", "h1"],
+        [prefix.host_address(1), "h2"],
     ], result["err"]
     assert leaks.wait_until_gone(result["inodes"], result["pids"]) == []
     assert _leftover_directories() == directories_before

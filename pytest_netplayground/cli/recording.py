@@ -15,7 +15,6 @@ from pathlib import Path
 import attrs
 
 from ..cassette import partial_path_for
-from ..core.coverage import udp_line
 from ..errors import NetplayError
 from ..learning import RunSpacing, commit_with_noise, run_path
 from .runner import RunOutcome
@@ -68,11 +67,6 @@ def _close_quietly(sandbox, cassette) -> None:
         sandbox.close(cassette)
     except NetplayError:
         pass
-
-
-def _say_udp(sandbox) -> None:
-    if sandbox.udp:
-        say(f"{udp_line(sandbox.udp)}: cassettes hold TCP only")
 
 
 @attrs.frozen
@@ -140,7 +134,6 @@ def _record_once(args, names, plan: _Plan, index: int) -> tuple[RunOutcome, str 
         )
     else:
         sandbox.close("commit")
-    _say_udp(sandbox)
     return outcome, failed
 
 

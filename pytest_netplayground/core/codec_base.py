@@ -21,10 +21,12 @@ from .events import (
     Closed,
     ConnectionOpened,
     Data,
+    Datagram,
     HalfClosed,
     Header,
     ListenDelay,
     Reset,
+    UdpFlow,
     UdpSeen,
 )
 from .noise import LearnedNoise
@@ -71,6 +73,8 @@ Record = (
     | End
     | ListenDelay
     | UdpSeen
+    | UdpFlow
+    | Datagram
 )
 
 # C0 controls except tab, LF and CR; DEL; C1 controls. Payloads holding any of

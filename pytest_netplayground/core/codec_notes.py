@@ -1,7 +1,9 @@
 """Cassette lines for notes: records about the run, not about one connection.
 
 ``listen`` says how long a server took to first accept a connection after its
-host got its first process; ``udp`` counts datagrams the cassette does not
+host got its first process; ``flow`` opens a UDP flow and ``dgram`` holds one
+of its datagrams (text as text, binary as base64, like TCP data); ``udp``, in
+cassettes made before UDP was recorded, counts datagrams the cassette does not
 hold. Readers older than these records stop at them with a clear message;
 cassettes without them read as before.
 """
@@ -10,13 +12,13 @@ from __future__ import annotations
 
 import ipaddress
 
-from .codec_base import encode_line, encode_time, json_text
+from .codec_base import b64encode, encode_conn, encode_line, encode_time, is_text, json_text
 from .decoding import Fields
-from .events import ListenDelay, Note, UdpSeen
+from .events import Datagram, Direction, ListenDelay, Note, UdpFlow, UdpSeen
 
 __all__ = ["NOTE_NAMES", "decode_note", "encode_note"]
 
-NOTE_NAMES = ("listen", "udp")
+NOTE_NAMES = ("listen", "udp", "flow", "dgram")
 
 
 def encode_note(note: Note) -> bytes:
@@ -41,13 +43,49 @@ def encode_note(note: Note) -> bytes:
                 ("datagrams", str(int(note.datagrams))),
             ]
         )
+    if isinstance(note, UdpFlow):
+        return encode_line(
+            head
+            + [
+                ("ev", '"flow"'),
+                ("flow", encode_conn(note.flow)),
+                ("client", json_text(str(note.client))),
+                ("server", json_text(str(note.server))),
+            ]
+        )
+    if isinstance(note, Datagram):
+        data = note.data
+        if is_text(data):
+            payload = ("text", json_text(data.decode("utf-8")))
+        else:
+            payload = ("b64", '"' + b64encode(data).decode("ascii") + '"')
+        return encode_line(
+            head
+            + [
+                ("ev", '"dgram"'),
+                ("flow", encode_conn(note.flow)),
+                ("dir", json_text(note.direction.value)),
+                payload,
+            ]
+        )
     raise TypeError(f"not a cassette note: {note!r}")
+
+
+def _flow(fields: Fields) -> int:
+    value = fields.get("flow", "a non-negative integer flow number")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise fields.bad("flow", value, "a non-negative integer flow number")
+    return value
 
 
 def decode_note(ev: str, fields: Fields, t: float) -> Note:
     """The note of type ``ev`` from a decoded line's fields (raising CassetteFormatError)."""
     if ev == "listen":
         return ListenDelay(t, fields.endpoint("server"), fields.time("delay"))
+    if ev == "flow":
+        return UdpFlow(t, _flow(fields), fields.endpoint("client"), fields.endpoint("server"))
+    if ev == "dgram":
+        return Datagram(t, _flow(fields), fields.choice("dir", Direction), fields.payload())
     expected = 'an IPv4 address like "10.0.0.2"'
     client = fields.string("client", expected)
     try:

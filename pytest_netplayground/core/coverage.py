@@ -1,25 +1,24 @@
 """What a recording does not cover, said out loud.
 
-The router carries UDP between hosts but the cassette holds TCP only, and a
-TLS handshake recorded byte for byte cannot be replayed. Both would otherwise
-pass unnoticed: a recording of only UDP looks like an empty, clean one, and a
-replay failing in a handshake reads as an unexplained byte difference. This
-module turns the router's counts into notes and findings, and recognises TLS.
+A TLS handshake recorded byte for byte cannot be replayed, and a replay
+failing in one would read as an unexplained byte difference: this module
+recognises TLS. It also gathers a cassette's notes as a reading pass meets
+them, among them the UDP a cassette holds and, in cassettes made before UDP
+was recorded, the counts of UDP that went unrecorded.
 """
 
 from __future__ import annotations
 
 import attrs
 
-from .addressing import Endpoint, FlowKey, decode_key, reverse_key
-from .events import NOTES, ListenDelay, UdpSeen
+from .addressing import Endpoint
+from .events import NOTES, Datagram, ListenDelay, UdpFlow, UdpSeen
 
 __all__ = [
     "NOTES",
     "TLS_ADVICE",
     "RunNotes",
     "starts_tls_record",
-    "udp_flows",
     "udp_line",
 ]
 
@@ -37,31 +36,13 @@ def starts_tls_record(data: bytes) -> bool:
 
 
 def udp_line(flows) -> str:
-    """``UDP not recorded: 12 datagrams between 10.0.0.2 and 10.0.0.1:53; ...``, or "" without UDP."""
+    """``UDP not recorded: 12 datagrams between 10.0.0.2 and 10.0.0.1:53; ...``, or "" without UDP.
+
+    Only cassettes made before UDP was recorded hold such counts.
+    """
     if not flows:
         return ""
     return "UDP not recorded: " + "; ".join(flow.summary for flow in flows)
-
-
-def udp_flows(counts: dict[FlowKey, int], t: float = 0.0) -> tuple[UdpSeen, ...]:
-    """Datagram counts per (src, dst, sport, dport) key, gathered into flows.
-
-    The sender of a flow's first datagram is its client: a key whose reverse
-    was seen earlier is the answer of that flow. ``counts`` must be in the
-    order the keys were first seen (a dict filled as the packets came).
-    Flows are then merged per client address and server endpoint, so a
-    resolver asking from a new port each time reads as one line.
-    """
-    owner: dict[FlowKey, tuple[str, Endpoint]] = {}
-    totals: dict[tuple[str, Endpoint], int] = {}
-    for key, count in counts.items():
-        flow = owner.get(reverse_key(key))
-        if flow is None:
-            client, server = decode_key(key)
-            flow = (client.host, server)
-        owner[key] = flow
-        totals[flow] = totals.get(flow, 0) + count
-    return tuple(UdpSeen(t, client, server, count) for (client, server), count in totals.items())
 
 
 @attrs.define
@@ -70,6 +51,8 @@ class RunNotes:
 
     listen_delays: dict[Endpoint, float] = attrs.field(factory=dict)
     udp: list[UdpSeen] = attrs.field(factory=list)
+    udp_flows: dict[int, UdpFlow] = attrs.field(factory=dict)
+    datagrams: list[Datagram] = attrs.field(factory=list)
 
     def skim(self, scan):
         """Pass on the (offset, length, record) of ``scan`` that are not notes, keeping the notes."""
@@ -79,5 +62,9 @@ class RunNotes:
                 self.listen_delays.setdefault(note.server, note.delay)
             elif isinstance(note, UdpSeen):
                 self.udp.append(note)
+            elif isinstance(note, UdpFlow):
+                self.udp_flows[note.flow] = note
+            elif isinstance(note, Datagram):
+                self.datagrams.append(note)
             else:
                 yield item

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..errors import CassetteFormatError
 from .codec_base import MAX_LINE, End, Record
 from .decoding import decode_record
-from .events import FORMAT_VERSION, NOTES, ConnectionOpened, Header
+from .events import FORMAT_VERSION, NOTES, ConnectionOpened, Datagram, Header, UdpFlow
 
 __all__ = ["Decoder"]
 
@@ -34,6 +34,7 @@ class Decoder:
         self._header: Header | None = None
         self._ended = False
         self._opened: set[int] = set()
+        self._flows: set[int] = set()
         self._error: CassetteFormatError | None = None
         self.last_offset: int | None = None
         self.last_length: int | None = None
@@ -186,6 +187,16 @@ class Decoder:
         if isinstance(record, End):
             self._ended = True
             return
+        if isinstance(record, UdpFlow):
+            if record.flow in self._flows:
+                raise CassetteFormatError(f"UDP flow {record.flow} is opened twice", offset=offset)
+            self._flows.add(record.flow)
+            return
+        if isinstance(record, Datagram) and record.flow not in self._flows:
+            raise CassetteFormatError(
+                f'datagram of UDP flow {record.flow}, which was never opened; expected a "flow" record first',
+                offset=offset,
+            )
         if isinstance(record, NOTES):
             return
         if isinstance(record, ConnectionOpened):

@@ -27,6 +27,7 @@ __all__ = [
     "MissingReset",
     "Stall",
     "UdpNotReplayed",
+    "UdpDiverged",
     "UnexpectedReset",
     "UnrecordedConnection",
     "UnusedRecording",
@@ -228,8 +229,41 @@ class UdpNotReplayed:
         word = "datagram" if self.datagrams == 1 else "datagrams"
         return (
             f"UDP not replayed: {self.datagrams} {word} went live between {self.client} and "
-            f"{self.server}; cassettes hold TCP only, so this traffic was not checked"
+            f"{self.server}; UDP is recorded but not replayed, so this traffic was not checked"
         )
+
+
+@attrs.frozen
+class UdpDiverged:
+    """A recorded UDP flow played by the cassette went otherwise on replay.
+
+    ``what`` says how: ``differs`` (``index`` is the client datagram's number in
+    the flow, ``offset`` the first differing byte), ``extra`` (a client datagram
+    past the recording), ``missing`` (recorded client datagrams never sent) or
+    ``unused`` (a recorded flow no client used).
+    """
+
+    client: str
+    server: Endpoint
+    flow: int
+    what: str = attrs.field(validator=attrs.validators.in_(("differs", "extra", "missing", "unused")))
+    index: int = 0
+    offset: int = 0
+    expected: bytes = b""
+    actual: bytes = b""
+
+    @property
+    def summary(self) -> str:
+        if self.what == "differs":
+            return (
+                f"recorded flow {self.flow}, client datagram {self.index}: differs at byte {self.offset} "
+                f"(expected {self.expected[:32]!r}, got {self.actual[:32]!r})"
+            )
+        if self.what == "extra":
+            return f"recorded flow {self.flow}: client datagram {self.index} has no recording: {self.actual[:32]!r}"
+        if self.what == "missing":
+            return f"recorded flow {self.flow}: {self.index} recorded client datagram(s) never sent"
+        return f"recorded flow {self.flow}: never used on replay"
 
 
 Divergence = (
@@ -242,6 +276,7 @@ Divergence = (
     | UnusedRecording
     | Stall
     | UdpNotReplayed
+    | UdpDiverged
 )
 
 
@@ -259,7 +294,7 @@ def _plural(n: int, word: str) -> str:
 
 
 def _connection_label(item: Divergence) -> str:
-    if isinstance(item, UdpNotReplayed):
+    if isinstance(item, (UdpNotReplayed, UdpDiverged)):
         return f"UDP {item.client} -> {item.server}"
     if isinstance(item, UnrecordedConnection):
         return f"{item.client} -> {item.server}"
@@ -353,7 +388,7 @@ class DivergenceReport:
             return "replay matched the recording: no divergences"
         summary = f"{_plural(len(self.items), 'divergence')} in "
         summary += _plural(self._connection_count(), "connection")
-        flows = sum(isinstance(item, UdpNotReplayed) for item in self.items)
+        flows = len({(i.client, i.server) for i in self.items if isinstance(i, (UdpNotReplayed, UdpDiverged))})
         if flows:
             summary += f" and {_plural(flows, 'UDP flow')}"
         lines = [summary]

@@ -28,6 +28,9 @@ __all__ = [
     "Note",
     "NOTES",
     "UdpSeen",
+    "UdpFlow",
+    "Datagram",
+    "UDP_RECORDS",
     "FORMAT_VERSION",
 ]
 
@@ -176,8 +179,34 @@ class UdpSeen:
         return f"{self.datagrams} {word} between {self.client} and {self.server}"
 
 
-Note = ListenDelay | UdpSeen
-"""Records about the run as a whole rather than one connection: they carry no ``conn``."""
+@attrs.frozen
+class UdpFlow:
+    """A UDP flow's first datagram: ``client`` sent it to ``server``; later datagrams name ``flow``."""
+
+    t: float
+    flow: int = attrs.field(converter=_count)
+    client: Endpoint = attrs.field(converter=_endpoint)
+    server: Endpoint = attrs.field(converter=_endpoint)
+
+
+@attrs.frozen
+class Datagram:
+    """One UDP datagram of ``flow``, whole: its boundaries are part of what was said."""
+
+    t: float
+    flow: int = attrs.field(converter=_count)
+    direction: Direction = attrs.field(converter=Direction)
+    data: bytes = attrs.field(converter=bytes)
+
+
+#: The records of recorded UDP: they number flows, not TCP connections.
+UDP_RECORDS = (UdpFlow, Datagram)
+
+Note = ListenDelay | UdpSeen | UdpFlow | Datagram
+"""Records that are not about one TCP connection: they carry no ``conn``.
+
+``UdpSeen`` is what cassettes made before UDP was recorded hold in its place.
+"""
 
 #: The :data:`Note` types, for ``isinstance`` and for unpacking into a tuple of types.
-NOTES = (ListenDelay, UdpSeen)
+NOTES = (ListenDelay, UdpSeen, *UDP_RECORDS)

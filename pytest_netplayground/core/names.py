@@ -53,16 +53,20 @@ def check_name(name: object, index: int, taken: tuple[str, ...] = ()) -> str:
     return name
 
 
-def hosts_text(entries: list[tuple[str, str]] | tuple[tuple[str, str], ...]) -> str:
+def hosts_text(entries: list[tuple] | tuple[tuple, ...]) -> str:
     """The text of every host's ``/etc/hosts``: loopback, then ``address name hN`` per host in order.
+
+    An entry is ``(address, name)`` or ``(address, name, address6)``: a host
+    with an IPv6 address gets a second line, so its names resolve to both.
 
     Adding a host only appends a line, so the text before is a prefix of the
     text after: a reader of the file sees the old list or the new, never a mix.
     """
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost"]
-    for index, (address, name) in enumerate(entries):
+    for index, (address, name, *address6) in enumerate(entries):
         alias = default_name(index)
-        lines.append(f"{address}\t{name}" if name.lower() == alias else f"{address}\t{name}\t{alias}")
+        names = name if name.lower() == alias else f"{name}\t{alias}"
+        lines.extend(f"{each}\t{names}" for each in (address, *address6) if each)
     return "\n".join(lines) + "\n"
 
 
@@ -107,17 +111,17 @@ def _without_files(words: list[str]) -> list[str]:
 class NameTable:
     """The sandbox's hosts by number: their addresses and names, grown one host at a time."""
 
-    entries: list[tuple[str, str]] = attrs.field(factory=list)
+    entries: list[tuple[str, str, str | None]] = attrs.field(factory=list)
 
-    def add(self, address: str, name: str | None = None) -> str:
+    def add(self, address: str, name: str | None = None, address6: str | None = None) -> str:
         """Record the next host; its name (``hN`` when none is given), validated."""
         index = len(self.entries)
         name = default_name(index) if name is None else check_name(name, index, self.names())
-        self.entries.append((address, name))
+        self.entries.append((address, name, address6))
         return name
 
     def names(self) -> tuple[str, ...]:
-        return tuple(name for _, name in self.entries)
+        return tuple(entry[1] for entry in self.entries)
 
     def text(self) -> str:
         return hosts_text(self.entries)

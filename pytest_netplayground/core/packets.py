@@ -23,6 +23,7 @@ __all__ = [
     "checksum_delta",
     "adjust_checksum",
     "make_tcp_reset_reply",
+    "make_udp_packet",
     "make_icmp_unreachable",
     "ICMP_HOST_UNREACHABLE",
     "ICMP_PORT_UNREACHABLE",
@@ -134,3 +135,13 @@ def make_icmp_unreachable(packet: bytes | bytearray, code: int = ICMP_HOST_UNREA
     _H.pack_into(icmp, 2, checksum(icmp))
     src, dst = bytes(packet[12:16]), bytes(packet[16:20])
     return bytes(_ip_header(dst, src, PROTO_ICMP, len(icmp)) + icmp)
+
+
+def make_udp_packet(src: bytes, dst: bytes, sport: int, dport: int, payload: bytes, ident: int = 0) -> bytes:
+    """A whole IPv4/UDP packet (checksums filled in): how a recorded datagram is sent on replay."""
+    udp = bytearray(8) + payload
+    _HH.pack_into(udp, 0, sport, dport)
+    _H.pack_into(udp, 4, len(udp))
+    pseudo = src + dst + struct.pack("!BBH", 0, PROTO_UDP, len(udp))
+    _H.pack_into(udp, 6, checksum(pseudo + udp) or 0xFFFF)
+    return bytes(_ip_header(src, dst, PROTO_UDP, len(udp), ident) + udp)

@@ -19,12 +19,14 @@ from .events import (
     Closed,
     ConnectionOpened,
     Data,
+    Datagram,
     Direction,
     HalfClosed,
     Header,
     ListenDelay,
     Outcome,
     Reset,
+    UdpFlow,
     UdpSeen,
 )
 from .noise import LearnedNoise
@@ -226,12 +228,19 @@ def render_conversations(
     ended = False
     delays: list[ListenDelay] = []
     udp: list[UdpSeen] = []
+    flows: dict[int, tuple[UdpFlow, list[Datagram]]] = {}
     for event in events:
         if isinstance(event, Header):
             full_stream = True
             continue
         if isinstance(event, End):
             ended = True
+            continue
+        if isinstance(event, UdpFlow):
+            flows[event.flow] = (event, [])
+            continue
+        if isinstance(event, Datagram):
+            flows[event.flow][1].append(event)
             continue
         if isinstance(event, (ListenDelay, UdpSeen)):
             (delays if isinstance(event, ListenDelay) else udp).append(event)
@@ -254,6 +263,12 @@ def render_conversations(
                 conn, conversation.opened, conversation.events, width=width, noise=conversation.noise, names=names
             )
         )
+    if flows:
+        from .render_udp import render_udp_flow
+
+        sections.extend(
+            render_udp_flow(flow, datagrams, width=width, names=names) for flow, datagrams in flows.values()
+        )
     if delays:
         sections.append(
             "Servers first accepted (seconds after their host's first process):\n"
@@ -263,6 +278,8 @@ def render_conversations(
         sections.append(udp_line(udp))
     count = len(conversations)
     footer = f"{count} connection{'s' if count != 1 else ''}"
+    if flows:
+        footer += f", {len(flows)} UDP flow{'s' if len(flows) != 1 else ''}"
     if udp:
         datagrams = sum(note.datagrams for note in udp)
         footer += f"; {datagrams} UDP datagram{'s' if datagrams != 1 else ''} seen but not recorded"

@@ -2,7 +2,8 @@
 
 Packets from a host: TCP gets ``dst := alias(dst)`` and goes to the proxy,
 where a pair of sockets terminates the connection; anything else is delivered
-to the host owning ``dst``. Packets from the proxy get ``src := unalias(src)``
+to the host owning ``dst``, whole UDP datagrams by way of the session when it
+records or replays them (``udp_tap``). Packets from the proxy get ``src := unalias(src)``
 and are delivered by ``dst``. The only per-connection state is the SYN gate:
 a client's first SYN is held until the proxy has connected the server leg, so
 a refused connection is refused (RST) rather than accepted and then closed.
@@ -20,6 +21,7 @@ from collections import Counter
 import attrs
 
 from .addressing import AddressPlan, FlowKey, decode_key
+from .router6 import Router6
 from .packets import (
     ICMP_HOST_UNREACHABLE,
     PROTO_ICMP,
@@ -35,10 +37,6 @@ from .packets import (
 
 __all__ = ["Router", "Verdict", "decode_key"]
 
-#: Distinct UDP (src, dst, sport, dport) keys counted one by one; beyond, the
-#: source port is dropped from new keys, so the table stays small under a flood.
-UDP_KEY_LIMIT = 65536
-
 _H = struct.Struct("!H")
 
 
@@ -51,6 +49,7 @@ class Verdict:
     NEW_CONNECTION = 3  # SYN held; open a server leg for ``Router.key``
     HELD = 4  # retransmitted SYN of a connection still being set up
     REPLY = 5  # write ``Router.reply`` back to the sending host's tun
+    UDP = 6  # a whole UDP datagram for host ``Router.target``: the session decides
 
 
 @attrs.define
@@ -64,9 +63,8 @@ class Router:
     pending: dict[FlowKey, bytes] = attrs.field(factory=dict)
     open: set[FlowKey] = attrs.field(factory=set)
     dropped: Counter = attrs.field(factory=Counter)
-    # UDP datagrams delivered between hosts, per key in order of first sight
-    # (see core.coverage.udp_flows): the cassette does not hold them.
-    udp: dict[FlowKey, int] = attrs.field(factory=dict)
+    # Whether whole UDP datagrams go by way of the session (Verdict.UDP).
+    udp_tap: bool = False
     # Out-values of the last call, set instead of returning tuples (hot path).
     target: int = 0
     key: FlowKey = b""
@@ -74,6 +72,8 @@ class Router:
     _net: int = 0
     _mask: int = 0
     _edges: set = attrs.field(factory=set)
+    # IPv6 between hosts (see core.router6), when the sandbox has a prefix for it.
+    six: Router6 | None = None
 
     def __attrs_post_init__(self) -> None:
         net = self.plan.subnet.network
@@ -100,6 +100,8 @@ class Router:
             return Verdict.DROP
         vihl = buf[0]
         if vihl >> 4 != 4:
+            if vihl >> 4 == 6 and self.six is not None:
+                return self.six.from_host(self, buf, n)
             self.dropped["ipv6" if vihl >> 4 == 6 else "not ipv4"] += 1
             return Verdict.DROP
         ihl = (vihl & 0x0F) << 2
@@ -125,9 +127,9 @@ class Router:
             self.dropped["no such host" if self._in_subnet(dst) else "outside subnet"] += 1
             return Verdict.DROP
         if proto != PROTO_TCP:
-            if proto == PROTO_UDP and n >= ihl + 8 and not (buf[6] & 0x1F or buf[7]):
-                self._count_udp(bytes(buf[12:20]) + bytes(buf[ihl : ihl + 4]))
             self.target = target
+            if proto == PROTO_UDP and self.udp_tap and n >= ihl + 8 and not (buf[6] & 0x3F or buf[7]):
+                return Verdict.UDP
             return Verdict.DELIVER
         if buf[6] & 0x3F or buf[7]:
             # TCP fragments carry no ports to gate on; TCP sets DF, so this is hostile.
@@ -161,14 +163,6 @@ class Router:
         c = ihl + 16
         _H.pack_into(buf, c, adjust_checksum((buf[c] << 8) | buf[c + 1], delta))
         return Verdict.TO_PROXY
-
-    def _count_udp(self, key: FlowKey) -> None:
-        udp = self.udp
-        count = udp.get(key)
-        if count is None and len(udp) >= UDP_KEY_LIMIT:
-            key = key[:8] + b"\0\0" + key[10:12]
-            count = udp.get(key)
-        udp[key] = 1 if count is None else count + 1
 
     def from_proxy(self, buf: bytearray, n: int) -> int:
         """Route a packet the proxy namespace wrote to its tun."""

@@ -57,6 +57,10 @@ def _pipe_ends(modes: Sequence[StdioMode], got: Sequence[int], text: bool) -> li
     return streams
 
 
+def _family(address: str) -> int:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
 @attrs.define(eq=False)
 class Host:
     """One sandboxed machine: a network namespace with a TUN device and an address."""
@@ -66,6 +70,8 @@ class Host:
     name: str
     channel: Channel = attrs.field(repr=False)
     spawned: Spawned = attrs.field(repr=False)
+    # Beside the IPv4 address, with the same index in the sandbox's subnet6.
+    address6: str | None = None
 
     def spawn(
         self,
@@ -171,8 +177,8 @@ class Host:
         return socket.socket(fileno=got[0])
 
     def connect(self, address: tuple[str, int], timeout: float | None = 5.0) -> socket.socket:
-        """A TCP connection from this host to ``address``."""
-        sock = self.socket()
+        """A TCP connection from this host to ``address`` (IPv4 or IPv6)."""
+        sock = self.socket(_family(address[0]))
         sock.settimeout(timeout)
         try:
             sock.connect(tuple(address))
@@ -182,8 +188,8 @@ class Host:
         return sock
 
     def listen(self, port: int, address: str = "", backlog: int = 128) -> socket.socket:
-        """A TCP socket listening on ``port`` in this host."""
-        sock = self.socket()
+        """A TCP socket listening on ``port`` in this host (on IPv6 too when ``address`` is one)."""
+        sock = self.socket(_family(address))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((address, port))
         sock.listen(backlog)

@@ -189,11 +189,27 @@ def current_netns() -> int:
     return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
 
 
+#: IPv6 settings of every new namespace, before any interface is made: no
+#: duplicate address detection (a TUN has no other end to collide with, and
+#: addresses are usable at once), no link-local addresses, router
+#: solicitations or autoconfiguration (nothing answers them on a TUN).
+IPV6_SYSCTLS = (
+    ("disable_ipv6", "0"),
+    ("accept_dad", "0"),
+    ("dad_transmits", "0"),
+    ("addr_gen_mode", "1"),
+    ("router_solicitations", "0"),
+    ("accept_ra", "0"),
+    ("autoconf", "0"),
+)
+
+
 def new_netns() -> int:
-    """Create a namespace (IPv6 off), enter it, and return a descriptor that keeps it alive."""
+    """Create a namespace (IPv6 quiet: see IPV6_SYSCTLS), enter it, and return a descriptor that keeps it alive."""
     unshare(CLONE_NEWNET)
-    write_sysctl("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1")
-    write_sysctl("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1")
+    for conf in ("default", "all"):
+        for name, value in IPV6_SYSCTLS:
+            write_sysctl(f"/proc/sys/net/ipv6/conf/{conf}/{name}", value)
     return current_netns()
 
 
@@ -251,13 +267,25 @@ def _bring_up(ipr, tun_name: str) -> tuple[int, int]:
     return lo, idx
 
 
-def configure_host(tun_name: str, address: str, prefixlen: int) -> None:
-    """Bring up ``lo`` and the host's TUN with its address (current namespace)."""
+IFA_F_NODAD = 0x02
+
+
+def configure_host(
+    tun_name: str, address: str, prefixlen: int, address6: str | None = None, prefixlen6: int = 64
+) -> None:
+    """Bring up ``lo`` and the host's TUN with its addresses (current namespace).
+
+    The IPv6 address comes with its on-link prefix route; a TUN has no
+    link layer, so the kernel sends to any address of the prefix without
+    neighbour discovery, straight to the router.
+    """
     from pyroute2 import IPRoute
 
     with IPRoute() as ipr:
         _, idx = _bring_up(ipr, tun_name)
         ipr.addr("add", index=idx, address=address, prefixlen=prefixlen)
+        if address6 is not None:
+            ipr.addr("add", index=idx, address=address6, prefixlen=prefixlen6, flags=IFA_F_NODAD)
 
 
 def configure_proxy(tun_name: str, subnet: str, alias_network: str) -> None:

@@ -10,6 +10,7 @@ from .. import __version__
 from ..cassette import CassetteWriter, partial_path_for
 from ..core.addressing import Endpoint
 from ..core.events import Closed, ConnectionOpened, Direction, HalfClosed, Header, ListenDelay, Outcome, Reset
+from ..core.udp import UdpFlows
 from ..errors import CassetteError
 from .pipes import Pipe, Tap
 from .session import Session
@@ -42,6 +43,7 @@ class Recorder(Session):
     """Record mode: live traffic, every connection written to ``path`` as it happens."""
 
     mode = "record"
+    udp_tap = True
 
     def __init__(self, clock_origin: float, path: str, subnet: str):
         super().__init__(clock_origin)
@@ -52,6 +54,7 @@ class Recorder(Session):
         self.error: CassetteError | None = None
         self.next_conn = 0
         self.listened: set[Endpoint] = set()
+        self.udp = UdpFlows()
         self._probe()
 
     def _header(self) -> Header:
@@ -98,11 +101,17 @@ class Recorder(Session):
             self.listened.add(server)
             self.write(ListenDelay(self.t(), server, round(max(delay, 0.0), 6)))
 
+    def on_datagram(self, packet: memoryview, now: float) -> bool:
+        opened, datagram = self.udp.see(packet, self.t(now))
+        if opened is not None:
+            self.write(opened)
+        if datagram is not None:
+            self.write(datagram)
+        return True
+
     def finish(self, action: object) -> dict:
-        result: dict = {"cassette": None, "udp": self.udp}
+        result: dict = {"cassette": None}
         self._writing(lambda writer: None)  # a run without connections still gets its cassette
-        for note in self.udp:
-            self.write(note)
         writer = self.writer
         try:
             if self.error is not None:

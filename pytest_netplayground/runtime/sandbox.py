@@ -17,6 +17,7 @@ import attrs
 
 from ..core import defaults
 from ..core.addressing import DEFAULT_SUBNET, Subnet
+from ..core.addressing6 import Subnet6
 from ..core.divergence import DivergenceReport
 from ..core.names import default_name
 from ..core.replay import ReplayConfig
@@ -65,6 +66,7 @@ class Sandbox:
     """A set of hosts joined by the userspace router. Use as a context manager."""
 
     subnet: Subnet
+    subnet6: Subnet6
     mode: str
     cassette: str | None
     replay_config: ReplayConfig
@@ -75,11 +77,10 @@ class Sandbox:
     closed: bool
     # What closing reported: the divergence report, where the recording went,
     # the byte offset at which a replayed cassette was cut short (if it was),
-    # UDP seen (core.events.UdpSeen) and the router's dropped packets by reason.
+    # and the router's dropped packets by reason.
     divergences: DivergenceReport
     cassette_written: str | None
     truncated_at: int | None
-    udp: tuple
     dropped: dict[str, int]
     _spawned: Spawned
     _channel: Channel | None
@@ -90,6 +91,7 @@ class Sandbox:
         self,
         subnet: str | Subnet = DEFAULT_SUBNET,
         *,
+        subnet6: str | Subnet6 | None = None,
         kill_signal: int | str = signal.SIGTERM,
         grace: float = defaults.GRACE,
         verbose: bool = False,
@@ -105,6 +107,7 @@ class Sandbox:
         check: object = (),
     ):
         self.subnet = Subnet.parse(subnet)
+        self.subnet6 = Subnet6.parse(subnet6, self.subnet)
         if mode not in SANDBOX_MODES:
             raise ConfigError(f"unknown mode {mode!r}: use one of {', '.join(SANDBOX_MODES)}")
         if mode != "live" and cassette is None:
@@ -128,7 +131,6 @@ class Sandbox:
         self.divergences = DivergenceReport((), mode=mode)
         self.cassette_written = None
         self.truncated_at = None
-        self.udp = ()
         self.dropped = {}
         # Where output of processes spawned without stdout/stderr goes, one
         # file per process and stream, so it can be shown per host.
@@ -163,7 +165,7 @@ class Sandbox:
             return self
         if self.closed:
             raise SandboxClosed("this sandbox was closed; make a new one")
-        options = self._supervisor_options()
+        options = {**self._supervisor_options(), "subnet6": str(self.subnet6)}
         ours, pid = launch.fork_supervisor(str(self.subnet), self.verbose, options)
         self._supervisor_pid = pid
         try:
@@ -207,7 +209,6 @@ class Sandbox:
         self.divergences = info.get("divergences", self.divergences)
         self.cassette_written = info.get("cassette")
         self.truncated_at = info.get("truncated_at")
-        self.udp = info.get("udp", ())
         error = info.get("error")
         self._spawned.settle(channel.exits)
         if self._finalizer is not None:
@@ -244,7 +245,7 @@ class Sandbox:
             raise self.subnet.full(len(self.hosts))
         self.start()
         info, _ = self._channel.call("add_host", name=name)
-        host = Host(info["index"], info["address"], info["name"], self._channel, self._spawned)
+        host = Host(info["index"], info["address"], info["name"], self._channel, self._spawned, info["address6"])
         self.hosts.append(host)
         return host
 
@@ -254,7 +255,7 @@ class Sandbox:
 
     def host(self, name_or_address: str) -> Host:
         for index, host in enumerate(self.hosts):
-            if name_or_address in (host.name, host.address, default_name(index)):
+            if name_or_address in (host.name, host.address, host.address6, default_name(index)):
                 return host
         raise KeyError(name_or_address)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import shlex
 import time
+from collections.abc import Callable
 
 from ..core.addressing import Endpoint
-from ..core.coverage import udp_flows
 from ..core.events import HostInfo, Outcome
 from .pipes import Pipe, Tap
 
@@ -21,11 +21,15 @@ class Session:
     """Live mode: every connection goes through, nothing is written."""
 
     mode = "live"
+    #: Whether the router hands this session every whole UDP datagram (see :meth:`on_datagram`).
+    udp_tap = False
 
     def __init__(self, clock_origin: float):
         self.t0 = clock_origin
         self.hosts: list[HostInfo] = []
-        self.udp: tuple = ()
+        #: Whether nothing was ever run in the host with this address (the
+        #: supervisor sets it): replay then answers for its UDP servers.
+        self.host_is_empty: Callable[[str], bool] = lambda address: False
 
     def t(self, now: float | None = None) -> float:
         return round((time.monotonic() if now is None else now) - self.t0, 6)
@@ -61,9 +65,10 @@ class Session:
         """Until when a refused connection to ``server`` in a busy host is retried."""
         return now
 
-    def note_udp(self, counts: dict[bytes, int]) -> None:
-        """The router's UDP counts at the end of the run (see core.coverage.udp_flows)."""
-        self.udp = udp_flows(counts, self.t())
+    def on_datagram(self, packet: memoryview, now: float) -> bool | list[bytes]:
+        """A whole IPv4/UDP ``packet`` between hosts: True delivers it as it is;
+        a list holds the packets to send back to its sender instead."""
+        return True
 
     def finish(self, action: object) -> dict:
         return {}

@@ -21,8 +21,10 @@ import traceback
 from typing import Any, Callable
 
 from ..core.addressing import AddressPlan
+from ..core.addressing6 import Subnet6
 from ..core.names import NameTable
 from ..core.router import Router, Verdict
+from ..core.router6 import Router6
 from ..errors import NetplayError, SandboxError
 from . import control, hostfs, netns, sessions
 from .loop import Loop
@@ -45,10 +47,12 @@ class Supervisor:
         verbose: bool = False,
         session: dict | None = None,
         rootless: bool = False,
+        subnet6: str | None = None,
     ):
         self.channel = channel
         self.plan = AddressPlan(subnet)
-        self.router = Router(self.plan)
+        self.subnet6 = Subnet6.parse(subnet6, self.plan.subnet)
+        self.router = Router(self.plan, six=Router6(self.subnet6))
         self.verbose = verbose
         self.loop = Loop()
         self.names = NameTable()
@@ -57,6 +61,7 @@ class Supervisor:
         self._waiting_to_send = False
         self.stopping = False
         self.session = sessions.make_session(session or {}, self.loop, str(self.plan.subnet))
+        self.router.udp_tap = self.session.udp_tap
         self.cassette_action: object = "abort"
         self.result: dict = {}
         self.kill_signal = signal.SIGTERM
@@ -68,6 +73,7 @@ class Supervisor:
         self.proxy = Proxy(
             self.loop, self.plan, self.router, self.network, self.session, self.processes, lambda: self.stopping
         )
+        self.session.host_is_empty = self._host_is_empty
         proxy_tun = self.network.proxy_tun
         self.loop.watch(proxy_tun, select.EPOLLIN, self._tun_reader(proxy_tun, self.router.from_proxy, "proxy"))
         self.loop.watch(self.channel.fileno(), select.EPOLLIN, self._control_readable)
@@ -111,13 +117,16 @@ class Supervisor:
         network = self.network
         index = len(network.host_ns)
         address = self.plan.subnet.host_address(index)
-        name = self.names.add(address, name)
+        address6 = self.subnet6.host_address(index)
+        name = self.names.add(address, name, address6)
         ns = tun = -1
         try:
             ns = netns.new_netns()
             try:
                 tun = netns.open_tun(HOST_TUN)
-                netns.configure_host(HOST_TUN, address, self.plan.subnet.network.prefixlen)
+                netns.configure_host(
+                    HOST_TUN, address, self.plan.subnet.network.prefixlen, address6, self.subnet6.network.prefixlen
+                )
             finally:
                 netns.setns(network.proxy_ns)
             self.host_files.add(name, self.names.text())
@@ -131,10 +140,11 @@ class Supervisor:
         network.host_tun.append(tun)
         network.host_names.append(name)
         self.router.add_host(index, address)
+        self.router.six.add_host(index, address6)
         self.session.note_host(address, name)
         reader = self._tun_reader(tun, self.router.from_host, name)
         self.loop.watch(tun, select.EPOLLIN, reader)
-        return {"index": index, "address": address, "name": name}
+        return {"index": index, "address": address, "name": name, "address6": address6}
 
     # -- the router ---------------------------------------------------------------
 
@@ -153,7 +163,9 @@ class Supervisor:
         host_tun = self.network.host_tun
         proxy_tun = self.network.proxy_tun
         DELIVER, TO_PROXY = Verdict.DELIVER, Verdict.TO_PROXY
-        NEW_CONNECTION, REPLY = Verdict.NEW_CONNECTION, Verdict.REPLY
+        NEW_CONNECTION, REPLY, UDP = Verdict.NEW_CONNECTION, Verdict.REPLY, Verdict.UDP
+        on_datagram = self.session.on_datagram
+        monotonic = time.monotonic
 
         def readable(events: int) -> None:
             for _ in range(64):
@@ -173,10 +185,21 @@ class Supervisor:
                         open_server_leg(router.key)
                     elif verdict == REPLY:
                         write(tun, router.reply)
+                    elif verdict == UDP:
+                        answer = on_datagram(view[:n], monotonic())
+                        if answer is True:
+                            write(host_tun[router.target], view[:n])
+                        elif answer:
+                            for packet in answer:  # the cassette answers in the server's place
+                                write(tun, packet)
                 except OSError:
                     router.dropped["write failed"] += 1
 
         return readable
+
+    def _host_is_empty(self, address: str) -> bool:
+        """Whether nothing was ever run in the host that owns ``address``."""
+        return self.router.hosts.get(socket.inet_aton(address)) not in self.processes.inhabited
 
     def _log_packet(self, origin: str, packet, verdict: int) -> None:
         from ..core.describe import describe_packet
@@ -314,7 +337,6 @@ class Supervisor:
         self.processes.stop(self.kill_signal, self.grace)
         self._settle()
         self.proxy.close()
-        self.session.note_udp(self.router.udp)
         self.result = self.session.finish(self.cassette_action)
         self.host_files.close()
 

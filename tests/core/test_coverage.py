@@ -1,18 +1,13 @@
-"""What a recording does not cover: notes in the cassette, UDP counts, TLS explained, stand-in waits."""
+"""What a recording does not cover: notes in the cassette, older UDP counts, TLS explained, stand-in waits."""
 
 from __future__ import annotations
 
-import socket
-import struct
-
 import pytest
-from scapy.layers.inet import IP, TCP, UDP
 
 from pytest_netplayground.cassette import Cassette, CassetteWriter
-from pytest_netplayground.core import router as router_module
 from pytest_netplayground.core.addressing import AddressPlan, ConnectionKey, Endpoint
 from pytest_netplayground.core.codec import Decoder, decode_record, encode_event, encode_record
-from pytest_netplayground.core.coverage import starts_tls_record, udp_flows, udp_line
+from pytest_netplayground.core.coverage import starts_tls_record, udp_line
 from pytest_netplayground.core.divergence import (
     ByteMismatch,
     DivergenceReport,
@@ -28,7 +23,6 @@ from pytest_netplayground.core.events import (
     UdpSeen,
 )
 from pytest_netplayground.core.render import render_conversations
-from pytest_netplayground.core.router import Router, Verdict
 from pytest_netplayground.core.standin import FALLBACK_PATIENCE, LISTEN_MARGIN, stand_in_deadline
 from pytest_netplayground.errors import CassetteFormatError
 
@@ -38,10 +32,6 @@ WEB = Endpoint("10.0.0.1", 443)
 CLIENT = Endpoint("10.0.0.2", 40000)
 KEY = ConnectionKey("10.0.0.2", "10.0.0.1", 443)
 CLIENT_HELLO = bytes.fromhex("160301020001") + b"\x00\x01\xfc\x03\x03" + bytes(range(32))
-
-
-def key_of(src: str, dst: str, sport: int, dport: int) -> bytes:
-    return socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!HH", sport, dport)
 
 
 # -- the records ------------------------------------------------------------------
@@ -125,63 +115,11 @@ def test_a_cassette_without_notes_indexes_as_before(tmp_path):
     assert cassette.index().notes.udp == []
 
 
-# -- UDP counts -------------------------------------------------------------------
-
-
-def test_the_first_sender_is_the_client_and_answers_count_in_its_flow():
-    counts = {
-        key_of("10.0.0.2", "10.0.0.1", 40001, 53): 1,
-        key_of("10.0.0.1", "10.0.0.2", 53, 40001): 1,
-        key_of("10.0.0.2", "10.0.0.1", 40002, 53): 5,  # a resolver asks from a new port each time
-        key_of("10.0.0.1", "10.0.0.2", 53, 40002): 5,
-        key_of("10.0.0.3", "10.0.0.2", 9999, 7): 2,
-    }
-    flows = udp_flows(counts, t=4.0)
-    assert flows == (
-        UdpSeen(4.0, "10.0.0.2", DNS, 12),
-        UdpSeen(4.0, "10.0.0.3", Endpoint("10.0.0.2", 7), 2),
+def test_udp_line_names_each_flow_of_an_older_cassette():
+    assert udp_line([UdpSeen(4.0, "10.0.0.2", DNS, 12)]) == (
+        "UDP not recorded: 12 datagrams between 10.0.0.2 and 10.0.0.1:53"
     )
-    assert udp_line(flows[:1]) == "UDP not recorded: 12 datagrams between 10.0.0.2 and 10.0.0.1:53"
     assert udp_line(()) == ""
-
-
-@pytest.fixture
-def router() -> Router:
-    router = Router(AddressPlan("10.0.0.0/24"))
-    for i in range(3):
-        router.add_host(i, f"10.0.0.{i + 1}")
-    return router
-
-
-def route(router: Router, packet) -> int:
-    raw = bytearray(bytes(packet))
-    return router.from_host(raw, len(raw))
-
-
-def test_the_router_counts_udp_it_delivers_and_nothing_else(router):
-    question = IP(src="10.0.0.2", dst="10.0.0.1") / UDP(sport=40000, dport=53) / b"q"
-    answer = IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=53, dport=40000) / b"a"
-    for _ in range(3):
-        assert route(router, question) == Verdict.DELIVER
-    assert route(router, answer) == Verdict.DELIVER
-    route(router, IP(src="10.0.0.2", dst="10.0.0.1") / TCP(sport=40000, dport=53, flags="A"))
-    route(router, IP(src="10.0.0.2", dst="10.0.0.9") / UDP(sport=40000, dport=53))  # no such host
-    # A later fragment carries no UDP header: its datagram was counted by its first fragment.
-    route(router, IP(src="10.0.0.2", dst="10.0.0.1", frag=100) / (b"x" * 16))
-    assert router.udp == {
-        key_of("10.0.0.2", "10.0.0.1", 40000, 53): 3,
-        key_of("10.0.0.1", "10.0.0.2", 53, 40000): 1,
-    }
-    assert udp_flows(router.udp) == (UdpSeen(0.0, "10.0.0.2", DNS, 4),)
-
-
-def test_past_the_key_limit_new_flows_are_counted_without_their_source_port(router, monkeypatch):
-    monkeypatch.setattr(router_module, "UDP_KEY_LIMIT", 2)
-    for sport in range(40000, 40006):
-        route(router, IP(src="10.0.0.2", dst="10.0.0.1") / UDP(sport=sport, dport=53))
-    assert len(router.udp) == 3
-    assert sum(router.udp.values()) == 6
-    assert udp_flows(router.udp) == (UdpSeen(0.0, "10.0.0.2", DNS, 6),)
 
 
 def test_render_names_udp_and_does_not_call_a_udp_only_recording_clean():

@@ -58,6 +58,16 @@ def test_hosts_text_lists_loopback_then_each_host_with_its_default_name():
     )
 
 
+def test_hosts_text_lists_the_ipv6_address_of_a_host_under_the_same_names():
+    text = hosts_text([("10.0.0.1", "server", "fd00::1"), ("10.0.0.2", "h2", "fd00::2")])
+    assert text.splitlines()[2:] == [
+        "10.0.0.1\tserver\th1",
+        "fd00::1\tserver\th1",
+        "10.0.0.2\th2",
+        "fd00::2\th2",
+    ]
+
+
 def test_a_host_added_later_only_appends_to_the_text():
     table = NameTable()
     assert table.add("10.0.0.1", "server") == "server"

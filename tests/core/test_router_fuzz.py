@@ -17,11 +17,22 @@ from scapy.layers.inet import (
     IPOption_RR,
     IPOption_Timestamp,
 )
-from scapy.layers.inet6 import IPv6
+from scapy.layers.inet6 import (
+    ICMPv6DestUnreach,
+    ICMPv6EchoReply,
+    ICMPv6EchoRequest,
+    IPv6,
+    IPv6ExtHdrDestOpt,
+    IPv6ExtHdrFragment,
+    IPv6ExtHdrHopByHop,
+    IPv6ExtHdrRouting,
+)
 
 from pytest_netplayground.core.addressing import AddressPlan
+from pytest_netplayground.core.addressing6 import Subnet6
 from pytest_netplayground.core.describe import describe_packet
 from pytest_netplayground.core.router import Router, Verdict
+from pytest_netplayground.core.router6 import Router6
 
 VERDICTS = {v for k, v in vars(Verdict).items() if not k.startswith("_")}
 SIDES = ["from_host", "from_proxy"]
@@ -66,10 +77,15 @@ DAMAGE = [
 IP_OPTIONS = [IPOption_NOP, IPOption_EOL, IPOption_RR, IPOption_Timestamp, IPOption_Router_Alert]
 
 
+HOSTS6 = ["fd00::1", "fd00::2", "fd00::3"]
+ADDRESSES6 = HOSTS6 + ["fd00::", "fd00::99", "fd00::ffff:ffff:ffff:ffff", "2001:db8::1", "ff02::1", "::1", "::"]
+
+
 def make_router() -> Router:
-    router = Router(AddressPlan("10.0.0.0/24"))
+    router = Router(AddressPlan("10.0.0.0/24"), six=Router6(Subnet6.parse("fd00::/64")))
     for i in range(3):
         router.add_host(i, f"10.0.0.{i + 1}")
+        router.six.add_host(i, HOSTS6[i])
     return router
 
 
@@ -108,6 +124,21 @@ def feed(router: Router, side: str, packet: bytes) -> tuple[int, int, bytes]:
     before = sum(router.dropped.values())
     verdict = getattr(router, side)(buf, len(packet))
     return verdict, sum(router.dropped.values()) - before, bytes(buf[: len(packet)])
+
+
+def icmp6_unreachable_valid(reply: bytes, packet: bytes) -> bool:
+    """An ICMPv6 destination unreachable back to the packet's source, its checksum right, within 1280 bytes."""
+    body = reply[40:]
+    pseudo = reply[8:40] + struct.pack("!I3xB", len(body), 58)
+    return (
+        reply[0] >> 4 == 6
+        and reply[6] == 58
+        and struct.unpack("!H", reply[4:6])[0] == len(body)
+        and reply[24:40] == packet[8:24]
+        and body[0] == 1
+        and folded_sum(pseudo + body) == 0xFFFF
+        and len(reply) <= 1280
+    )
 
 
 # --- strategies ---------------------------------------------------------------------
@@ -182,13 +213,42 @@ def ipv4_packets(draw) -> bytes:
     return bytes(packet)
 
 
+EXTENSIONS6 = [IPv6ExtHdrHopByHop, IPv6ExtHdrDestOpt, IPv6ExtHdrRouting, lambda: IPv6ExtHdrFragment(m=1)]
+
+
 @st.composite
 def ipv6_packets(draw) -> bytes:
-    upper = draw(st.sampled_from([TCP(flags="S"), UDP(), ICMP()]))
-    return bytes(IPv6(src="fd00::1", dst="fd00::2") / upper / draw(st.binary(max_size=20)))
+    """An IPv6 packet: hosts, unowned and outside addresses, extension headers, perhaps damaged."""
+    upper = draw(
+        st.sampled_from(
+            [
+                TCP(flags=draw(st.integers(0, 255)), sport=draw(st.integers(0, 65535)), dport=80),
+                UDP(sport=draw(st.integers(0, 65535)), dport=draw(st.integers(0, 65535))),
+                ICMPv6EchoRequest(),
+                ICMPv6EchoReply(),
+                ICMPv6DestUnreach() / IPv6(src="fd00::2", dst="fd00::1") / UDP(),
+                ICMP(),
+            ]
+        )
+    )
+    chain = [make() for make in draw(st.lists(st.sampled_from(EXTENSIONS6), max_size=3))]
+    ip = IPv6(src=draw(st.sampled_from(ADDRESSES6)), dst=draw(st.sampled_from(ADDRESSES6)))
+    for header in chain:
+        ip = ip / header
+    packet = bytearray(bytes(ip / upper / draw(st.binary(max_size=40))))
+    damage = draw(st.sampled_from(["none", "none", "truncate", "payload length", "next header", "fragment"]))
+    if damage == "truncate":
+        packet = packet[: draw(st.integers(0, len(packet)))]
+    elif damage == "payload length":
+        struct.pack_into("!H", packet, 4, draw(st.integers(0, 65535)))
+    elif damage == "next header":
+        packet[6] = draw(st.integers(0, 255))
+    elif damage == "fragment":
+        packet = bytearray(bytes(ip / IPv6ExtHdrFragment(offset=draw(st.integers(1, 8191))) / upper))
+    return bytes(packet)
 
 
-packets = st.one_of(ipv4_packets(), ipv4_packets(), ipv4_packets(), ipv6_packets())
+packets = st.one_of(ipv4_packets(), ipv4_packets(), ipv6_packets(), ipv6_packets())
 anything = st.one_of(arbitrary_bytes, packets)
 
 
@@ -248,7 +308,9 @@ def test_forwarded_packets_keep_a_valid_tcp_checksum(side, packet):
 def test_replies_to_hosts_are_valid_icmp_unreachables(packet):
     router = make_router()
     verdict, _, _ = feed(router, "from_host", packet)
-    if verdict == Verdict.REPLY:
+    if verdict == Verdict.REPLY and packet[0] >> 4 == 6:
+        assert icmp6_unreachable_valid(router.reply, packet)
+    elif verdict == Verdict.REPLY:
         reply = router.reply
         assert ip_header_valid(reply)
         assert folded_sum(reply[20:]) == 0xFFFF
@@ -284,3 +346,23 @@ def test_sequences_of_packets_and_gate_decisions_never_raise(steps):
                 host, answer = result
                 assert host in router.hosts.values()
                 assert ip_header_valid(answer)
+
+
+@FUZZ
+@given(packet=ipv6_packets())
+def test_ipv6_is_delivered_untouched_to_its_owner_only_and_never_tcp(packet):
+    router = make_router()
+    verdict, _, out = feed(router, "from_host", packet)
+    assert verdict in (Verdict.DROP, Verdict.DELIVER, Verdict.REPLY)
+    if verdict == Verdict.DELIVER:
+        assert out == packet
+        assert router.six.hosts[packet[24:40]] == router.target
+        layer = IPv6(packet)
+        assert TCP not in layer or IPv6ExtHdrFragment in layer
+
+
+@FUZZ
+@given(packet=ipv6_packets())
+def test_ipv6_from_the_proxy_is_dropped(packet):
+    verdict, counted, _ = feed(make_router(), "from_proxy", packet)
+    assert (verdict, counted) == (Verdict.DROP, 1)
