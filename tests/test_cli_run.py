@@ -20,13 +20,14 @@ def netplay(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 @pytest.mark.root
 def test_each_command_gets_the_next_address_and_prefixed_output():
-    r = netplay("run", "hostname -I; echo one", "hostname -I; echo two")
+    first = "hostname -I | cut -d' ' -f1"  # the IPv4 address comes first
+    r = netplay("run", f"{first}; echo one", f"{first}; echo two")
     assert r.returncode == 0, r.stderr
     lines = sorted(r.stdout.splitlines())
     assert "10.0.0.1 | one" in lines
     assert "10.0.0.2 | two" in lines
-    assert "10.0.0.1 | 10.0.0.1 " in lines
-    assert "10.0.0.2 | 10.0.0.2 " in lines
+    assert "10.0.0.1 | 10.0.0.1" in lines
+    assert "10.0.0.2 | 10.0.0.2" in lines
 
 
 @pytest.mark.root
