@@ -15,9 +15,9 @@ from pytest_netplayground.core.divergence import MissingBytes, UdpNotReplayed
 from pytest_netplayground.core.events import (
     ConnectionOpened,
     Data,
+    Datagram,
     Direction,
     Header,
-    Datagram,
     ListenDelay,
     Outcome,
     UdpFlow,

@@ -21,7 +21,6 @@ from collections import Counter
 import attrs
 
 from .addressing import AddressPlan, FlowKey, decode_key
-from .router6 import Router6
 from .packets import (
     ICMP_HOST_UNREACHABLE,
     PROTO_ICMP,
@@ -34,6 +33,7 @@ from .packets import (
     make_icmp_unreachable,
     make_tcp_reset_reply,
 )
+from .router6 import Router6
 
 __all__ = ["Router", "Verdict", "decode_key"]
 

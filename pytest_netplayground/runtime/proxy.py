@@ -73,6 +73,11 @@ class Proxy:
         else:
             self._connect_server_leg(pipe)
 
+    def host_is_empty(self, address: str) -> bool:
+        """Whether nothing was ever run in the host that owns ``address``: no process
+        and no socket, so nothing there listens (replay then stands in at once)."""
+        return self.router.hosts.get(socket.inet_aton(address)) not in self.processes.inhabited
+
     def _connect_server_leg(self, pipe: Pipe) -> None:
         """Connect the proxy's socket to the real server, from the client's alias and port."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)

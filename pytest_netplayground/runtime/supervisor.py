@@ -37,6 +37,13 @@ PROXY_TUN = "netplay0"
 _VERDICTS = {value: name for name, value in vars(Verdict).items() if not name.startswith("_")}
 
 
+
+def _log_packet(origin: str, packet, verdict: int) -> None:
+    """One line on stderr per packet the router saw (``verbose``)."""
+    from ..core.describe import describe_packet
+
+    sys.stderr.write(f"netplay: {origin}: {describe_packet(bytes(packet))} -> {_VERDICTS.get(verdict)}\n")
+
 class Supervisor:
     """See the module docstring. Built in the forked child; :meth:`serve` never returns."""
 
@@ -73,7 +80,7 @@ class Supervisor:
         self.proxy = Proxy(
             self.loop, self.plan, self.router, self.network, self.session, self.processes, lambda: self.stopping
         )
-        self.session.host_is_empty = self._host_is_empty
+        self.session.host_is_empty = self.proxy.host_is_empty
         proxy_tun = self.network.proxy_tun
         self.loop.watch(proxy_tun, select.EPOLLIN, self._tun_reader(proxy_tun, self.router.from_proxy, "proxy"))
         self.loop.watch(self.channel.fileno(), select.EPOLLIN, self._control_readable)
@@ -175,7 +182,7 @@ class Supervisor:
                     return
                 verdict = route(buf, n)
                 if self.verbose:
-                    self._log_packet(origin, view[:n], verdict)
+                    _log_packet(origin, view[:n], verdict)
                 try:
                     if verdict == TO_PROXY:
                         write(proxy_tun, view[:n])
@@ -196,15 +203,6 @@ class Supervisor:
                     router.dropped["write failed"] += 1
 
         return readable
-
-    def _host_is_empty(self, address: str) -> bool:
-        """Whether nothing was ever run in the host that owns ``address``."""
-        return self.router.hosts.get(socket.inet_aton(address)) not in self.processes.inhabited
-
-    def _log_packet(self, origin: str, packet, verdict: int) -> None:
-        from ..core.describe import describe_packet
-
-        sys.stderr.write(f"netplay: {origin}: {describe_packet(bytes(packet))} -> {_VERDICTS.get(verdict)}\n")
 
     # -- control channel ------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_netplayground.cassette import Cassette, CassetteWriter
-from pytest_netplayground.core.addressing import AddressPlan, ConnectionKey, Endpoint
+from pytest_netplayground.core.addressing import ConnectionKey, Endpoint
 from pytest_netplayground.core.codec import Decoder, decode_record, encode_event, encode_record
 from pytest_netplayground.core.coverage import starts_tls_record, udp_line
 from pytest_netplayground.core.divergence import (
