@@ -40,29 +40,36 @@ _FORBIDDEN = [
 ]
 
 
-def _to_network(value: object) -> ipaddress.IPv4Network:
-    if isinstance(value, Subnet):
+def parse_network(value: object, own: type, kind: type, setting: str, example: str):
+    """``value`` as a network of ``kind`` (IPv4Network or IPv6Network), from an
+    ``own`` value (Subnet, Subnet6), a network, or text; errors name ``setting``."""
+    if isinstance(value, own):
         return value.network
-    if isinstance(value, ipaddress.IPv4Network):
+    if isinstance(value, kind):
         return value
     if not isinstance(value, str):
-        raise ConfigError(f"subnet must be a string like '10.0.0.0/24', got {value!r}")
+        raise ConfigError(f"{setting} must be a string like '{example}', got {value!r}")
     text = value.strip()
     if "/" not in text:
         raise ConfigError(
-            f"malformed subnet {value!r}: give a network with its prefix length, like '10.0.0.0/24'"
+            f"malformed {setting} {value!r}: give a network with its prefix length, like '{example}'"
         )
     try:
-        return ipaddress.IPv4Network(text, strict=True)
+        return kind(text, strict=True)
     except ValueError as exc:
         if "host bits set" in str(exc):
-            fixed = ipaddress.IPv4Network(text, strict=False)
+            fixed = kind(text, strict=False)
             raise ConfigError(
-                f"malformed subnet {value!r}: it has host bits set; did you mean '{fixed}'?"
+                f"malformed {setting} {value!r}: it has host bits set; did you mean '{fixed}'?"
             ) from exc
+        family = "IPv4" if kind is ipaddress.IPv4Network else "IPv6"
         raise ConfigError(
-            f"malformed subnet {value!r}: {exc}; give an IPv4 network like '10.0.0.0/24'"
+            f"malformed {setting} {value!r}: {exc}; give an {family} network like '{example}'"
         ) from exc
+
+
+def _to_network(value: object) -> ipaddress.IPv4Network:
+    return parse_network(value, Subnet, ipaddress.IPv4Network, "subnet", "10.0.0.0/24")
 
 
 def _check_usable(net: ipaddress.IPv4Network, original: object) -> None:

@@ -14,6 +14,7 @@ import ipaddress
 import attrs
 
 from ..errors import ConfigError
+from .addressing import parse_network
 
 __all__ = ["Subnet6", "default_subnet6"]
 
@@ -36,28 +37,7 @@ def default_subnet6(subnet: object) -> "Subnet6":
 
 
 def _to_network(value: object) -> ipaddress.IPv6Network:
-    if isinstance(value, Subnet6):
-        return value.network
-    if isinstance(value, ipaddress.IPv6Network):
-        return value
-    if not isinstance(value, str):
-        raise ConfigError(f"subnet6 must be a string like 'fd00:1::/64', got {value!r}")
-    text = value.strip()
-    if "/" not in text:
-        raise ConfigError(
-            f"malformed subnet6 {value!r}: give a network with its prefix length, like 'fd00:1::/64'"
-        )
-    try:
-        return ipaddress.IPv6Network(text, strict=True)
-    except ValueError as exc:
-        if "host bits set" in str(exc):
-            fixed = ipaddress.IPv6Network(text, strict=False)
-            raise ConfigError(
-                f"malformed subnet6 {value!r}: it has host bits set; did you mean '{fixed}'?"
-            ) from exc
-        raise ConfigError(
-            f"malformed subnet6 {value!r}: {exc}; give an IPv6 network like 'fd00:1::/64'"
-        ) from exc
+    return parse_network(value, Subnet6, ipaddress.IPv6Network, "subnet6", "fd00:1::/64")
 
 
 def _check_usable(net: ipaddress.IPv6Network, original: object) -> None:
