@@ -16,25 +16,15 @@ import attrs
 
 from .divergence import CONTEXT_AFTER, CONTEXT_BEFORE, ByteMismatch, Divergence, ExtraBytes, MissingBytes
 from .events import ConnectionOpened, Data, Direction, Event, Reset
+from .prefix import common_prefix
 
-__all__ = ["Comparator", "DirectionCheck", "TurnStream", "first_difference"]
+__all__ = ["Comparator", "DirectionCheck", "TurnStream"]
 
 #: Judges one whole turn: None when the live bytes pass, else the offset in them where they part.
 Comparator = Callable[[bytes, bytes], "int | None"]
 
 #: A turn judged whole is kept up to this size; past it the rest of the turn is not compared.
 WHOLE_TURN_LIMIT = 16 << 20
-
-
-def first_difference(a: bytes, b: bytes) -> int:
-    """Index of the first byte where two equally long, unequal strings differ."""
-    block = 4096
-    for lo in range(0, len(a), block):
-        if a[lo : lo + block] != b[lo : lo + block]:
-            for i in range(lo, min(len(a), lo + block)):
-                if a[i] != b[i]:
-                    return i
-    return len(a)
 
 
 def close_iterator(iterator: object) -> None:
@@ -245,7 +235,7 @@ class DirectionCheck:
             live = view[pos : pos + len(piece)].tobytes()
             recorded = piece.tobytes()
             if live != recorded:
-                i = first_difference(live, recorded)
+                i = common_prefix(live, recorded)
                 before = (self._tail + live[max(0, i - CONTEXT_BEFORE) : i])[-CONTEXT_BEFORE:]
                 expected = recorded[i : i + CONTEXT_AFTER]
                 if len(expected) < CONTEXT_AFTER:

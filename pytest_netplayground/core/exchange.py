@@ -33,6 +33,7 @@ from .exchange_findings import (
     UnansweredRequest,
     UnusedExchanges,
 )
+from .prefix import common_prefix
 from .turns import split_turns
 from .validation import one_of
 
@@ -128,21 +129,10 @@ def exchanges_of(opened: ConnectionOpened, events: Iterable[Event], ordinal: int
     return found
 
 
-def _common_prefix(a: bytes, b: bytes) -> int:
-    lo, hi = 0, min(len(a), len(b))
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
 def _similarity(a: bytes, b: bytes) -> tuple[int, int]:
     """Bytes two requests share at their start and end, then nearness of length: higher is closer."""
-    prefix = _common_prefix(a, b)
-    suffix = _common_prefix(a[prefix:][::-1], b[prefix:][::-1])
+    prefix = common_prefix(a, b)
+    suffix = common_prefix(a[prefix:][::-1], b[prefix:][::-1])
     return prefix + suffix, -abs(len(a) - len(b))
 
 
@@ -238,7 +228,7 @@ class ExchangeBook:
             self.more_mismatches += 1
             return
         recorded = exchange.request
-        offset = _common_prefix(live, recorded)
+        offset = common_prefix(live, recorded)
         start = max(0, offset - CONTEXT_BEFORE)
         self.mismatches.append(
             RequestMismatch(

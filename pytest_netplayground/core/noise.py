@@ -27,6 +27,7 @@ import attrs
 
 from ..errors import ConfigError
 from .events import ConnectionOpened, Data, Direction, HostInfo
+from .prefix import common_prefix
 from .turns import split_turns
 
 __all__ = ["IgnoreRule", "LearnedNoise", "Noise", "check_hosts", "ignore_rules", "learn", "resolve_check"]
@@ -280,18 +281,6 @@ def _template(recorded: bytes, rules: tuple[IgnoreRule, ...], spans) -> list[str
     return pieces
 
 
-def _first_difference(a: str, b: str) -> int:
-    size = min(len(a), len(b))
-    low, high = 0, size
-    while low < high:  # binary search on slice equality: memcmp speed on long equal runs
-        middle = (low + high + 1) // 2
-        if a[:middle] == b[:middle]:
-            low = middle
-        else:
-            high = middle - 1
-    return low
-
-
 def _glob(pieces: list[str], text: str) -> int | None:
     """None if *text* is the pieces in order with anything between them; else where it parts.
 
@@ -299,10 +288,10 @@ def _glob(pieces: list[str], text: str) -> int | None:
     it leaves the most room for the rest.
     """
     if len(pieces) == 1:
-        return None if text == pieces[0] else _first_difference(pieces[0], text)
+        return None if text == pieces[0] else common_prefix(pieces[0], text)
     first, *middle, last = pieces
     if not text.startswith(first):
-        return _first_difference(first, text)
+        return common_prefix(first, text)
     position = len(first)
     for piece in middle:
         found = text.find(piece, position)
@@ -379,7 +368,7 @@ def diff_spans(first: bytes, second: bytes) -> tuple[tuple[int, int], ...]:
     """The ranges of *first* that differ from *second*, grown to whole values and coalesced."""
     if first == second:
         return ()
-    prefix = _first_difference(first.decode("latin-1"), second.decode("latin-1"))
+    prefix = common_prefix(first.decode("latin-1"), second.decode("latin-1"))
     suffix = _common_suffix(first, second, min(len(first), len(second)) - prefix)
     a, b = first[prefix : len(first) - suffix], second[prefix : len(second) - suffix]
     if len(a) > DIFF_CAP or len(b) > DIFF_CAP:

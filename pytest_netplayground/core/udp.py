@@ -42,7 +42,10 @@ class UdpFlows:
 
     def see(self, packet, t: float) -> tuple[UdpFlow | None, Datagram | None]:
         """The flow ``packet`` opens (or None) and its datagram (None beyond the limit)."""
-        key, payload = udp_key_and_payload(packet)
+        return self.see_parsed(*udp_key_and_payload(packet), t)
+
+    def see_parsed(self, key: FlowKey, payload: bytes, t: float) -> tuple[UdpFlow | None, Datagram | None]:
+        """:meth:`see` for a datagram already taken apart by :func:`udp_key_and_payload`."""
         known = self.keys.get(key)
         opened = None
         if known is None:

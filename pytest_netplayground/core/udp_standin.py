@@ -16,6 +16,7 @@ import attrs
 from .addressing import Endpoint
 from .divergence import UdpDiverged
 from .events import Datagram, Direction, UdpFlow
+from .prefix import common_prefix
 
 __all__ = ["UdpStandIn"]
 
@@ -28,13 +29,6 @@ class _Script:
     exchanges: list[tuple[bytes, list[bytes]]] = attrs.field(factory=list)
     position: int = 0
     used: bool = False
-
-
-def _first_difference(expected: bytes, actual: bytes) -> int:
-    for i, (a, b) in enumerate(zip(expected, actual)):
-        if a != b:
-            return i
-    return min(len(expected), len(actual))
 
 
 @attrs.define
@@ -89,7 +83,7 @@ class UdpStandIn:
             return None
         expected, replies = script.exchanges[script.position]
         if expected != data:
-            offset = _first_difference(expected, data)
+            offset = common_prefix(expected, data)
             self.found.append(
                 UdpDiverged(client.host, server, flow.flow, "differs", script.position, offset, expected, data)
             )

@@ -24,7 +24,6 @@ from ..core.divergence import (
     UnusedRecording,
 )
 from ..core.events import ConnectionOpened, Data, Direction, Outcome
-from ..core.exchange import Match
 from ..core.matching import LEAD_LIMIT, Claim, Matcher
 from ..core.noise import Noise, resolve_check
 from ..core.packets import ICMP_PORT_UNREACHABLE, make_icmp_unreachable, make_udp_packet
@@ -207,14 +206,6 @@ class Replayer(Session):
     mode = "replay"
     udp_tap = True
 
-    def __new__(cls, clock_origin: float, path: str, loop, config: ReplayConfig):
-        """Exchange matching (``config.match``) is a replayer of its own, in its own module."""
-        if cls is Replayer and config.match is Match.EXCHANGE:
-            from .exchange_tap import ExchangeReplayer
-
-            cls = ExchangeReplayer
-        return super().__new__(cls)
-
     def __init__(self, clock_origin: float, path: str, loop, config: ReplayConfig):
         super().__init__(clock_origin)
         self.cassette = Cassette(path, tolerate_truncation=True)
@@ -292,7 +283,7 @@ class Replayer(Session):
                     return [make_icmp_unreachable(bytes(packet), ICMP_PORT_UNREACHABLE)]
                 return [make_udp_packet(key[4:8], key[0:4], server.port, client.port, reply) for reply in replies]
             self.udp_stand_in.went_live(client.host, server)
-        self.udp.see(packet, self.t(now))
+        self.udp.see_parsed(key, payload, self.t(now))
         return True
 
     def collect(self, divergences) -> None:

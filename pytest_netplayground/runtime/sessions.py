@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import time
 
+from ..core.exchange import Match
 from ..core.replay import ReplayConfig
+from .exchange_tap import ExchangeReplayer
 from .loop import Loop
 from .recorder import Recorder, RecordTap
 from .replayer import BIND_PATIENCE, Replayer, ReplayTap
@@ -27,5 +29,8 @@ def make_session(spec: dict, loop: Loop, subnet: str) -> Session:
     if mode == "record":
         return Recorder(origin, spec["cassette"], subnet)
     if mode == "replay":
-        return Replayer(origin, spec["cassette"], loop, spec.get("replay", ReplayConfig()))
+        config = spec.get("replay", ReplayConfig())
+        # Exchange matching (``config.match``) is a replayer of its own, in its own module.
+        kind = ExchangeReplayer if config.match is Match.EXCHANGE else Replayer
+        return kind(origin, spec["cassette"], loop, config)
     return Session(origin)
