@@ -172,14 +172,14 @@ def _add_runs(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="netplay",
-        description="Run programs in a sandbox of network namespaces; record and replay their TCP traffic.",
+        description="Run programs in a sandbox of network namespaces; record and replay their TCP and UDP traffic.",
     )
     parser.add_argument("--version", action="version", version=f"netplay {__version__}")
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
     sub.required = True
     run = sub.add_parser("run", help="run commands, one host each, live")
     _add_sandbox_options(run)
-    record = sub.add_parser("record", help="run commands and record their TCP traffic to a cassette")
+    record = sub.add_parser("record", help="run commands and record their TCP and UDP traffic to a cassette")
     record.add_argument(
         "-f", "--file", default=DEFAULT_FILE, help=f"cassette to write (default {DEFAULT_FILE})"
     )
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_keep_going(record)
     _add_output_options(record)
     _add_sandbox_options(record)
-    replay = sub.add_parser("replay", help="run commands against the TCP traffic recorded in a cassette")
+    replay = sub.add_parser("replay", help="run commands against the traffic recorded in a cassette")
     replay.add_argument(
         "-f", "--file", default=DEFAULT_FILE, help=f"cassette to replay (default {DEFAULT_FILE})"
     )
@@ -207,8 +207,8 @@ def build_legacy_parser(prog: str = "plg") -> argparse.ArgumentParser:
     """The original tool's flags: ``plg --record -s 10.0.0.0/24 -f dump.traffic exe1 exe2``."""
     parser = argparse.ArgumentParser(prog=prog, description="Run, record or replay programs in a sandbox.")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--record", action="store_true", help="record the TCP traffic to --file")
-    mode.add_argument("--replay", action="store_true", help="replay the TCP traffic in --file")
+    mode.add_argument("--record", action="store_true", help="record the traffic to --file")
+    mode.add_argument("--replay", action="store_true", help="replay the traffic in --file")
     parser.add_argument("-f", "--file", default=DEFAULT_FILE, help=f"cassette (default {DEFAULT_FILE})")
     pacing = parser.add_mutually_exclusive_group()
     pacing.add_argument("--speed", type=_POSITIVE, metavar="X", help="replay paced as recorded, X times as fast")
