@@ -12,8 +12,8 @@ import pytest
 
 from pytest_netplayground import Sandbox
 from pytest_netplayground.cassette import Cassette
-from pytest_netplayground.core.events import ConnectionOpened, Outcome
 from pytest_netplayground.core.addressing6 import default_subnet6
+from pytest_netplayground.core.events import ConnectionOpened, Outcome
 from tests.support import unprivileged
 from tests.support.unprivileged import run_unprivileged
 
@@ -169,3 +169,36 @@ def test_tcp_over_ipv6_records_and_replays_for_an_unprivileged_user():
     with unprivileged.user_dir() as directory:
         result = run_unprivileged(_rootless_record_and_replay, f"{directory}/v6.jsonl")
     assert (result["record"], result["replay"], result["replay ok"]) == (b"world", b"world", True)
+
+
+def test_udp_over_ipv6_is_recorded_and_the_cassette_answers_for_an_absent_server(tmp_path):
+    from pytest_netplayground.core.events import Datagram, UdpFlow
+
+    cassette = tmp_path / "udp6.jsonl"
+
+    def ask(client_host, server_host) -> bytes:
+        client = client_host.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        client.settimeout(5)
+        client.connect((server_host.address6, 5353))
+        client.send(b"\x12\x34 AAAA server")
+        return client.recv(100)
+
+    with Sandbox(mode="record", cassette=cassette) as sb:
+        server_host, client_host = sb.add_host("server"), sb.add_host("client")
+        server = server_host.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        server.bind(("::", 5353))
+        server.settimeout(5)
+        client = client_host.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        client.settimeout(5)
+        client.sendto(b"\x12\x34 AAAA server", (server_host.address6, 5353))
+        question, peer = server.recvfrom(100)
+        server.sendto(b"\x12\x34\x81\x80 fd00::1", peer)
+        assert client.recv(100) == b"\x12\x34\x81\x80 fd00::1"
+    records = list(Cassette(cassette).records())
+    [flow] = [r for r in records if isinstance(r, UdpFlow)]
+    assert (flow.client.host, str(flow.server)) == (client_host.address6, f"[{server_host.address6}]:5353")
+    assert [r.data for r in records if isinstance(r, Datagram)] == [question, b"\x12\x34\x81\x80 fd00::1"]
+
+    with Sandbox(mode="replay", cassette=cassette) as sb:
+        server_host, client_host = sb.add_host("server"), sb.add_host("client")
+        assert ask(client_host, server_host) == b"\x12\x34\x81\x80 fd00::1"

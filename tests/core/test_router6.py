@@ -1,4 +1,5 @@
-"""IPv6 between hosts: TCP through the proxy, the rest delivered to the owner; unreachable inside the prefix, dropped outside it."""
+"""IPv6 between hosts: TCP through the proxy, the rest delivered to its owner; unreachable inside
+the prefix, dropped outside it."""
 
 from __future__ import annotations
 
