@@ -35,7 +35,7 @@ __all__ = ["MAX_SEGMENT", "export_pcap"]
 #: Largest TCP payload put in one synthesized segment.
 MAX_SEGMENT = 32768
 
-_LINKTYPE_RAW = 101  # raw IPv4 packets, no link-layer header
+_LINKTYPE_RAW = 101  # raw IPv4 or IPv6 packets, no link-layer header
 _WINDOW = 65535
 
 
@@ -55,13 +55,14 @@ class _Stream:
 
 
 class _PacketSink:
-    """Builds IPv4/TCP packets and writes them with the cassette's timestamps."""
+    """Builds IPv4 or IPv6 TCP and UDP packets and writes them with the cassette's timestamps."""
 
     def __init__(self, out_path: Path, started: float):
         from scapy.layers.inet import IP, TCP, UDP
+        from scapy.layers.inet6 import IPv6
         from scapy.utils import PcapWriter
 
-        self._ip, self._tcp, self._udp = IP, TCP, UDP
+        self._ip, self._ip6, self._tcp, self._udp = IP, IPv6, TCP, UDP
         self._started_us = round(started * 1_000_000)
         self._ip_id = 0
         self.count = 0
@@ -74,8 +75,7 @@ class _PacketSink:
         )
         seq = stream.next_seq[direction]
         ack = stream.next_seq[direction.reverse] if "A" in flags else 0
-        self._ip_id = (self._ip_id + 1) & 0xFFFF
-        packet = self._ip(src=src.host, dst=dst.host, ttl=64, id=self._ip_id) / self._tcp(
+        packet = self._network(src, dst) / self._tcp(
             sport=src.port, dport=dst.port, flags=flags, seq=seq, ack=ack, window=_WINDOW
         )
         if payload:
@@ -87,11 +87,15 @@ class _PacketSink:
     def send_udp(self, flow: UdpFlow, datagram: Datagram) -> None:
         c2s = datagram.direction is Direction.C2S
         src, dst = (flow.client, flow.server) if c2s else (flow.server, flow.client)
-        self._ip_id = (self._ip_id + 1) & 0xFFFF
-        packet = self._ip(src=src.host, dst=dst.host, ttl=64, id=self._ip_id) / self._udp(
-            sport=src.port, dport=dst.port
-        )
+        packet = self._network(src, dst) / self._udp(sport=src.port, dport=dst.port)
         self._write(packet / datagram.data, datagram.t)
+
+    def _network(self, src: Endpoint, dst: Endpoint):
+        """The IPv4 or IPv6 header from ``src`` to ``dst``."""
+        if ":" in src.host:
+            return self._ip6(src=src.host, dst=dst.host, hlim=64)
+        self._ip_id = (self._ip_id + 1) & 0xFFFF
+        return self._ip(src=src.host, dst=dst.host, ttl=64, id=self._ip_id)
 
     def _write(self, packet, t: float) -> None:
         when = self._started_us + round(t * 1_000_000)

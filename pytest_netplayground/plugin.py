@@ -37,6 +37,10 @@ OPTIONS = {
     "speed": ("--netplay-speed", "speed factor of recorded pacing (default 1)"),
     "strict": ("--netplay-strict", "fail a test whose replay diverged: yes (default) or no (warn)"),
     "subnet": ("--netplay-subnet", "subnet the hosts get addresses from (default 10.0.0.0/24)"),
+    "subnet6": (
+        "--netplay-subnet6",
+        "IPv6 prefix the hosts get addresses from (default: a unique local /64 derived from the subnet)",
+    ),
     "stall_timeout": (
         "--netplay-stall-timeout",
         "seconds a causal replay waits for a silent side before it reports a stall and plays the rest (default 5)",
@@ -127,7 +131,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def netplay_config() -> dict:
     """Defaults for every sandboxed test; override (at any scope) to change them.
 
-    Keys as for the marker: subnet, pace, speed, strict, stall_timeout, settle, match, ignore, check.
+    Keys as for the marker: subnet, subnet6, pace, speed, strict, stall_timeout, settle, match, ignore, check.
     """
     return {}
 
@@ -186,6 +190,7 @@ def netplay(request: pytest.FixtureRequest, netplay_config, netplay_cassette_dir
     try:
         sandbox = Sandbox(
             settings.subnet,
+            subnet6=settings.subnet6,
             mode=mode,
             cassette=(cassette if runs == 1 else run_path(cassette, run)) if mode != "live" else None,
             pace=settings.pace,

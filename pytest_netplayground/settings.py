@@ -14,6 +14,7 @@ import attrs
 
 from .core import defaults
 from .core.addressing import DEFAULT_SUBNET, Subnet
+from .core.addressing6 import Subnet6
 from .core.exchange import match_mode
 from .core.noise import IgnoreRule, check_hosts, ignore_rules
 from .core.replay import pacing
@@ -23,7 +24,17 @@ from .errors import ConfigError
 #: What ``--netplay`` takes: the session's mode (each test resolves it with :func:`resolved_mode`).
 SESSION_MODES = ("off", "record", "replay", "once")
 MARKER_KEYS = (
-    "subnet", "pace", "speed", "strict", "cassette", "stall_timeout", "settle", "match", "ignore", "check"
+    "subnet",
+    "subnet6",
+    "pace",
+    "speed",
+    "strict",
+    "cassette",
+    "stall_timeout",
+    "settle",
+    "match",
+    "ignore",
+    "check",
 )
 CASSETTE_SUFFIX = ".netplay"
 
@@ -55,6 +66,11 @@ def _subnet(value: object) -> str:
     return str(Subnet.parse(value))
 
 
+def _subnet6(value: object) -> str:
+    # ``None`` (not given) never reaches a converter: the prefix is then derived from the subnet.
+    return str(Subnet6.parse(value))
+
+
 def _cassette(value: object) -> str:
     text = str(value)
     if not text.strip():
@@ -65,6 +81,7 @@ def _cassette(value: object) -> str:
 CONVERTERS = {
     "mode": _mode,
     "subnet": _subnet,
+    "subnet6": _subnet6,
     "pace": _value_of(pacing),
     "speed": positive_number,
     "strict": _bool,
@@ -84,6 +101,7 @@ class Settings:
 
     mode: str = "off"
     subnet: str = DEFAULT_SUBNET
+    subnet6: str | None = None  # None: a unique local /64 derived from ``subnet``
     pace: str = defaults.PACE
     speed: float = defaults.SPEED
     strict: bool = True

@@ -94,6 +94,19 @@ def test_malformed_subnet_is_a_clear_error():
     assert "10.0.0.0/33" in r.stderr and "netplay: error" in r.stderr
 
 
+def test_malformed_subnet6_is_a_clear_error():
+    r = netplay("run", "--subnet6", "fd00::1", "true")
+    assert r.returncode == 1
+    assert "netplay: error: malformed subnet6 'fd00::1'" in r.stderr and "like 'fd00:1::/64'" in r.stderr
+
+
+@pytest.mark.root
+def test_subnet6_gives_the_hosts_their_ipv6_addresses():
+    r = netplay("run", "--subnet6", "fd00:5::/64", "ip -6 -o addr show dev eth0")
+    assert r.returncode == 0, r.stderr
+    assert "inet6 fd00:5::1/64" in r.stdout
+
+
 def test_more_commands_than_addresses_is_a_clear_error():
     r = netplay("run", "-s", "10.0.0.0/30", "true", "true", "true")
     assert r.returncode == 1

@@ -265,3 +265,29 @@ def test_a_killed_recording_exports_when_truncation_is_tolerated(tmp_path):
     assert export_pcap(cassette, tmp_path / "out.pcap", tolerate_truncation=True) == 5
     payloads = [bytes(p["TCP"].payload) for p in rdpcap(str(tmp_path / "out.pcap"))]
     assert EVENTS[2].data in payloads
+
+
+def test_an_ipv6_connection_exports_as_ipv6_packets_carrying_its_bytes(tmp_path):
+    from scapy.layers.inet import TCP
+    from scapy.layers.inet6 import IPv6
+    from scapy.utils import rdpcap
+
+    client, server = ("fd00:1::2", 40000), ("fd00:1::1", 80)
+    cassette = tmp_path / "v6.jsonl"
+    with CassetteWriter(cassette, HEADER) as writer:
+        for event in (
+            ConnectionOpened(0.001, 0, client, server),
+            Data(0.002, 0, Direction.C2S, b"GET / HTTP/1.1\r\n\r\n"),
+            Data(0.003, 0, Direction.S2C, b"HTTP/1.1 204 No Content\r\n\r\n"),
+            Closed(0.004, 0),
+        ):
+            writer.write(event)
+        writer.commit(0.005)
+    out = tmp_path / "v6.pcap"
+    export_pcap(cassette, out)
+    read = rdpcap(str(out))
+    assert read and all(IPv6 in p and TCP in p for p in read)
+    upstream = [p for p in read if (p[IPv6].src, p[TCP].sport, p[IPv6].dst) == (*client, server[0])]
+    downstream = [p for p in read if (p[IPv6].src, p[TCP].sport, p[IPv6].dst) == (*server, client[0])]
+    assert b"".join(bytes(p[TCP].payload) for p in upstream) == b"GET / HTTP/1.1\r\n\r\n"
+    assert b"".join(bytes(p[TCP].payload) for p in downstream) == b"HTTP/1.1 204 No Content\r\n\r\n"

@@ -98,7 +98,7 @@ def test_a_bad_fixture_or_marker_value_is_one_error_line_of_that_test(pytester):
         "test_from_the_marker": "test_suite.py::test_from_the_marker: @pytest.mark.netplay: "
         "bad value for 'stall_timeout': expected a finite number above 0, got -1",
         "test_unknown_keyword": "test_suite.py::test_unknown_keyword: @pytest.mark.netplay got unknown "
-        "keyword 'sped'; allowed: subnet, pace, speed, strict, cassette, stall_timeout",
+        "keyword 'sped'; allowed: subnet, subnet6, pace, speed, strict, cassette, stall_timeout",
     }
     for name, complaint in expected.items():
         section = re.search(rf"_ ERROR at setup of {name} _+\n(.*?)\n(?:_|=)", text, re.S).group(1)

@@ -41,7 +41,7 @@ def test_every_bad_marker_is_an_error_of_its_own_test_and_the_others_run(pyteste
     result.assert_outcomes(passed=2, errors=3)
     text = result.stdout.str()
     for name, complaints in [
-        ("test_unknown_keyword", ["unknown keyword 'spede'; allowed: subnet, pace, speed, strict, cassette"]),
+        ("test_unknown_keyword", ["unknown keyword 'spede'; allowed: subnet, subnet6, pace, speed, strict, cassette"]),
         ("test_bad_value", ["bad value for 'pace'", "'fast'", "causal", "recorded", "flood"]),
         ("test_positional", ["takes keyword arguments only", "'10.0.0.0/24'"]),
     ]:
@@ -97,3 +97,25 @@ def test_each_settings_layer_wins_over_the_ones_below(pytester, layers, expected
     run(pytester, *args).assert_outcomes(passed=1)
 
     assert observed(pytester) == {"test_x": expected}
+
+
+SUBNET6_TEST = """
+import pytest
+
+@pytest.mark.netplay(subnet6="fd00:9::/64")
+def test_marked(netplay, observe):
+    observe(netplay.add_host().address6)
+
+def test_default(netplay, observe):
+    observe(netplay.add_host().address6)
+"""
+
+
+@pytest.mark.root
+def test_subnet6_from_the_ini_file_and_the_marker_gives_the_hosts_ipv6_addresses(pytester):
+    pytester.makeini("[pytest]\nnetplay_subnet6 = fd00:8::/64\n")
+    suite(pytester, SUBNET6_TEST)
+    run(pytester).assert_outcomes(passed=2)
+    assert observed(pytester) == {"test_marked": "fd00:9::1", "test_default": "fd00:8::1"}
+    run(pytester, "--netplay-subnet6", "fd00:7::/64").assert_outcomes(passed=2)
+    assert observed(pytester) == {"test_marked": "fd00:7::1", "test_default": "fd00:7::1"}

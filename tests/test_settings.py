@@ -112,6 +112,13 @@ def test_malformed_subnet_is_a_config_error_naming_it():
         merge([("command line", {"subnet": "10.0.0.0/33"})])
 
 
+def test_subnet6_is_derived_unless_given_and_a_malformed_one_is_named():
+    assert merge([]).subnet6 is None
+    assert merge([("marker", {"subnet6": "fd00:2:0::/64"})]).subnet6 == "fd00:2::/64"
+    with pytest.raises(ConfigError, match=r"marker: bad value for 'subnet6'.*'fd00::1'.*prefix length"):
+        merge([("marker", {"subnet6": "fd00::1"})])
+
+
 def test_strict_rejects_a_value_that_is_neither_true_nor_false():
     with pytest.raises(ConfigError, match="'maybe'"):
         merge([("ini", {"strict": "maybe"})])

@@ -41,6 +41,11 @@ def _add_sandbox_options(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_SUBNET,
         help=f"network the hosts get addresses from (default {DEFAULT_SUBNET})",
     )
+    parser.add_argument(
+        "--subnet6",
+        metavar="PREFIX",
+        help="IPv6 prefix the hosts get addresses from (default: a unique local /64 derived from the subnet)",
+    )
     parser.add_argument("-u", "--uid", help="run the commands as this user (name or number)")
     parser.add_argument("-g", "--gid", help="run the commands with this group (name or number)")
     parser.add_argument(

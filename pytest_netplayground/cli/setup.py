@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from ..core.addressing6 import Subnet6
 from .hosts import check_capacity, make_hosts, parse_names, resolve_host
 from .runner import Lifecycle, RunOutcome, run_commands
 
@@ -24,12 +25,15 @@ def say(text: str) -> None:
 def make_sandbox(args, **mode):
     from ..runtime.sandbox import Sandbox
 
-    return Sandbox(args.subnet, kill_signal=args.kill, grace=args.grace, verbose=args.verbose, **mode)
+    return Sandbox(
+        args.subnet, subnet6=args.subnet6, kill_signal=args.kill, grace=args.grace, verbose=args.verbose, **mode
+    )
 
 
 def prepare(args) -> list[str] | None:
     """Check what can be checked before a sandbox exists; return the host names."""
-    check_capacity(args.subnet, len(args.commands))
+    subnet = check_capacity(args.subnet, len(args.commands))
+    Subnet6.parse(args.subnet6, subnet)
     return parse_names(args.names, len(args.commands))
 
 

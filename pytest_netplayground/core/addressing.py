@@ -27,7 +27,11 @@ __all__ = [
     "Subnet",
     "decode_key",
     "encode_key",
+    "key_client",
+    "key_server",
+    "pack_ip",
     "reverse_key",
+    "unpack_ip",
 ]
 
 DEFAULT_SUBNET = "10.0.0.0/24"
@@ -151,21 +155,43 @@ def _check_port(instance, attribute, value) -> None:
 @functools.lru_cache(maxsize=4096)
 def _canonical_ip(text: str) -> str:
     # A sandbox has a few hundred addresses at most, seen at every connection.
-    return str(ipaddress.IPv4Address(text))
+    return str(ipaddress.ip_address(text))
 
 
 def _to_ip(value: object) -> str:
     try:
         if isinstance(value, str):
             return _canonical_ip(value)
-        return str(ipaddress.IPv4Address(value if not isinstance(value, bytes) else socket.inet_ntoa(value)))
+        if isinstance(value, bytes):
+            return unpack_ip(value)
+        return str(ipaddress.ip_address(value))
     except (ValueError, OSError) as exc:
-        raise ConfigError(f"not an IPv4 address: {value!r}") from exc
+        raise ConfigError(f"not an IPv4 or IPv6 address: {value!r}") from exc
+
+
+def pack_ip(address: str) -> bytes:
+    """The packed form of an IPv4 (4 bytes) or IPv6 (16 bytes) address, as in a packet's header."""
+    return socket.inet_pton(socket.AF_INET6 if ":" in address else socket.AF_INET, address)
+
+
+def unpack_ip(packed: bytes) -> str:
+    """The text of a packed IPv4 or IPv6 address (the canonical form)."""
+    return socket.inet_ntop(socket.AF_INET6 if len(packed) == 16 else socket.AF_INET, packed)
+
+
+def family(address: str) -> int:
+    """``socket.AF_INET`` or ``socket.AF_INET6``: the family of a socket for ``address``."""
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def bracketed(address: str) -> str:
+    """An address as it is written before ``:port``: IPv6 in brackets (RFC 3986)."""
+    return f"[{address}]" if ":" in address else address
 
 
 @attrs.frozen(order=True)
 class Endpoint:
-    """One end of a TCP connection: an IPv4 address and a port."""
+    """One end of a TCP connection or UDP flow: an IPv4 or IPv6 address and a port."""
 
     host: str = attrs.field(converter=_to_ip)
     port: int = attrs.field(converter=int, validator=_check_port)
@@ -178,7 +204,7 @@ class Endpoint:
         return cls(host, port)
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"{bracketed(self.host)}:{self.port}"
 
 
 @attrs.frozen(order=True)
@@ -199,12 +225,13 @@ class ConnectionKey:
         return cls(client.host, server.host, server.port)
 
     def __str__(self) -> str:
-        return f"{self.client_host} -> {self.server_host}:{self.server_port}"
+        return f"{self.client_host} -> {bracketed(self.server_host)}:{self.server_port}"
 
 
 #: One live TCP or UDP flow as the router sees it: source address, destination
 #: address, source port, destination port, packed as in the packet's headers
-#: (12 bytes), so the router cuts it from a packet without decoding anything.
+#: (12 bytes over IPv4, 36 over IPv6), so the router cuts it from a packet
+#: without decoding anything.
 #: Unlike :class:`ConnectionKey` it holds the client's port: it names one
 #: connection of one run, not what connections of many runs have in common.
 FlowKey = bytes
@@ -213,21 +240,32 @@ _PORTS = struct.Struct("!HH")
 
 
 def encode_key(client: Endpoint, server: Endpoint) -> FlowKey:
-    """The flow key of a connection from ``client`` to ``server``."""
-    return (
-        socket.inet_aton(client.host) + socket.inet_aton(server.host) + _PORTS.pack(client.port, server.port)
-    )
+    """The flow key of a connection from ``client`` to ``server`` (both of one family)."""
+    return pack_ip(client.host) + pack_ip(server.host) + _PORTS.pack(client.port, server.port)
 
 
 def decode_key(key: FlowKey) -> tuple[Endpoint, Endpoint]:
     """Source (client) and destination (server) endpoints of a flow key."""
-    sport, dport = _PORTS.unpack(key[8:12])
-    return Endpoint(socket.inet_ntoa(key[0:4]), sport), Endpoint(socket.inet_ntoa(key[4:8]), dport)
+    half = (len(key) - 4) >> 1
+    sport, dport = _PORTS.unpack(key[-4:])
+    return Endpoint(unpack_ip(key[:half]), sport), Endpoint(unpack_ip(key[half : 2 * half]), dport)
+
+
+def key_client(key: FlowKey) -> bytes:
+    """The packed address of a flow's source (its client)."""
+    return key[: (len(key) - 4) >> 1]
+
+
+def key_server(key: FlowKey) -> bytes:
+    """The packed address of a flow's destination (its server)."""
+    half = (len(key) - 4) >> 1
+    return key[half : 2 * half]
 
 
 def reverse_key(key: FlowKey) -> FlowKey:
     """The key of the packets going the other way."""
-    return key[4:8] + key[0:4] + key[10:12] + key[8:10]
+    half = (len(key) - 4) >> 1
+    return key[half : 2 * half] + key[:half] + key[-2:] + key[-4:-2]
 
 
 @attrs.frozen
@@ -245,13 +283,13 @@ class AddressPlan:
         return self.subnet.alias_network
 
     def alias(self, address: str) -> str:
-        return socket.inet_ntoa(invert(socket.inet_aton(address)))
+        """The proxy's alias of a host address, IPv4 or IPv6."""
+        return unpack_ip(invert(pack_ip(address)))
 
     def unalias(self, alias: str) -> str:
-        return socket.inet_ntoa(invert(socket.inet_aton(alias)))
+        return unpack_ip(invert(pack_ip(alias)))
 
 
 def invert(packed: bytes) -> bytes:
-    """Bitwise inverse of a packed IPv4 address: the alias mapping, its own inverse."""
-    (value,) = struct.unpack("!I", packed)
-    return struct.pack("!I", (~value) & 0xFFFFFFFF)
+    """Bitwise inverse of a packed IPv4 or IPv6 address: the alias mapping, its own inverse."""
+    return (~int.from_bytes(packed, "big") & ((1 << (8 * len(packed))) - 1)).to_bytes(len(packed), "big")

@@ -60,14 +60,17 @@ def encode_header(header: Header) -> bytes:
     hosts = ", ".join(
         "{"
         + f'"address": {json_text(h.address)}, "name": {json_text(h.name)}, "command": {json_text(h.command)}'
+        + (f', "address6": {json_text(h.address6)}' if h.address6 else "")
         + "}"
         for h in header.hosts
     )
+    subnet6 = [("subnet6", json_text(header.subnet6))] if header.subnet6 else []
     return encode_line(
         [
             ("netplay_cassette", str(int(header.version))),
             ("tool_version", json_text(header.tool_version)),
             ("subnet", json_text(str(header.subnet))),
+            *subnet6,
             ("started", encode_time(header.started, "started")),
             ("hosts", "[" + hosts + "]"),
         ]

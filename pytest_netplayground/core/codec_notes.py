@@ -86,10 +86,10 @@ def decode_note(ev: str, fields: Fields, t: float) -> Note:
         return UdpFlow(t, _flow(fields), fields.endpoint("client"), fields.endpoint("server"))
     if ev == "dgram":
         return Datagram(t, _flow(fields), fields.choice("dir", Direction), fields.payload())
-    expected = 'an IPv4 address like "10.0.0.2"'
+    expected = 'an address like "10.0.0.2" or "fd00::2"'
     client = fields.string("client", expected)
     try:
-        client = str(ipaddress.IPv4Address(client))
+        client = str(ipaddress.ip_address(client))
     except ValueError:
         raise fields.bad("client", client, expected) from None
     count = fields.get("datagrams", "a non-negative integer")

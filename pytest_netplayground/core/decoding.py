@@ -19,7 +19,7 @@ from ..errors import CassetteFormatError, ConfigError
 from .addressing import Endpoint
 from .codec_base import MAX_LINE, End, Record, b64decode
 from .events import (
-    FORMAT_VERSION,
+    READABLE_VERSIONS,
     Closed,
     ConnectionOpened,
     Data,
@@ -34,7 +34,7 @@ from .noise_codec import decode_noise
 
 __all__ = ["Fields", "decode_record"]
 
-_ENDPOINT = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})", re.ASCII)
+_ENDPOINT = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3}|\[[0-9A-Fa-f:.]{2,45}\]):(\d{1,5})", re.ASCII)
 
 _EVENT_NAMES = ("open", "data", "shut", "reset", "close", "noise", "end", "listen", "udp", "flow", "dgram")
 
@@ -100,13 +100,16 @@ class Fields:
         return value
 
     def endpoint(self, key: str) -> Endpoint:
-        expected = 'an IPv4 address and port like "10.0.0.1:80"'
+        expected = 'an address and port like "10.0.0.1:80" or "[fd00::1]:80"'
         value = self.string(key, expected)
         match = _ENDPOINT.fullmatch(value)
         if match is None:
             raise self.bad(key, value, expected)
+        host = match.group(1)
+        if host.startswith("[") != (":" in host):
+            raise self.bad(key, value, expected)
         try:
-            return Endpoint(match.group(1), int(match.group(2)))
+            return Endpoint(host.strip("[]"), int(match.group(2)))
         except ConfigError:
             raise self.bad(key, value, expected) from None
 
@@ -194,9 +197,10 @@ def _decode_header(fields: Fields) -> Header:
     version = fields.obj["netplay_cassette"]
     if isinstance(version, bool) or not isinstance(version, int):
         raise fields.bad("netplay_cassette", version, "an integer format version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise fields.fail(
-            f"unknown cassette format version {version}; this tool reads version {FORMAT_VERSION}. "
+            f"unknown cassette format version {version}; this tool reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}. "
             "If the cassette was made by a newer Net Playground, upgrade pytest-netplayground to read it"
         )
     subnet = fields.string("subnet", 'an IPv4 network like "10.0.0.0/24"')
@@ -217,8 +221,22 @@ def _decode_header(fields: Fields) -> Header:
             ipaddress.IPv4Address(address)
         except ValueError:
             raise host.bad("address", address, 'an IPv4 address like "10.0.0.1"') from None
-        hosts.append(HostInfo(address, host.string("name", default=""), host.string("command", default="")))
+        address6 = host.string("address6", default="")
+        if address6:
+            try:
+                ipaddress.IPv6Address(address6)
+            except ValueError:
+                raise host.bad("address6", address6, 'an IPv6 address like "fd00::1"') from None
+        name, command = host.string("name", default=""), host.string("command", default="")
+        hosts.append(HostInfo(address, name, command, address6))
+    subnet6 = fields.string("subnet6", default="")
+    if subnet6:
+        try:
+            ipaddress.IPv6Network(subnet6, strict=True)
+        except ValueError:
+            raise fields.bad("subnet6", subnet6, 'an IPv6 network like "fd00:1::/64"') from None
     return Header(
+        subnet6=subnet6,
         subnet=subnet,
         hosts=tuple(hosts),
         started=fields.time("started"),

@@ -34,7 +34,10 @@ __all__ = [
     "FORMAT_VERSION",
 ]
 
-FORMAT_VERSION = 1
+#: Version 2 added IPv6: endpoints like ``[fd00::1]:80``, ``subnet6`` and each
+#: host's ``address6`` in the header. Version 1 cassettes read as they are.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 class Direction(str, enum.Enum):
@@ -75,6 +78,7 @@ class HostInfo:
     address: str
     name: str = ""
     command: str = ""
+    address6: str = ""
 
 
 @attrs.frozen
@@ -86,6 +90,7 @@ class Header:
     started: float = 0.0
     tool_version: str = ""
     version: int = FORMAT_VERSION
+    subnet6: str = ""
 
 
 @attrs.frozen

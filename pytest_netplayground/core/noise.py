@@ -168,16 +168,23 @@ def resolve_check(check: Iterable[str], hosts: Iterable[HostInfo]) -> frozenset[
     check = tuple(check)
     if not check:
         return None
-    names: dict[str, str] = {}
+    names: dict[str, tuple[str, ...]] = {}
+    by_address: dict[str, tuple[str, ...]] = {}
     for host in hosts:
+        both = (host.address, host.address6) if host.address6 else (host.address,)
         if host.name:
-            names.setdefault(host.name, host.address)
-    addresses = set()
+            names.setdefault(host.name, both)
+        for address in both:
+            by_address[address] = both
+    addresses: set[str] = set()
     for item in check:
         try:
-            addresses.add(str(ipaddress.IPv4Address(item)))
+            address = str(ipaddress.ip_address(item))
         except ValueError:
-            addresses.add(names.get(item, item))
+            addresses.update(names.get(item, (item,)))
+        else:
+            # A host is checked whichever of its addresses it sends from.
+            addresses.update(by_address.get(address, (address,)))
     return frozenset(addresses)
 
 

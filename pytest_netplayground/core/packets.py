@@ -145,3 +145,4 @@ def make_udp_packet(src: bytes, dst: bytes, sport: int, dport: int, payload: byt
     pseudo = src + dst + struct.pack("!BBH", 0, PROTO_UDP, len(udp))
     _H.pack_into(udp, 6, checksum(pseudo + udp) or 0xFFFF)
     return bytes(_ip_header(src, dst, PROTO_UDP, len(udp), ident) + udp)
+

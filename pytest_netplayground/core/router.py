@@ -4,7 +4,8 @@ Packets from a host: TCP gets ``dst := alias(dst)`` and goes to the proxy,
 where a pair of sockets terminates the connection; anything else is delivered
 to the host owning ``dst``, whole UDP datagrams by way of the session when it
 records or replays them (``udp_tap``). Packets from the proxy get ``src := unalias(src)``
-and are delivered by ``dst``. The only per-connection state is the SYN gate:
+and are delivered by ``dst``. IPv6 is routed the same way (see :mod:`.router6`).
+The only per-connection state is the SYN gate:
 a client's first SYN is held until the proxy has connected the server leg, so
 a refused connection is refused (RST) rather than accepted and then closed.
 
@@ -20,7 +21,7 @@ from collections import Counter
 
 import attrs
 
-from .addressing import AddressPlan, FlowKey, decode_key
+from .addressing import AddressPlan, FlowKey, decode_key, key_client, key_server
 from .packets import (
     ICMP_HOST_UNREACHABLE,
     PROTO_ICMP,
@@ -33,6 +34,7 @@ from .packets import (
     make_icmp_unreachable,
     make_tcp_reset_reply,
 )
+from .packets6 import ICMP6_ADDRESS_UNREACHABLE, make_icmp6_unreachable, make_tcp6_reset_reply
 from .router6 import Router6
 
 __all__ = ["Router", "Verdict", "decode_key"]
@@ -166,6 +168,8 @@ class Router:
 
     def from_proxy(self, buf: bytearray, n: int) -> int:
         """Route a packet the proxy namespace wrote to its tun."""
+        if n >= 40 and buf[0] >> 4 == 6 and self.six is not None:
+            return self.six.from_proxy(self, buf, n)
         if n < 20 or buf[0] >> 4 != 4:
             self.dropped["proxy: not ipv4"] += 1
             return Verdict.DROP
@@ -209,14 +213,25 @@ class Router:
         syn = self.pending.pop(key, None)
         if syn is None:
             return None
+        if len(key) > 12:
+            return self.host_of(key_client(key)), make_tcp6_reset_reply(syn)
         return self.hosts[key[0:4]], make_tcp_reset_reply(syn)
 
     def unreachable(self, key: FlowKey) -> tuple[int, bytes] | None:
-        """The server leg got no route: (client host, ICMP host unreachable)."""
+        """The server leg got no route: (client host, ICMP host or ICMPv6 address unreachable)."""
         syn = self.pending.pop(key, None)
         if syn is None:
             return None
+        if len(key) > 12:
+            answer = make_icmp6_unreachable(syn, ICMP6_ADDRESS_UNREACHABLE, key_server(key))
+            return self.host_of(key_client(key)), answer
         return self.hosts[key[0:4]], make_icmp_unreachable(syn, ICMP_HOST_UNREACHABLE)
+
+    def host_of(self, packed: bytes) -> int | None:
+        """The index of the host owning a packed IPv4 or IPv6 address, or None."""
+        if len(packed) == 16:
+            return self.six.hosts.get(packed) if self.six is not None else None
+        return self.hosts.get(packed)
 
     def forget(self, key: FlowKey) -> None:
         """The connection is over (or never came to be): new SYNs start afresh."""

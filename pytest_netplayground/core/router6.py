@@ -1,89 +1,58 @@
-"""The router's decisions for IPv6 packets from the hosts.
+"""The router's decisions for IPv6 packets: TCP to the proxy, the rest delivered.
 
-A packet to another host's IPv6 address is delivered to that host as is
-(ICMPv6 echo, UDP, anything but TCP); one to an address of the sandbox's
-prefix that no host owns is answered with ICMPv6 address unreachable, so the
-sender fails at once; anything else (multicast, addresses outside the
-sandbox) is dropped and counted. TCP is answered with ICMPv6 administratively
-prohibited: the proxy terminates IPv4 TCP only, and a client that resolved a
-name to both addresses then falls back to IPv4 at once instead of waiting.
+TCP goes through the proxy exactly as over IPv4 (see :mod:`.router`): the
+client's first SYN is held by the SYN gate, then segments get ``dst :=
+alias(dst)`` on their way to the proxy and ``src := unalias(src)`` on their way
+back; only TCP's checksum changes, IPv6 having none of its own. Anything else
+to another host's address is delivered as is (ICMPv6 echo, UDP; whole UDP
+datagrams by way of the session when it records them). A packet to an address
+of the sandbox's prefix that no host owns is answered with ICMPv6 address
+unreachable, so the sender fails at once; anything else (multicast, addresses
+outside the sandbox) is dropped and counted.
 
 A TUN has no link layer, so no neighbour discovery ever reaches the router.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 from typing import TYPE_CHECKING
 
 import attrs
 
+from .addressing import invert
 from .addressing6 import Subnet6
-from .packets import checksum
+from .packets import TCP_ACK, TCP_SYN, adjust_checksum, checksum_delta
+from .packets6 import (
+    ICMP6_ADDRESS_UNREACHABLE,
+    PROTO_ICMP6,
+    PROTO_TCP,
+    PROTO_UDP,
+    make_icmp6_unreachable,
+    upper_layer,
+)
 
 if TYPE_CHECKING:
     from .router import Router
 
 __all__ = ["Router6", "make_icmp6_unreachable", "upper_layer"]
 
-PROTO_TCP = 6
-PROTO_ICMP6 = 58
-#: Extension headers walked to find the upper layer: hop-by-hop, routing, destination options.
-_EXTENSIONS = (0, 43, 60)
-_FRAGMENT = 44
-NO_NEXT_HEADER = 59
-
-ICMP6_DEST_UNREACH = 1
-ICMP6_ADMIN_PROHIBITED = 1
-ICMP6_ADDRESS_UNREACHABLE = 3
-#: ICMPv6 errors must fit the minimum IPv6 MTU (RFC 4443 2.4 (c)).
-_MIN_MTU = 1280
-
 _H = struct.Struct("!H")
-
-
-def upper_layer(packet: bytes | bytearray, n: int) -> tuple[int, int, bool]:
-    """(protocol, its offset, whether it is a non-first fragment) after the extension headers.
-
-    The protocol is -1 when the headers do not fit in the packet.
-    """
-    proto, offset, later_fragment = packet[6], 40, False
-    while proto in _EXTENSIONS or proto == _FRAGMENT:
-        if offset + 8 > n:
-            return -1, offset, later_fragment
-        if proto == _FRAGMENT:
-            later_fragment = later_fragment or bool(_H.unpack_from(packet, offset + 2)[0] & 0xFFF8)
-            proto, offset = packet[offset], offset + 8
-        else:
-            proto, offset = packet[offset], offset + (packet[offset + 1] + 1) * 8
-    if offset > n:
-        return -1, offset, later_fragment
-    return proto, offset, later_fragment
-
-
-def make_icmp6_unreachable(packet: bytes | bytearray, code: int, source: bytes) -> bytes:
-    """ICMPv6 destination unreachable for ``packet``, from ``source`` back to its sender.
-
-    It quotes as much of the packet as fits in the minimum MTU, so the
-    sender's kernel finds the socket and fails it.
-    """
-    quoted = bytes(packet[: _MIN_MTU - 48])
-    icmp = bytearray(8) + quoted
-    icmp[0] = ICMP6_DEST_UNREACH
-    icmp[1] = code
-    dst = bytes(packet[8:24])
-    pseudo = source + dst + struct.pack("!IxxxB", len(icmp), PROTO_ICMP6)
-    _H.pack_into(icmp, 2, checksum(pseudo + icmp))
-    header = struct.pack("!IHBB", 6 << 28, len(icmp), PROTO_ICMP6, 64) + source + dst
-    return header + bytes(icmp)
 
 
 @attrs.define
 class Router6:
-    """The hosts' IPv6 addresses and the prefix they come from; see the module docstring."""
+    """The hosts' IPv6 addresses, their aliases and the prefix they come from; see the module docstring.
+
+    The SYN gate's state (``pending``, ``open``) and the out-values are the
+    IPv4 router's: a flow key tells the families apart by its length.
+    """
 
     subnet6: Subnet6
     hosts: dict[bytes, int] = attrs.field(factory=dict)
+    _to_alias: dict[bytes, tuple[bytes, int]] = attrs.field(factory=dict)
+    _from_alias: dict[bytes, tuple[bytes, int]] = attrs.field(factory=dict)
     _net: int = 0
     _mask: int = 0
 
@@ -93,9 +62,12 @@ class Router6:
         self._mask = int(net.netmask)
 
     def add_host(self, index: int, address: str) -> None:
-        import ipaddress
-
-        self.hosts[ipaddress.IPv6Address(address).packed] = index
+        """Make ``address`` reachable as host ``index``; precompute its alias's checksum deltas."""
+        packed = ipaddress.IPv6Address(address).packed
+        alias = invert(packed)
+        self.hosts[packed] = index
+        self._to_alias[packed] = (alias, checksum_delta(packed, alias))
+        self._from_alias[alias] = (packed, checksum_delta(alias, packed))
 
     def _in_subnet(self, packed: bytes) -> bool:
         return (int.from_bytes(packed, "big") & self._mask) == self._net
@@ -113,7 +85,7 @@ class Router6:
             return Verdict.DROP
         dst = bytes(buf[24:40])
         target = self.hosts.get(dst)
-        proto, offset, later_fragment = upper_layer(buf, n)
+        proto, offset, fragment = upper_layer(buf, n)
         if target is None:
             if not self._in_subnet(dst):
                 dropped["ipv6: outside subnet"] += 1
@@ -129,9 +101,68 @@ class Router6:
         if proto < 0:
             dropped["ipv6: bad extension headers"] += 1
             return Verdict.DROP
-        if proto == PROTO_TCP and not later_fragment:
-            dropped["ipv6: tcp"] += 1
-            router.reply = make_icmp6_unreachable(memoryview(buf)[:n], ICMP6_ADMIN_PROHIBITED, dst)
-            return Verdict.REPLY
+        if proto == PROTO_TCP:
+            if fragment:
+                # TCP segments fit the path; fragments carry no ports to gate on.
+                dropped["ipv6: tcp fragment"] += 1
+                return Verdict.DROP
+            return self._tcp(router, buf, n, offset, dst)
+        router.target = target
+        if proto == PROTO_UDP and router.udp_tap and not fragment and n >= offset + 8:
+            return Verdict.UDP
+        return Verdict.DELIVER
+
+    def _tcp(self, router: "Router", buf: bytearray, n: int, offset: int, dst: bytes) -> int:
+        """A TCP segment to a host: the SYN gate, then ``dst := alias(dst)`` towards the proxy."""
+        from .router import Verdict
+
+        data_offset = buf[offset + 12] >> 4 if n >= offset + 20 else 0
+        if data_offset < 5 or n < offset + (data_offset << 2):
+            router.dropped["ipv6: bad tcp header"] += 1
+            return Verdict.DROP
+        if buf[offset + 13] & (TCP_SYN | TCP_ACK) == TCP_SYN:
+            key = bytes(buf[8:40]) + bytes(buf[offset : offset + 4])
+            if key not in router.open:
+                if key in router.pending:
+                    router.pending[key] = bytes(buf[:n])
+                    return Verdict.HELD
+                src = bytes(buf[8:24])
+                if src not in self.hosts:
+                    router.dropped["ipv6: spoofed source"] += 1
+                    return Verdict.DROP
+                if src == dst:
+                    router.dropped["ipv6: from a host to itself"] += 1
+                    return Verdict.DROP
+                router.pending[key] = bytes(buf[:n])
+                router.key = key
+                return Verdict.NEW_CONNECTION
+        alias, delta = self._to_alias[dst]
+        buf[24:40] = alias
+        c = offset + 16
+        _H.pack_into(buf, c, adjust_checksum((buf[c] << 8) | buf[c + 1], delta))
+        return Verdict.TO_PROXY
+
+    def from_proxy(self, router: "Router", buf: bytearray, n: int) -> int:
+        """Route an IPv6 segment the proxy wrote: ``src := unalias(src)``, delivered by ``dst``."""
+        from .router import Verdict
+
+        dropped = router.dropped
+        if n < 60 or 40 + ((buf[4] << 8) | buf[5]) != n:
+            dropped["proxy: bad length"] += 1
+            return Verdict.DROP
+        if buf[6] != PROTO_TCP:
+            dropped["proxy: not tcp"] += 1
+            return Verdict.DROP
+        target = self.hosts.get(bytes(buf[24:40]))
+        if target is None:
+            dropped["proxy: no such host"] += 1
+            return Verdict.DROP
+        entry = self._from_alias.get(bytes(buf[8:24]))
+        if entry is None:
+            dropped["proxy: source not an alias"] += 1
+            return Verdict.DROP
+        addr, delta = entry
+        buf[8:24] = addr
+        _H.pack_into(buf, 56, adjust_checksum((buf[56] << 8) | buf[57], delta))
         router.target = target
         return Verdict.DELIVER

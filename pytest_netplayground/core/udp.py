@@ -2,7 +2,7 @@
 
 A flow is (client address, client port, server address, server port), the
 client being whoever sent the flow's first datagram. The router hands over
-whole, unfragmented IPv4/UDP packets; this module cuts out the key and the
+whole, unfragmented IPv4 or IPv6 UDP packets; this module cuts out the key and the
 payload and says which flow and direction each datagram belongs to.
 """
 
@@ -12,6 +12,7 @@ import attrs
 
 from .addressing import FlowKey, decode_key, reverse_key
 from .events import Datagram, Direction, UdpFlow
+from .packets6 import upper_layer
 
 __all__ = ["FLOW_LIMIT", "UdpFlows", "udp_key_and_payload"]
 
@@ -22,9 +23,13 @@ FLOW_LIMIT = 65536
 
 
 def udp_key_and_payload(packet) -> tuple[FlowKey, bytes]:
-    """The (src, dst, sport, dport) key and the payload of an unfragmented IPv4/UDP packet."""
-    ihl = (packet[0] & 0x0F) << 2
-    key = bytes(packet[12:20]) + bytes(packet[ihl : ihl + 4])
+    """The (src, dst, sport, dport) key and the payload of an unfragmented IPv4 or IPv6 UDP packet."""
+    if packet[0] >> 4 == 6:
+        ihl = upper_layer(packet, len(packet))[1]
+        key = bytes(packet[8:40]) + bytes(packet[ihl : ihl + 4])
+    else:
+        ihl = (packet[0] & 0x0F) << 2
+        key = bytes(packet[12:20]) + bytes(packet[ihl : ihl + 4])
     length = (packet[ihl + 4] << 8) | packet[ihl + 5]
     end = min(ihl + max(length, 8), len(packet))
     return key, bytes(packet[ihl + 8 : end])

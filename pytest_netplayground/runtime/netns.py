@@ -288,11 +288,16 @@ def configure_host(
             ipr.addr("add", index=idx, address=address6, prefixlen=prefixlen6, flags=IFA_F_NODAD)
 
 
-def configure_proxy(tun_name: str, subnet: str, alias_network: str) -> None:
-    """Route the subnet out of the proxy TUN and the alias range as local."""
+def configure_proxy(
+    tun_name: str, subnet: str, alias_network: str, subnet6: str | None = None, alias_network6: str | None = None
+) -> None:
+    """Route the subnets out of the proxy TUN and the alias ranges as local."""
     from pyroute2 import IPRoute
 
     with IPRoute() as ipr:
         lo, idx = _bring_up(ipr, tun_name)
         ipr.route("add", dst=subnet, oif=idx, scope="link")
         ipr.route("add", dst=alias_network, oif=lo, type="local", table=255, scope="host")
+        if subnet6 is not None and alias_network6 is not None:
+            ipr.route("add", dst=subnet6, oif=idx)
+            ipr.route("add", dst=alias_network6, oif=lo, type="local", table=255)

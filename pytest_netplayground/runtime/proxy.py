@@ -18,7 +18,7 @@ from typing import Callable
 
 import attrs
 
-from ..core.addressing import AddressPlan, Endpoint, decode_key, encode_key
+from ..core.addressing import AddressPlan, Endpoint, decode_key, encode_key, family, key_server, pack_ip
 from ..core.events import Outcome
 from ..core.router import Router
 from .loop import Loop
@@ -38,6 +38,20 @@ _CONNECT_FAILURES = {
     errno.ENETUNREACH: Outcome.UNREACHABLE,
     errno.ETIMEDOUT: Outcome.TIMED_OUT,
 }
+
+
+# IPV6_FREEBIND: binding to an IPv6 alias, which a local route covers but no
+# interface carries, needs it (IPv4 binds to such addresses as they are).
+_IPV6_FREEBIND = 78
+
+
+def _proxy_socket(address: str) -> socket.socket:
+    """A non-blocking TCP socket of the proxy, of ``address``'s family, that may bind an alias."""
+    sock = socket.socket(family(address), socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_FREEBIND, 1)
+    return sock
 
 
 @attrs.define(eq=False)
@@ -67,7 +81,7 @@ class Proxy:
             return
         pipe = Pipe(self.loop, key, client, server, Tap(), self.read_buffer, self._pipe_finished)
         self.pipes[key] = pipe
-        if self.router.hosts.get(key[4:8]) not in self.processes.inhabited:
+        if self.router.host_of(key_server(key)) not in self.processes.inhabited:
             # Nothing ever ran there, so nothing listens: no need to ask its kernel.
             self._server_leg_failed(pipe, errno.ECONNREFUSED)
         else:
@@ -76,12 +90,11 @@ class Proxy:
     def host_is_empty(self, address: str) -> bool:
         """Whether nothing was ever run in the host that owns ``address``: no process
         and no socket, so nothing there listens (replay then stands in at once)."""
-        return self.router.hosts.get(socket.inet_aton(address)) not in self.processes.inhabited
+        return self.router.host_of(pack_ip(address)) not in self.processes.inhabited
 
     def _connect_server_leg(self, pipe: Pipe) -> None:
         """Connect the proxy's socket to the real server, from the client's alias and port."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock = _proxy_socket(pipe.client.host)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             sock.bind((self.plan.alias(pipe.client.host), pipe.client.port))
@@ -102,7 +115,7 @@ class Proxy:
 
     def _host_is_busy(self, address: str) -> bool:
         """Whether a process of ours runs in the host that owns ``address``."""
-        index = self.router.hosts.get(socket.inet_aton(address))
+        index = self.router.host_of(pack_ip(address))
         return index is not None and self.processes.busy(index)
 
     def _server_leg_ready(self, pipe: Pipe) -> None:
@@ -116,7 +129,7 @@ class Proxy:
         # must not have its banner read before there is someone to give it to.
         self.loop.watch(leg.fd, 0, lambda ev: None, registered=True)
         leg.mask = 0
-        since = self.processes.inhabited.get(self.router.hosts.get(pipe.key[4:8]))
+        since = self.processes.inhabited.get(self.router.host_of(key_server(pipe.key)))
         if since is not None:
             self.session.note_listening(pipe.server, self.loop.now() - since)
         pipe.tap = self.session.tap_for(pipe, server_live=True)
@@ -172,7 +185,7 @@ class Proxy:
         now = time.monotonic()
         if pipe.retry_until is None and self._host_is_busy(pipe.server.host):
             # Wait as long as the recorded server took to listen, from its host's start.
-            since = self.processes.inhabited[self.router.hosts[pipe.key[4:8]]]
+            since = self.processes.inhabited[self.router.host_of(key_server(pipe.key))]
             pipe.retry_until = self.session.stand_in_deadline(pipe.server, since, now)
         if pipe.retry_until is not None and now < pipe.retry_until and not self.closing():
             # Its server may not listen yet: the client's SYN waits, as over a slow network.
@@ -184,8 +197,7 @@ class Proxy:
     def _ensure_listener(self, address: str, port: int) -> None:
         if (address, port) in self.listeners:
             return
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock = _proxy_socket(address)
         sock.bind((address, port))
         sock.listen(4096)
         self.listeners[(address, port)] = sock

@@ -45,10 +45,11 @@ class Recorder(Session):
     mode = "record"
     udp_tap = True
 
-    def __init__(self, clock_origin: float, path: str, subnet: str):
+    def __init__(self, clock_origin: float, path: str, subnet: str, subnet6: str = ""):
         super().__init__(clock_origin)
         self.path = Path(path)
         self.subnet = subnet
+        self.subnet6 = subnet6
         self.started = time.time()
         self.writer: CassetteWriter | None = None
         self.error: CassetteError | None = None
@@ -58,7 +59,7 @@ class Recorder(Session):
         self._probe()
 
     def _header(self) -> Header:
-        return Header(self.subnet, tuple(self.hosts), self.started, __version__)
+        return Header(self.subnet, tuple(self.hosts), self.started, __version__, subnet6=self.subnet6)
 
     def _probe(self) -> None:
         """Fail now, before any process starts, if the cassette cannot be written."""

@@ -12,7 +12,7 @@ import time
 import attrs
 
 from ..cassette import Cassette
-from ..core.addressing import Endpoint, decode_key
+from ..core.addressing import Endpoint, decode_key, key_client, key_server
 from ..core.coverage import starts_tls_record
 from ..core.divergence import (
     ByteMismatch,
@@ -26,7 +26,7 @@ from ..core.divergence import (
 from ..core.events import ConnectionOpened, Data, Direction, Outcome
 from ..core.matching import LEAD_LIMIT, Claim, Matcher
 from ..core.noise import Noise, resolve_check
-from ..core.packets import ICMP_PORT_UNREACHABLE, make_icmp_unreachable, make_udp_packet
+from ..core.packets6 import port_unreachable, udp_packet
 from ..core.replay import Abort, ConnectionReplay, Finished, ReplayConfig, Send, ShutWrite
 from ..core.standin import stand_in_deadline
 from ..core.udp import UdpFlows, udp_key_and_payload
@@ -280,8 +280,8 @@ class Replayer(Session):
             if self.host_is_empty(server.host):
                 replies = self.udp_stand_in.ask(client, server, payload)
                 if replies is None:
-                    return [make_icmp_unreachable(bytes(packet), ICMP_PORT_UNREACHABLE)]
-                return [make_udp_packet(key[4:8], key[0:4], server.port, client.port, reply) for reply in replies]
+                    return [port_unreachable(bytes(packet))]
+                return [udp_packet(key_server(key), key_client(key), server.port, client.port, r) for r in replies]
             self.udp_stand_in.went_live(client.host, server)
         self.udp.see_parsed(key, payload, self.t(now))
         return True

@@ -12,6 +12,8 @@ import shlex
 import time
 from collections.abc import Callable
 
+import attrs
+
 from ..core.addressing import Endpoint
 from ..core.events import HostInfo, Outcome
 from .pipes import Pipe, Tap
@@ -34,15 +36,15 @@ class Session:
     def t(self, now: float | None = None) -> float:
         return round((time.monotonic() if now is None else now) - self.t0, 6)
 
-    def note_host(self, address: str, name: str) -> None:
-        self.hosts.append(HostInfo(address, name, ""))
+    def note_host(self, address: str, name: str, address6: str = "") -> None:
+        self.hosts.append(HostInfo(address, name, "", address6))
 
     def note_command(self, index: int, argv: list[str]) -> None:
         info = self.hosts[index]
         if not info.command:
             # Quoted as a shell would, so the command shown can be run as it is.
             command = argv[2] if argv[:2] == ["/bin/sh", "-c"] and len(argv) > 2 else shlex.join(argv)
-            self.hosts[index] = HostInfo(info.address, info.name, command)
+            self.hosts[index] = attrs.evolve(info, command=command)
 
     def on_syn(self, client: Endpoint, server: Endpoint) -> Outcome:
         """The answer a new connection's SYN gets: ESTABLISHED lets it through to the server,

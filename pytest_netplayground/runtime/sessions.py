@@ -22,12 +22,12 @@ from .session import Session
 __all__ = ["BIND_PATIENCE", "Recorder", "RecordTap", "Replayer", "ReplayTap", "Session", "make_session"]
 
 
-def make_session(spec: dict, loop: Loop, subnet: str) -> Session:
+def make_session(spec: dict, loop: Loop, subnet: str, subnet6: str = "") -> Session:
     """The session for ``spec`` (``mode``: live, record or replay, with its ``cassette``)."""
     origin = time.monotonic()
     mode = spec.get("mode", "live")
     if mode == "record":
-        return Recorder(origin, spec["cassette"], subnet)
+        return Recorder(origin, spec["cassette"], subnet, subnet6)
     if mode == "replay":
         config = spec.get("replay", ReplayConfig())
         # Exchange matching (``config.match``) is a replayer of its own, in its own module.

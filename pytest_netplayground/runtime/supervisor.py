@@ -67,7 +67,7 @@ class Supervisor:
         self.outbox: collections.deque[tuple[bytes, list[int], list[int]]] = collections.deque()
         self._waiting_to_send = False
         self.stopping = False
-        self.session = sessions.make_session(session or {}, self.loop, str(self.plan.subnet))
+        self.session = sessions.make_session(session or {}, self.loop, str(self.plan.subnet), str(self.subnet6))
         self.router.udp_tap = self.session.udp_tap
         self.cassette_action: object = "abort"
         self.result: dict = {}
@@ -117,7 +117,13 @@ class Supervisor:
         proxy_ns = netns.new_netns()
         netns.write_sysctl("/proc/sys/net/ipv4/tcp_tw_reuse", "1")
         proxy_tun = netns.open_tun(PROXY_TUN)
-        netns.configure_proxy(PROXY_TUN, str(self.plan.subnet), str(self.plan.alias_network))
+        netns.configure_proxy(
+            PROXY_TUN,
+            str(self.plan.subnet),
+            str(self.plan.alias_network),
+            str(self.subnet6),
+            str(self.subnet6.alias_network),
+        )
         return Network(proxy_ns, proxy_tun)
 
     def add_host(self, name: str | None = None) -> dict:
@@ -148,7 +154,7 @@ class Supervisor:
         network.host_names.append(name)
         self.router.add_host(index, address)
         self.router.six.add_host(index, address6)
-        self.session.note_host(address, name)
+        self.session.note_host(address, name, address6)
         reader = self._tun_reader(tun, self.router.from_host, name)
         self.loop.watch(tun, select.EPOLLIN, reader)
         return {"index": index, "address": address, "name": name, "address6": address6}

@@ -61,3 +61,53 @@ def test_sandbox_validates_subnet6_before_starting_anything():
     sb = Sandbox(subnet="10.5.0.0/24", subnet6=ipaddress.IPv6Network("fd00:5::/64"))
     assert str(sb.subnet6) == "fd00:5::/64"
     assert Sandbox(subnet="10.5.0.0/24").subnet6 == default_subnet6("10.5.0.0/24")
+
+
+# -- endpoints, flow keys and aliases of either family --------------------------
+
+from pytest_netplayground.core.addressing import (  # noqa: E402
+    AddressPlan,
+    ConnectionKey,
+    Endpoint,
+    decode_key,
+    encode_key,
+    key_client,
+    key_server,
+    reverse_key,
+)
+
+
+def test_an_ipv6_endpoint_is_canonical_and_written_in_brackets():
+    endpoint = Endpoint("FD00:1:0::0002", 80)
+    assert (endpoint.host, str(endpoint)) == ("fd00:1::2", "[fd00:1::2]:80")
+    assert str(ConnectionKey("fd00:1::2", "fd00:1::1", 80)) == "fd00:1::2 -> [fd00:1::1]:80"
+
+
+@pytest.mark.parametrize(
+    "client, server",
+    [(Endpoint("10.0.0.2", 40000), Endpoint("10.0.0.1", 80)), (Endpoint("fd00::2", 40000), Endpoint("fd00::1", 80))],
+    ids=["ipv4", "ipv6"],
+)
+def test_flow_keys_round_trip_and_reverse_in_either_family(client, server):
+    key = encode_key(client, server)
+    assert len(key) == (12 if "." in client.host else 36)
+    assert decode_key(key) == (client, server)
+    assert decode_key(reverse_key(key)) == (server, client)
+    assert (key_client(key), key_server(key)) == (
+        ipaddress.ip_address(client.host).packed,
+        ipaddress.ip_address(server.host).packed,
+    )
+
+
+def test_an_ipv6_alias_is_the_inverse_and_lies_in_the_prefixs_alias_range():
+    plan = AddressPlan("10.0.0.0/24")
+    subnet6 = Subnet6.parse("fd00:1::/64")
+    alias = plan.alias("fd00:1::1")
+    assert plan.unalias(alias) == "fd00:1::1"
+    assert ipaddress.IPv6Address(alias) in subnet6.alias_network
+    assert not subnet6.network.overlaps(subnet6.alias_network)
+
+
+def test_a_prefix_whose_alias_range_would_be_multicast_is_refused():
+    with pytest.raises(ConfigError, match=r"alias range .* overlaps the multicast range"):
+        Subnet6.parse("00ff:1::/64")

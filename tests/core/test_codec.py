@@ -155,7 +155,7 @@ def decode_in_pieces(data: bytes, cuts: list[int]) -> tuple[Decoder, list]:
 def test_header_line_has_fixed_key_order_and_readable_separators():
     line = encode_header(HEADER)
     assert line == (
-        b'{"netplay_cassette": 1, "tool_version": "0.1.0", "subnet": "10.0.0.0/24", '
+        b'{"netplay_cassette": 2, "tool_version": "0.1.0", "subnet": "10.0.0.0/24", '
         b'"started": 1732170000.123456, "hosts": [{"address": "10.0.0.1", "name": "server", '
         b'"command": "python -m http.server 80"}, {"address": "10.0.0.2", "name": "client", "command": ""}]}\n'
     )
@@ -342,7 +342,7 @@ def test_unknown_version_says_what_was_found_and_what_to_do():
     err = first_error(b'{"netplay_cassette": 7, "subnet": "10.0.0.0/24"}\n')
     assert err.offset == 0
     assert "version 7" in str(err)
-    assert f"reads version {FORMAT_VERSION}" in str(err)
+    assert f"reads versions 1, {FORMAT_VERSION}" in str(err)
     assert "upgrade" in str(err)
 
 
@@ -411,7 +411,7 @@ OPEN = encode_event(opened())
                 b'{"t": 1, "ev": "open", "conn": 1, "client": "10.0.0.2", "server": "10.0.0.1:80", '
                 b'"outcome": "established"}\n'
             ),
-            "field \"client\" = '10.0.0.2'; expected an IPv4 address and port",
+            "field \"client\" = '10.0.0.2'; expected an address and port",
         ),
         (
             (
@@ -698,3 +698,55 @@ def test_the_fast_reading_of_a_line_never_differs_from_the_json_reading(event, c
 )
 def test_the_lines_written_most_are_read_without_the_json_parser(event):
     assert decoding._decode_fast(encode_event(event).rstrip(b"\n")) == event
+
+
+# ---------------------------------------------------------------- IPv6 (format version 2)
+
+HEADER6 = Header(
+    subnet="10.0.0.0/24",
+    subnet6="fd00:1::/64",
+    hosts=(HostInfo("10.0.0.1", "server", "", "fd00:1::1"), HostInfo("10.0.0.2", "client", "", "fd00:1::2")),
+    started=1732170000.5,
+    tool_version="0.2.0",
+)
+
+
+def test_ipv6_endpoints_are_written_in_brackets_and_read_back():
+    event = ConnectionOpened(0.5, 0, ("fd00:1::2", 40000), ("fd00:1::1", 80))
+    line = encode_event(event)
+    assert b'"client": "[fd00:1::2]:40000", "server": "[fd00:1::1]:80"' in line
+    assert Decoder().feed(encode_header(HEADER6) + line) == [HEADER6, event]
+
+
+def test_the_header_carries_subnet6_and_each_hosts_ipv6_address():
+    line = encode_header(HEADER6)
+    assert b'"subnet6": "fd00:1::/64"' in line and b'"address6": "fd00:1::2"' in line
+    assert decode_record(line) == HEADER6
+
+
+def test_a_version_1_cassette_still_reads():
+    blob = (
+        b'{"netplay_cassette": 1, "tool_version": "0.1.0", "subnet": "10.0.0.0/24", "started": 1.5, '
+        b'"hosts": [{"address": "10.0.0.1", "name": "server", "command": ""}]}\n'
+        b'{"t": 0.1, "ev": "open", "conn": 0, "client": "10.0.0.2:40000", "server": "10.0.0.1:80", '
+        b'"outcome": "established"}\n'
+    )
+    header, event = Decoder().feed(blob)
+    assert (header.version, header.subnet6, header.hosts[0].address6) == (1, "", "")
+    assert event == ConnectionOpened(0.1, 0, ("10.0.0.2", 40000), ("10.0.0.1", 80))
+
+
+@pytest.mark.parametrize(
+    "server",
+    ["fd00:1::1:80", "[10.0.0.1]:80", "[fd00:1::zz]:80", "[fd00:1::1]:99999", "[fd00:1::1]"],
+    ids=["unbracketed", "bracketed-ipv4", "bad-ipv6", "bad-port", "no-port"],
+)
+def test_a_malformed_ipv6_endpoint_is_named_with_what_was_expected(server):
+    line = (
+        b'{"t": 1, "ev": "open", "conn": 1, "client": "[fd00:1::2]:4000", "server": "'
+        + server.encode()
+        + b'", "outcome": "established"}\n'
+    )
+    err = first_error(encode_header(HEADER6) + line)
+    assert f"field \"server\" = '{server}'" in str(err)
+    assert 'like "10.0.0.1:80" or "[fd00::1]:80"' in str(err)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 
 from hypothesis import HealthCheck, given, note, settings
@@ -28,7 +29,7 @@ from scapy.layers.inet6 import (
     IPv6ExtHdrRouting,
 )
 
-from pytest_netplayground.core.addressing import AddressPlan
+from pytest_netplayground.core.addressing import AddressPlan, invert
 from pytest_netplayground.core.addressing6 import Subnet6
 from pytest_netplayground.core.describe import describe_packet
 from pytest_netplayground.core.router import Router, Verdict
@@ -78,7 +79,16 @@ IP_OPTIONS = [IPOption_NOP, IPOption_EOL, IPOption_RR, IPOption_Timestamp, IPOpt
 
 
 HOSTS6 = ["fd00::1", "fd00::2", "fd00::3"]
-ADDRESSES6 = HOSTS6 + ["fd00::", "fd00::99", "fd00::ffff:ffff:ffff:ffff", "2001:db8::1", "ff02::1", "::1", "::"]
+ALIASES6 = [str(ipaddress.IPv6Address(invert(ipaddress.IPv6Address(a).packed))) for a in HOSTS6]
+ADDRESSES6 = HOSTS6 + ALIASES6[:2] + [
+    "fd00::",
+    "fd00::99",
+    "fd00::ffff:ffff:ffff:ffff",
+    "2001:db8::1",
+    "ff02::1",
+    "::1",
+    "::",
+]
 
 
 def make_router() -> Router:
@@ -113,6 +123,15 @@ def tcp_checksum_valid(packet: bytes) -> bool:
     if packet[9] != 6 or len(segment) < 20:
         return False
     pseudo = packet[12:20] + struct.pack("!BBH", 0, 6, len(segment))
+    return folded_sum(pseudo + segment) == 0xFFFF
+
+
+def tcp6_checksum_valid(packet: bytes) -> bool:
+    """An IPv6 packet whose next header is TCP, at least a header long, with a checksum a receiver accepts."""
+    segment = packet[40:]
+    if len(packet) < 60 or packet[6] != 6:
+        return False
+    pseudo = packet[8:40] + struct.pack("!IxxxB", len(segment), 6)
     return folded_sum(pseudo + segment) == 0xFFFF
 
 
@@ -350,19 +369,36 @@ def test_sequences_of_packets_and_gate_decisions_never_raise(steps):
 
 @FUZZ
 @given(packet=ipv6_packets())
-def test_ipv6_is_delivered_untouched_to_its_owner_only_and_never_tcp(packet):
+def test_ipv6_from_a_host_goes_untouched_to_its_owner_or_rewritten_to_the_proxy(packet):
     router = make_router()
     verdict, _, out = feed(router, "from_host", packet)
-    assert verdict in (Verdict.DROP, Verdict.DELIVER, Verdict.REPLY)
+    assert verdict in (Verdict.DROP, Verdict.DELIVER, Verdict.REPLY, Verdict.NEW_CONNECTION, Verdict.TO_PROXY)
+    layer = IPv6(packet) if verdict in (Verdict.DELIVER, Verdict.TO_PROXY) else None
     if verdict == Verdict.DELIVER:
         assert out == packet
         assert router.six.hosts[packet[24:40]] == router.target
-        layer = IPv6(packet)
         assert TCP not in layer or IPv6ExtHdrFragment in layer
+    elif verdict == Verdict.TO_PROXY:
+        # Only the destination changed, to its owner's alias, and a valid checksum stayed valid.
+        assert IPv6ExtHdrFragment not in layer
+        assert packet[24:40] in router.six.hosts
+        assert out[24:40] == invert(packet[24:40])
+        assert out[:24] == packet[:24] and len(out) == len(packet)
+        if packet[6] == 6:
+            assert tcp6_checksum_valid(out) == tcp6_checksum_valid(packet)
+    elif verdict == Verdict.NEW_CONNECTION:
+        assert len(router.key) == 36 and router.key[:32] == packet[8:40]
 
 
 @FUZZ
 @given(packet=ipv6_packets())
-def test_ipv6_from_the_proxy_is_dropped(packet):
-    verdict, counted, _ = feed(make_router(), "from_proxy", packet)
-    assert (verdict, counted) == (Verdict.DROP, 1)
+def test_ipv6_from_the_proxy_is_delivered_only_from_an_alias_to_a_host(packet):
+    router = make_router()
+    verdict, counted, out = feed(router, "from_proxy", packet)
+    assert verdict in (Verdict.DROP, Verdict.DELIVER)
+    if verdict == Verdict.DROP:
+        assert counted == 1
+    else:
+        assert packet[6] == 6 and packet[8:24] == invert(out[8:24]) and out[8:24] in router.six.hosts
+        assert router.six.hosts[out[24:40]] == router.target
+        assert tcp6_checksum_valid(out) == tcp6_checksum_valid(packet)
