@@ -202,11 +202,11 @@ class TlsBridge:
                 try:
                     self._tls.do_handshake()
                 except ssl.SSLWantReadError:
-                    if self._incoming.eof:
-                        raise TlsError(
-                            f"{self.peer} closed the connection during the TLS handshake"
-                        ) from None
-                    return
+                    if not self._incoming.eof:
+                        return
+                    raise TlsError(f"{self.peer} closed the connection during the TLS handshake") from None
+                except ssl.SSLEOFError as exc:
+                    raise TlsError(f"{self.peer} closed the connection during the TLS handshake") from exc
                 self.handshake_done = True
             while self._held and not self.close_sent:
                 chunk = self._held.pop(0)
