@@ -54,7 +54,9 @@ def test_the_ca_certificate_is_a_ca_that_only_signs(tmp_path):
     assert constraints.critical and constraints.value.ca and constraints.value.path_length == 0
     assert cert.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
     assert isinstance(cert.public_key(), ec.EllipticCurvePublicKey)
-    assert cert.not_valid_after_utc > datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=3000)
+    assert cert.not_valid_after_utc > datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(
+        days=3000
+    )
 
 
 def test_parallel_callers_agree_on_one_ca(tmp_path):
@@ -178,12 +180,16 @@ def test_a_client_trusting_the_ca_accepts_its_leaves(authority, name):
 
 def test_a_leaf_for_one_name_does_not_pass_for_another(authority):
     with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch|IP address mismatch"):
-        handshake(authority.server_context("one.test"), authority.client_context(), server_hostname="two.test")
+        handshake(
+            authority.server_context("one.test"), authority.client_context(), server_hostname="two.test"
+        )
 
 
 def test_a_client_trusting_only_the_system_refuses_the_leaf(authority):
     with pytest.raises(ssl.SSLCertVerificationError, match="unable to get local issuer|self.signed"):
-        handshake(authority.server_context("one.test"), ssl.create_default_context(), server_hostname="one.test")
+        handshake(
+            authority.server_context("one.test"), ssl.create_default_context(), server_hostname="one.test"
+        )
 
 
 def test_no_file_is_left_when_contexts_are_made(authority, tmp_path, monkeypatch):

@@ -39,7 +39,11 @@ def test_back_to_back_both_ways_with_alpn(authority):
     client = TlsBridge.client("api.test", "server api.test", context=context)
     first = client.pending_ciphertext()
     parsed = parse_client_hello(first)
-    assert isinstance(parsed, ClientHello) and parsed.server_name == "api.test" and parsed.alpn == ("h2", "http/1.1")
+    assert (
+        isinstance(parsed, ClientHello)
+        and parsed.server_name == "api.test"
+        and parsed.alpn == ("h2", "http/1.1")
+    )
     server = TlsBridge.server(authority, parsed.server_name, "client 10.0.0.2:5000", alpn=["h2"])
     client.write_plaintext(b"early request")  # held until the handshake is done
     server.feed_ciphertext(first)
@@ -136,7 +140,9 @@ def test_a_peer_leaving_during_the_handshake_is_an_error(authority):
 
 # -- against openssl on loopback --------------------------------------------------------
 
-NEEDS_OPENSSL = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl (apt-get install openssl)")
+NEEDS_OPENSSL = pytest.mark.skipif(
+    shutil.which("openssl") is None, reason="needs openssl (apt-get install openssl)"
+)
 
 
 def pump(sock: socket.socket, bridge: TlsBridge, until, deadline: float) -> None:

@@ -154,18 +154,24 @@ class CertificateAuthority:
         try:
             lock = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise TlsError(f"cannot open {lock_path} ({exc.strerror}): check the CA directory's owner") from exc
+            raise TlsError(
+                f"cannot open {lock_path} ({exc.strerror}): check the CA directory's owner"
+            ) from exc
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
             cert_path, key_path = (os.path.join(directory, n) for n in (CERT_FILE, KEY_FILE))
             present = [os.path.lexists(p) for p in (cert_path, key_path)]
             if not any(present):
                 key, cert = _new_ca()
-                _write_private(key_path, key.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                ), 0o600)
+                _write_private(
+                    key_path,
+                    key.private_bytes(
+                        serialization.Encoding.PEM,
+                        serialization.PrivateFormat.PKCS8,
+                        serialization.NoEncryption(),
+                    ),
+                    0o600,
+                )
                 _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
                 return cls(directory, cert, key)
             if not all(present):
@@ -210,7 +216,9 @@ class CertificateAuthority:
             .add_extension(_key_usage(digital_signature=True), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
+            )
             .sign(self.key, hashes.SHA256())
         )
         key_pem = self._leaf_key.private_bytes(
@@ -314,7 +322,9 @@ def _read_ca(cert_path: str, key_path: str) -> tuple[x509.Certificate, ec.Ellipt
     except (ValueError, TypeError) as exc:
         raise TlsError(f"the sandbox CA key {key_path} is corrupt or encrypted ({exc}): {remedy}") from exc
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != cert.public_key():
-        raise TlsError(f"the sandbox CA key {key_path} does not belong to the certificate {cert_path}: {remedy}")
+        raise TlsError(
+            f"the sandbox CA key {key_path} does not belong to the certificate {cert_path}: {remedy}"
+        )
     if cert.not_valid_after_utc <= _now() + datetime.timedelta(days=1):
         raise TlsError(
             f"the sandbox CA certificate {cert_path} expired (or expires within a day) on "
@@ -357,4 +367,6 @@ def _write_private(path: str, data: bytes, mode: int) -> None:
             os.unlink(temporary)
         except OSError:
             pass
-        raise TlsError(f"cannot write {path} ({exc.strerror}): choose another directory with ${ENV_DIR}") from exc
+        raise TlsError(
+            f"cannot write {path} ({exc.strerror}): choose another directory with ${ENV_DIR}"
+        ) from exc

@@ -114,10 +114,14 @@ class TlsBridge:
         return cls._wrap(context, peer, server_side=False, server_hostname=server_hostname)
 
     @classmethod
-    def _wrap(cls, context: ssl.SSLContext, peer: str, server_side: bool, server_hostname=None) -> "TlsBridge":
+    def _wrap(
+        cls, context: ssl.SSLContext, peer: str, server_side: bool, server_hostname=None
+    ) -> "TlsBridge":
         incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         try:
-            tls = context.wrap_bio(incoming, outgoing, server_side=server_side, server_hostname=server_hostname)
+            tls = context.wrap_bio(
+                incoming, outgoing, server_side=server_side, server_hostname=server_hostname
+            )
         except (ValueError, ssl.SSLError) as exc:
             raise TlsError(f"cannot start TLS with {peer} as {server_hostname!r}: {exc}") from exc
         bridge = cls(peer, server_side, tls, incoming, outgoing)

@@ -94,7 +94,11 @@ def test_a_hello_split_over_records_parses_the_same(sizes):
     records = refragment(HELLO, list(sizes))
     parsed = parse_client_hello(records)
     assert isinstance(parsed, ClientHello)
-    assert (parsed.server_name, parsed.alpn, parsed.length) == ("api.example.test", ("h2", "http/1.1"), len(records))
+    assert (parsed.server_name, parsed.alpn, parsed.length) == (
+        "api.example.test",
+        ("h2", "http/1.1"),
+        len(records),
+    )
     # And a prefix of the records is never taken for a whole hello.
     assert parse_client_hello(records[: len(records) - 1]) is NEED_MORE
 
