@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import ssl
 import subprocess
@@ -10,7 +9,7 @@ import time
 
 import pytest
 
-from pytest_netplayground.core.tls_hello import ClientHello, parse_client_hello
+from pytest_netplayground.core.tls_hello import NEED_MORE, ClientHello, parse_client_hello
 from pytest_netplayground.errors import TlsError, TlsUntrusted
 from pytest_netplayground.runtime.tls_authority import CertificateAuthority
 from pytest_netplayground.runtime.tls_bridge import TlsBridge, client_context
@@ -140,16 +139,14 @@ def test_a_peer_leaving_during_the_handshake_is_an_error(authority):
 
 # -- against openssl on loopback --------------------------------------------------------
 
-NEEDS_OPENSSL = pytest.mark.skipif(
-    shutil.which("openssl") is None, reason="needs openssl (apt-get install openssl)"
-)
 
-
-def pump(sock: socket.socket, bridge: TlsBridge, until, deadline: float) -> None:
-    """Move bytes between a socket and a bridge until ``until()`` holds (or fail at the deadline)."""
+def pump(sock: socket.socket, bridge: TlsBridge, until, deadline: float) -> bytes:
+    """Move bytes between a socket and a bridge until ``until(plaintext so far)`` holds; that plaintext.
+    Fails at the deadline: nothing here waits for ever."""
     sock.setblocking(False)
-    while not until():
-        assert time.monotonic() < deadline, "timed out"
+    received = b""
+    while not until(received):
+        assert time.monotonic() < deadline, f"timed out; received {received!r}"
         out = bridge.pending_ciphertext()
         if out:
             sock.sendall(out)
@@ -160,12 +157,16 @@ def pump(sock: socket.socket, bridge: TlsBridge, until, deadline: float) -> None
             continue
         if not data:
             bridge.feed_eof()
-            return
-        bridge.feed_ciphertext(data)
+        else:
+            bridge.feed_ciphertext(data)
+        received += bridge.read_plaintext()
+        if not data:
+            break
     out = bridge.pending_ciphertext()
     if out:
         sock.setblocking(True)
         sock.sendall(out)
+    return received
 
 
 def _free_port() -> int:
@@ -174,47 +175,54 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@NEEDS_OPENSSL
+@pytest.mark.needs("openssl")
 def test_openssl_s_client_talks_to_a_server_bridge(authority, tmp_path):
     ca = tmp_path / "ca.pem"
     ca.write_bytes(authority.cert_pem)
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
+        listener.settimeout(10)
         port = listener.getsockname()[1]
         command = [
             "openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "web.test",
             "-verify_hostname", "web.test", "-verify_return_error", "-CAfile", str(ca), "-alpn", "http/1.1",
             "-quiet",
         ]  # fmt: skip
-        with subprocess.Popen(
+        client = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        ) as client:
-            listener.settimeout(10)
+        )
+        try:
             conn, _ = listener.accept()
+            deadline = time.monotonic() + 10
             with conn:
-                deadline = time.monotonic() + 10
                 conn.settimeout(10)
-                hello = conn.recv(65536)
-                parsed = parse_client_hello(hello)
+                hello = b""
+                parsed = NEED_MORE
+                while parsed is NEED_MORE:
+                    chunk = conn.recv(65536)
+                    assert chunk, f"s_client left before its hello: {client.stderr.read1()!r}"
+                    hello += chunk
+                    parsed = parse_client_hello(hello)
                 assert isinstance(parsed, ClientHello) and parsed.alpn == ("http/1.1",)
+                assert parsed.server_name == "web.test"
                 bridge = TlsBridge.server(authority, parsed.server_name, "openssl s_client", alpn=parsed.alpn)
                 bridge.feed_ciphertext(hello)
                 client.stdin.write(b"ping from s_client\n")
                 client.stdin.flush()
-                pump(conn, bridge, lambda: b"\n" in bridge._plaintext, deadline)
-                assert bridge.read_plaintext() == b"ping from s_client\n"
+                assert pump(conn, bridge, lambda got: b"\n" in got, deadline) == b"ping from s_client\n"
                 assert bridge.alpn == "http/1.1"
                 bridge.write_plaintext(b"pong from the bridge\n")
                 bridge.close()
                 conn.sendall(bridge.pending_ciphertext())
-                client.stdin.close()
-                out = client.stdout.read()
-                client.wait(10)
-    assert b"pong from the bridge\n" in out
+            out, err = client.communicate(timeout=10)
+        finally:
+            client.kill()
+            client.wait()
+    assert b"pong from the bridge\n" in out, err
 
 
-@NEEDS_OPENSSL
+@pytest.mark.needs("openssl")
 def test_a_client_bridge_talks_to_openssl_s_server(authority, tmp_path):
     leaf = authority.leaf("db.test")
     (tmp_path / "cert.pem").write_bytes(leaf.cert_pem)
@@ -224,23 +232,23 @@ def test_a_client_bridge_talks_to_openssl_s_server(authority, tmp_path):
         "openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", str(tmp_path / "cert.pem"),
         "-key", str(tmp_path / "key.pem"), "-alpn", "h2", "-rev", "-naccept", "1",
     ]  # fmt: skip
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as server:
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    sock = socket.create_connection(("127.0.0.1", port), timeout=1)
-                    break
-                except ConnectionRefusedError:
-                    assert time.monotonic() < deadline and server.poll() is None, "s_server did not start"
-                    time.sleep(0.05)
-            with sock:
-                context = client_context(authority.cert_pem, alpn=["h2", "http/1.1"])
-                bridge = TlsBridge.client("db.test", f"server 127.0.0.1:{port}", context=context)
-                pump(sock, bridge, lambda: bridge.handshake_done, deadline)
-                assert bridge.alpn == "h2"
-                bridge.write_plaintext(b"hello\n")
-                pump(sock, bridge, lambda: b"\n" in bridge._plaintext, deadline)
-                assert bridge.read_plaintext() == b"olleh\n"  # -rev answers each line reversed
-        finally:
-            server.kill()
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=1)
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline and server.poll() is None, "s_server did not start"
+                time.sleep(0.05)
+        with sock:
+            context = client_context(authority.cert_pem, alpn=["h2", "http/1.1"])
+            bridge = TlsBridge.client("db.test", f"server 127.0.0.1:{port}", context=context)
+            pump(sock, bridge, lambda got: bridge.handshake_done, deadline)
+            assert bridge.alpn == "h2"
+            bridge.write_plaintext(b"hello\n")
+            assert pump(sock, bridge, lambda got: b"\n" in got, deadline) == b"olleh\n"  # -rev reverses lines
+    finally:
+        server.kill()
+        server.wait()
