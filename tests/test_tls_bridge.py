@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import socket
 import ssl
 import subprocess
@@ -97,6 +98,8 @@ def test_a_client_that_does_not_trust_the_ca_is_reported(authority):
     assert server.error is caught.value
     with pytest.raises(TlsUntrusted):  # the bridge stays failed
         server.feed_ciphertext(b"")
+    carried = pickle.loads(pickle.dumps(caught.value))  # as it crosses the control channel
+    assert (type(carried), str(carried), carried.alert) == (TlsUntrusted, str(caught.value), "unknown_ca")
 
 
 def test_a_tls12_client_refusal_is_reported_too(authority):

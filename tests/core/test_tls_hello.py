@@ -140,7 +140,8 @@ def test_lengths_that_disagree_inside_the_hello_are_not_tls():
 def test_arbitrary_bytes_never_raise(data):
     for parse in (parse_client_hello, parse_alert, parse_upgrade_request):
         assert parse(data) is not None
-    assert upgrade_accepted(Upgrade("smtp", 10), data) is not None
+    for upgrade in (Upgrade("postgres", 8), Upgrade("smtp", 10), Upgrade("imap", 12, tag=b"a1")):
+        assert upgrade_accepted(upgrade, data) in (NEED_MORE, True, False)
 
 
 @given(st.integers(min_value=0, max_value=len(HELLO) - 1), st.integers(min_value=0, max_value=255))
