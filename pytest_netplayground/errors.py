@@ -73,5 +73,30 @@ class CassetteMissing(CassetteError, FileNotFoundError):
     """Replay was asked for but the cassette file does not exist."""
 
 
+class TlsError(NetplayError):
+    """TLS failed: the sandbox CA cannot be read or made, or a handshake or record went wrong.
+
+    The message names the file or the peer and says what to do.
+    """
+
+
+class TlsUntrusted(TlsError):
+    """A TLS client aborted the handshake because it does not trust the sandbox CA.
+
+    ``alert`` is the TLS alert it sent (``unknown_ca``, ``bad_certificate``, ...).
+    """
+
+    def __init__(self, message: str, *, alert: str | None = None):
+        super().__init__(message)
+        self.alert = alert
+
+    def __reduce__(self):
+        return (_restore_untrusted, (str(self), self.alert))
+
+
+def _restore_untrusted(message: str, alert: str | None) -> "TlsUntrusted":
+    return TlsUntrusted(message, alert=alert)
+
+
 class CommandNotFound(SandboxError, FileNotFoundError):
     """A command to run in a host does not exist (or is not executable)."""

@@ -57,7 +57,7 @@ def _mount(source: str, target: str, flags: int) -> None:
         _fail(f"mounting {source} on {target}")
 
 
-def _bind_text(text: str, target: str, keep: bool = False) -> int:
+def _bind_text(text: str | bytes, target: str, keep: bool = False) -> int:
     """Mount a file holding ``text`` over ``target`` (if that exists) in the current
     mount namespace, then remove the file's name: nothing is left on disk, even
     if the supervisor is killed. With ``keep``, returns a descriptor to rewrite it."""
@@ -72,7 +72,10 @@ def _bind_text(text: str, target: str, keep: bool = False) -> int:
         path = os.path.join(directory, os.path.basename(target))
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         os.fchmod(fd, 0o644)
-        os.write(fd, text.encode())
+        data = text.encode() if isinstance(text, str) else text
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
         if os.path.isfile(target):
             _mount(path, target, MS_BIND)
     finally:
@@ -106,10 +109,13 @@ class HostFiles:
     """The mount and UTS namespaces of the sandbox's hosts and the files they show.
 
     Built lazily at the first host: a sandbox that never adds one costs
-    nothing. Call :meth:`close` at teardown to let its files go.
+    nothing. Call :meth:`close` at teardown to let its files go. ``files``: more
+    files every host sees, path to contents (e.g. a CA bundle that trusts the
+    sandbox CA, see :mod:`tls_trust`); a path that does not exist is left alone.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, files: dict[str, str | bytes] | None = None) -> None:
+        self.files = dict(files or {})
         self.home: tuple[int, int] | None = None
         self.hosts_fd = -1
         self.namespaces: list[tuple[int, int]] = []
@@ -133,6 +139,8 @@ class HostFiles:
             nsswitch = None  # no file: nothing to mount over, and glibc's default reads files too
         if nsswitch is not None:
             _bind_text(nsswitch, NSSWITCH)
+        for path, contents in self.files.items():
+            _bind_text(contents, path)
         self.home = (_own_ns("mnt"), _own_ns("uts"))
 
     def set_hosts(self, text: str) -> None:
