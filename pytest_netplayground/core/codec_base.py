@@ -22,6 +22,7 @@ from .events import (
     ConnectionOpened,
     Data,
     Datagram,
+    Refusal,
     HalfClosed,
     Header,
     ListenDelay,
@@ -75,6 +76,7 @@ Record = (
     | UdpSeen
     | UdpFlow
     | Datagram
+    | Refusal
 )
 
 # C0 controls except tab, LF and CR; DEL; C1 controls. Payloads holding any of

@@ -11,9 +11,13 @@ from __future__ import annotations
 import attrs
 
 from .addressing import FlowKey, decode_key, reverse_key
-from .events import Datagram, Direction, UdpFlow
+from .events import Datagram, Direction, Refusal, UdpFlow
+from .packets import PROTO_ICMP, PROTO_UDP
 
-__all__ = ["FLOW_LIMIT", "UdpFlows", "udp_key_and_payload"]
+__all__ = ["FLOW_LIMIT", "UdpFlows", "is_udp", "refused_key", "udp_key_and_payload"]
+
+_ICMP_DEST_UNREACH = 3
+_ICMP_PORT_UNREACHABLE = 3
 
 #: Distinct flows numbered in one run; datagrams of flows beyond are delivered
 #: but not recorded (counted in ``UdpFlows.unrecorded``), so a flood of
@@ -28,6 +32,32 @@ def udp_key_and_payload(packet) -> tuple[FlowKey, bytes]:
     length = (packet[ihl + 4] << 8) | packet[ihl + 5]
     end = min(ihl + max(length, 8), len(packet))
     return key, bytes(packet[ihl + 8 : end])
+
+
+def is_udp(packet) -> bool:
+    """Whether a packet the router handed to the session is a datagram (else an ICMP error about one)."""
+    return packet[9] == PROTO_UDP
+
+
+def refused_key(packet) -> FlowKey | None:
+    """The key of the UDP datagram an IPv4 ICMP port unreachable ``packet`` quotes, else None.
+
+    The key is the refused datagram's own (its sender first), read from the
+    IP header and the 8 bytes of UDP header the ICMP message carries.
+    """
+    n = len(packet)
+    ihl = (packet[0] & 0x0F) << 2
+    if n < ihl + 28 or packet[9] != PROTO_ICMP:
+        return None
+    if packet[ihl] != _ICMP_DEST_UNREACH or packet[ihl + 1] != _ICMP_PORT_UNREACHABLE:
+        return None
+    quoted = ihl + 8
+    quoted_ihl = (packet[quoted] & 0x0F) << 2
+    if packet[quoted] >> 4 != 4 or quoted_ihl < 20 or packet[quoted + 9] != PROTO_UDP:
+        return None
+    if n < quoted + quoted_ihl + 4:
+        return None
+    return bytes(packet[quoted + 12 : quoted + 20]) + bytes(packet[quoted + quoted_ihl : quoted + quoted_ihl + 4])
 
 
 @attrs.define
@@ -65,3 +95,8 @@ class UdpFlows:
         flow, direction = known
         self.counts[flow] += 1
         return opened, Datagram(t, flow, direction, payload)
+
+    def refused(self, key: FlowKey, t: float) -> Refusal | None:
+        """The refusal of the datagram with ``key`` (from :func:`refused_key`), if its flow is numbered."""
+        known = self.keys.get(key)
+        return None if known is None else Refusal(t, known[0], known[1])
