@@ -18,18 +18,21 @@ pytestmark = pytest.mark.root
 PORT = 5300
 QUESTIONS = [b"\x12\x34\x01\x00 A example.test", b"\x12\x35\x01\x00 AAAA example.test", b"\x00" * 3]
 
-#: Answers each question with two datagrams (a reply and a trailer), binary, sizes differing.
+#: Answers each question with two datagrams (a reply and a trailer), binary, sizes differing;
+#: prints each question it got. Given an argument, its trailers say so (a changed server).
 SERVER = textwrap.dedent(
     f"""
-    import socket
+    import socket, sys
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("", {PORT}))
     s.settimeout(30)
+    trailer = sys.argv[1].encode() if len(sys.argv) > 1 else b"end of "
     print("ready", flush=True)
     for _ in range({len(QUESTIONS)}):
         data, sender = s.recvfrom(2048)
+        print(repr(data), flush=True)
         s.sendto(data[:2] + b"\\x81\\x80" + bytes(range(len(data))), sender)
-        s.sendto(b"end of " + data[:2], sender)
+        s.sendto(trailer + data[:2], sender)
     """
 )
 
@@ -67,8 +70,12 @@ def record(cassette, wait_for_server: bool = False) -> bytes:
     return out
 
 
-def ask(sb, questions, port=PORT) -> list:
-    """What a client in a new host gets for each question (its replies, or the error it met)."""
+def ask(sb, questions, port=PORT, server=None) -> list:
+    """What a client in a new host gets for each question (its replies, or the error it met).
+
+    With ``server`` (a host whose server is running), the client asks it;
+    otherwise a new host in which nothing runs stands for the server.
+    """
     program = textwrap.dedent(
         f"""
         import socket, sys
@@ -83,7 +90,8 @@ def ask(sb, questions, port=PORT) -> list:
                 print(type(exc).__name__, flush=True)
         """
     )
-    sb.add_host("server")  # in which nothing runs: the cassette answers for it
+    if server is None:
+        sb.add_host("server")  # in which nothing runs: the cassette answers for it
     client = sb.add_host("client")
     out, _ = client.spawn([sys.executable, "-c", program], stdout=PIPE).communicate(timeout=60)
     return out.decode().splitlines()
@@ -142,3 +150,89 @@ def test_every_datagram_of_a_dns_like_exchange_is_recorded(tmp_path):
     )
     assert shown.returncode == 0, shown.stderr
     assert f"UDP flow 0 {flow.client} -> 10.0.0.1:{PORT}" in shown.stdout
+
+
+def test_a_running_udp_server_gets_the_recorded_requests_and_the_client_the_recorded_replies(recorded):
+    """The live server answers otherwise (its trailers changed) and is asked a changed question:
+    it gets the recorded question, the client the recorded answers, and both changes are reported."""
+    changed = [QUESTIONS[0], b"\x12\x35\x01\x00 AAAA changed.test", QUESTIONS[2]]
+    with running("replay", recorded) as sb:
+        host = sb.add_host("server")
+        server = host.spawn([sys.executable, "-c", SERVER, "changed "], stdout=PIPE)
+        assert server.stdout.readline() == b"ready\n"
+        got = ask(sb, changed, server=host)
+        heard, _ = server.communicate(timeout=60)
+    assert got == [repr(expected_answers(q)) for q in QUESTIONS]
+    assert heard.decode().splitlines() == [repr(q) for q in QUESTIONS]
+    report = sb.divergences.format()
+    assert "client datagram 1: differs at byte 10" in report, report
+    assert "server datagram 1: differs at byte 0" in report, report
+    assert "not replayed" not in report, report
+
+
+def test_a_running_udp_server_answering_as_recorded_is_no_divergence(recorded):
+    with running("replay", recorded) as sb:
+        host = sb.add_host("server")
+        server = host.spawn([sys.executable, "-c", SERVER], stdout=PIPE)
+        assert server.stdout.readline() == b"ready\n"
+        got = ask(sb, QUESTIONS, server=host)
+        server.communicate(timeout=60)
+    assert got == [repr(expected_answers(q)) for q in QUESTIONS]
+    assert sb.divergences.ok, sb.divergences.format()
+
+
+#: Binds only after a while, then answers one question. (Not too long a while: the
+#: kernel refuses at most a burst of 6 datagrams of a peer at once, then one a second.)
+LATE_SERVER = textwrap.dedent(
+    f"""
+    import socket, time
+    time.sleep(0.3)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("", {PORT}))
+    s.settimeout(30)
+    data, sender = s.recvfrom(2048)
+    s.sendto(b"late answer to " + data, sender)
+    """
+)
+
+#: Asks until answered, printing each refusal (a connected socket reads ECONNREFUSED).
+IMPATIENT_CLIENT = textwrap.dedent(
+    f"""
+    import socket, time
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.connect(("10.0.0.1", {PORT}))
+    s.settimeout(2)
+    for _ in range(50):
+        s.send(b"anyone?")
+        try:
+            print(repr(s.recv(2048)), flush=True)
+            break
+        except ConnectionRefusedError:
+            print("refused", flush=True)
+            time.sleep(0.1)
+        except TimeoutError:
+            print("no answer", flush=True)
+    """
+)
+
+
+def test_refusals_are_recorded_and_replayed_to_a_connected_socket(tmp_path):
+    from pytest_netplayground.core.events import Refusal
+
+    cassette = tmp_path / "late.jsonl"
+    with running("record", cassette) as sb:
+        server, client = sb.add_host("server"), sb.add_host("client")
+        server.spawn([sys.executable, "-c", LATE_SERVER])
+        out, _ = client.spawn([sys.executable, "-c", IMPATIENT_CLIENT], stdout=PIPE).communicate(timeout=60)
+    lines = out.decode().splitlines()
+    assert lines[-1] == repr(b"late answer to anyone?") and "refused" in lines, lines
+    refusals = [r for r in Cassette(cassette).records() if isinstance(r, Refusal)]
+    assert len(refusals) == lines.count("refused")
+    assert {(r.flow, r.direction) for r in refusals} == {(0, Direction.C2S)}
+
+    with running("replay", cassette) as sb:
+        sb.add_host("server")  # nothing runs in it: the cassette refuses and answers
+        client = sb.add_host("client")
+        again, _ = client.spawn([sys.executable, "-c", IMPATIENT_CLIENT], stdout=PIPE).communicate(timeout=60)
+    assert again.decode().splitlines() == lines
+    assert sb.divergences.ok, sb.divergences.format()

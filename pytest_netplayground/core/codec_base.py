@@ -25,6 +25,7 @@ from .events import (
     HalfClosed,
     Header,
     ListenDelay,
+    Refusal,
     Reset,
     UdpFlow,
     UdpSeen,
@@ -75,6 +76,7 @@ Record = (
     | UdpSeen
     | UdpFlow
     | Datagram
+    | Refusal
 )
 
 # C0 controls except tab, LF and CR; DEL; C1 controls. Payloads holding any of

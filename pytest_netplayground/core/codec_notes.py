@@ -2,7 +2,9 @@
 
 ``listen`` says how long a server took to first accept a connection after its
 host got its first process; ``flow`` opens a UDP flow and ``dgram`` holds one
-of its datagrams (text as text, binary as base64, like TCP data); ``udp``, in
+of its datagrams (text as text, binary as base64, like TCP data); ``refused``
+says the receiver's host answered a flow's datagram with ICMP port
+unreachable; ``udp``, in
 cassettes made before UDP was recorded, counts datagrams the cassette does not
 hold. Readers older than these records stop at them with a clear message;
 cassettes without them read as before.
@@ -14,11 +16,11 @@ import ipaddress
 
 from .codec_base import b64encode, encode_conn, encode_line, encode_time, is_text, json_text
 from .decoding import Fields
-from .events import Datagram, Direction, ListenDelay, Note, UdpFlow, UdpSeen
+from .events import Datagram, Direction, ListenDelay, Note, Refusal, UdpFlow, UdpSeen
 
 __all__ = ["NOTE_NAMES", "decode_note", "encode_note"]
 
-NOTE_NAMES = ("listen", "udp", "flow", "dgram")
+NOTE_NAMES = ("listen", "udp", "flow", "dgram", "refused")
 
 
 def encode_note(note: Note) -> bytes:
@@ -68,6 +70,11 @@ def encode_note(note: Note) -> bytes:
                 payload,
             ]
         )
+    if isinstance(note, Refusal):
+        return encode_line(
+            head
+            + [("ev", '"refused"'), ("flow", encode_conn(note.flow)), ("dir", json_text(note.direction.value))]
+        )
     raise TypeError(f"not a cassette note: {note!r}")
 
 
@@ -86,6 +93,8 @@ def decode_note(ev: str, fields: Fields, t: float) -> Note:
         return UdpFlow(t, _flow(fields), fields.endpoint("client"), fields.endpoint("server"))
     if ev == "dgram":
         return Datagram(t, _flow(fields), fields.choice("dir", Direction), fields.payload())
+    if ev == "refused":
+        return Refusal(t, _flow(fields), fields.choice("dir", Direction))
     expected = 'an address like "10.0.0.2" or "fd00::2"'
     client = fields.string("client", expected)
     try:

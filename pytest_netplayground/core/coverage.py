@@ -12,7 +12,7 @@ from __future__ import annotations
 import attrs
 
 from .addressing import Endpoint
-from .events import NOTES, Datagram, ListenDelay, UdpFlow, UdpSeen
+from .events import NOTES, Datagram, ListenDelay, Refusal, UdpFlow, UdpSeen
 
 __all__ = [
     "NOTES",
@@ -52,7 +52,8 @@ class RunNotes:
     listen_delays: dict[Endpoint, float] = attrs.field(factory=dict)
     udp: list[UdpSeen] = attrs.field(factory=list)
     udp_flows: dict[int, UdpFlow] = attrs.field(factory=dict)
-    datagrams: list[Datagram] = attrs.field(factory=list)
+    #: The recorded datagrams and refusals of every flow, in recorded order.
+    datagrams: list[Datagram | Refusal] = attrs.field(factory=list)
 
     def skim(self, scan):
         """Pass on the (offset, length, record) of ``scan`` that are not notes, keeping the notes."""
@@ -64,7 +65,7 @@ class RunNotes:
                 self.udp.append(note)
             elif isinstance(note, UdpFlow):
                 self.udp_flows[note.flow] = note
-            elif isinstance(note, Datagram):
+            elif isinstance(note, (Datagram, Refusal)):
                 self.datagrams.append(note)
             else:
                 yield item

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..errors import CassetteFormatError
 from .codec_base import MAX_LINE, End, Record
 from .decoding import decode_record
-from .events import FORMAT_VERSION, NOTES, ConnectionOpened, Datagram, Header, UdpFlow
+from .events import FORMAT_VERSION, NOTES, ConnectionOpened, Datagram, Header, Refusal, UdpFlow
 
 __all__ = ["Decoder"]
 
@@ -192,7 +192,7 @@ class Decoder:
                 raise CassetteFormatError(f"UDP flow {record.flow} is opened twice", offset=offset)
             self._flows.add(record.flow)
             return
-        if isinstance(record, Datagram) and record.flow not in self._flows:
+        if isinstance(record, (Datagram, Refusal)) and record.flow not in self._flows:
             raise CassetteFormatError(
                 f'datagram of UDP flow {record.flow}, which was never opened; expected a "flow" record first',
                 offset=offset,

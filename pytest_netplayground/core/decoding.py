@@ -36,7 +36,7 @@ __all__ = ["Fields", "decode_record"]
 
 _ENDPOINT = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3}|\[[0-9A-Fa-f:.]{2,45}\]):(\d{1,5})", re.ASCII)
 
-_EVENT_NAMES = ("open", "data", "shut", "reset", "close", "noise", "end", "listen", "udp", "flow", "dgram")
+_EVENT_NAMES = ("open", "data", "shut", "reset", "close", "noise", "end", "listen", "udp", "flow", "dgram", "refused")
 
 
 def _reject_constant(name: str) -> Any:
@@ -298,7 +298,7 @@ def decode_record(line: bytes, *, offset: int | None = None) -> Record:
     t = fields.time("t")
     if ev == "end":
         return End(t)
-    if ev in ("listen", "udp", "flow", "dgram"):
+    if ev in ("listen", "udp", "flow", "dgram", "refused"):
         from .codec_notes import decode_note
 
         return decode_note(ev, fields, t)

@@ -218,7 +218,7 @@ class Stall:
 
 @attrs.frozen
 class UdpNotReplayed:
-    """UDP went between hosts on replay: it went live, as nothing recorded it to replay."""
+    """UDP went live between hosts on replay: nothing recorded matched its flow."""
 
     client: str
     server: Endpoint
@@ -229,18 +229,20 @@ class UdpNotReplayed:
         word = "datagram" if self.datagrams == 1 else "datagrams"
         return (
             f"UDP not replayed: {self.datagrams} {word} went live between {self.client} and "
-            f"{self.server}; UDP is recorded but not replayed, so this traffic was not checked"
+            f"{self.server}; no recorded flow matched, so this traffic was not checked"
         )
 
 
 @attrs.frozen
 class UdpDiverged:
-    """A recorded UDP flow played by the cassette went otherwise on replay.
+    """A recorded UDP flow went otherwise on replay.
 
-    ``what`` says how: ``differs`` (``index`` is the client datagram's number in
-    the flow, ``offset`` the first differing byte), ``extra`` (a client datagram
-    past the recording), ``missing`` (recorded client datagrams never sent) or
-    ``unused`` (a recorded flow no client used).
+    ``what`` says how: ``differs`` (``index`` is the live datagram's number
+    among those its sender sent in the flow, ``offset`` the first differing
+    byte), ``extra`` (a live datagram past the recording), ``missing``
+    (``index`` recorded datagrams of that sender never sent) or ``unused`` (a
+    recorded flow no client used). ``direction`` says whose datagrams: the
+    client's (``c2s``) or, with the server running, the server's.
     """
 
     client: str
@@ -251,18 +253,20 @@ class UdpDiverged:
     offset: int = 0
     expected: bytes = b""
     actual: bytes = b""
+    direction: Direction = attrs.field(default=Direction.C2S, converter=_direction)
 
     @property
     def summary(self) -> str:
+        sender = self.direction.sender
         if self.what == "differs":
             return (
-                f"recorded flow {self.flow}, client datagram {self.index}: differs at byte {self.offset} "
+                f"recorded flow {self.flow}, {sender} datagram {self.index}: differs at byte {self.offset} "
                 f"(expected {self.expected[:32]!r}, got {self.actual[:32]!r})"
             )
         if self.what == "extra":
-            return f"recorded flow {self.flow}: client datagram {self.index} has no recording: {self.actual[:32]!r}"
+            return f"recorded flow {self.flow}: {sender} datagram {self.index} has no recording: {self.actual[:32]!r}"
         if self.what == "missing":
-            return f"recorded flow {self.flow}: {self.index} recorded client datagram(s) never sent"
+            return f"recorded flow {self.flow}: {self.index} recorded {sender} datagram(s) never sent"
         return f"recorded flow {self.flow}: never used on replay"
 
 

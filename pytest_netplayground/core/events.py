@@ -30,6 +30,7 @@ __all__ = [
     "UdpSeen",
     "UdpFlow",
     "Datagram",
+    "Refusal",
     "UDP_RECORDS",
     "FORMAT_VERSION",
 ]
@@ -204,10 +205,23 @@ class Datagram:
     data: bytes = attrs.field(converter=bytes)
 
 
-#: The records of recorded UDP: they number flows, not TCP connections.
-UDP_RECORDS = (UdpFlow, Datagram)
+@attrs.frozen
+class Refusal:
+    """The receiver's host refused ``flow``'s last datagram of ``direction`` (ICMP port unreachable).
 
-Note = ListenDelay | UdpSeen | UdpFlow | Datagram
+    Nothing listened on the port it went to: a ``connect``-ed socket that sent
+    it got ``ECONNREFUSED``.
+    """
+
+    t: float
+    flow: int = attrs.field(converter=_count)
+    direction: Direction = attrs.field(converter=Direction)
+
+
+#: The records of recorded UDP: they number flows, not TCP connections.
+UDP_RECORDS = (UdpFlow, Datagram, Refusal)
+
+Note = ListenDelay | UdpSeen | UdpFlow | Datagram | Refusal
 """Records that are not about one TCP connection: they carry no ``conn``.
 
 ``UdpSeen`` is what cassettes made before UDP was recorded hold in its place.

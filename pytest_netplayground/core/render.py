@@ -25,6 +25,7 @@ from .events import (
     Header,
     ListenDelay,
     Outcome,
+    Refusal,
     Reset,
     UdpFlow,
     UdpSeen,
@@ -239,7 +240,7 @@ def render_conversations(
         if isinstance(event, UdpFlow):
             flows[event.flow] = (event, [])
             continue
-        if isinstance(event, Datagram):
+        if isinstance(event, (Datagram, Refusal)):
             flows[event.flow][1].append(event)
             continue
         if isinstance(event, (ListenDelay, UdpSeen)):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .codec import is_text
-from .events import Datagram, Direction, UdpFlow
+from .events import Datagram, Direction, Refusal, UdpFlow
 
 __all__ = ["render_udp_flow"]
 
@@ -20,7 +20,7 @@ _ARROW = {Direction.C2S: "-->", Direction.S2C: "<--"}
 
 
 def render_udp_flow(
-    flow: UdpFlow, datagrams: Iterable[Datagram], *, width: int = 80, names: dict[str, str] | None = None
+    flow: UdpFlow, datagrams: Iterable[Datagram | Refusal], *, width: int = 80, names: dict[str, str] | None = None
 ) -> str:
     """One UDP flow: heading, each datagram in time order, then a summary."""
     from .render import _text_lines, hexdump
@@ -33,6 +33,12 @@ def render_udp_flow(
     lines = [heading]
     counts = {Direction.C2S: 0, Direction.S2C: 0}
     for datagram in datagrams:
+        if isinstance(datagram, Refusal):
+            refuser = "server" if datagram.direction is Direction.C2S else "client"
+            lines.append(
+                f"{_INDENT}{datagram.t:.6f}s  the {refuser}'s host refused it: ICMP port unreachable"
+            )
+            continue
         size = len(datagram.data)
         counts[datagram.direction] += 1
         lines.append(

@@ -2,10 +2,11 @@
 
 Packets from a host: TCP gets ``dst := alias(dst)`` and goes to the proxy,
 where a pair of sockets terminates the connection; anything else is delivered
-to the host owning ``dst``, whole UDP datagrams by way of the session when it
-records or replays them (``udp_tap``). Packets from the proxy get ``src := unalias(src)``
-and are delivered by ``dst``. IPv6 is routed the same way (see :mod:`.router6`).
-The only per-connection state is the SYN gate:
+to the host owning ``dst``, whole UDP datagrams (and ICMP unreachables about
+them) by way of the session when it records or replays them (``udp_tap``).
+Packets from the proxy get ``src := unalias(src)`` and are delivered by ``dst``.
+IPv6 is routed the same way (see :mod:`.router6`). The only per-connection
+state is the SYN gate:
 a client's first SYN is held until the proxy has connected the server leg, so
 a refused connection is refused (RST) rather than accepted and then closed.
 
@@ -51,7 +52,7 @@ class Verdict:
     NEW_CONNECTION = 3  # SYN held; open a server leg for ``Router.key``
     HELD = 4  # retransmitted SYN of a connection still being set up
     REPLY = 5  # write ``Router.reply`` back to the sending host's tun
-    UDP = 6  # a whole UDP datagram for host ``Router.target``: the session decides
+    UDP = 6  # a whole UDP datagram, or an ICMP unreachable about one, for ``Router.target``: the session decides
 
 
 @attrs.define
@@ -130,8 +131,11 @@ class Router:
             return Verdict.DROP
         if proto != PROTO_TCP:
             self.target = target
-            if proto == PROTO_UDP and self.udp_tap and n >= ihl + 8 and not (buf[6] & 0x3F or buf[7]):
-                return Verdict.UDP
+            if self.udp_tap and not (buf[6] & 0x3F or buf[7]):
+                if proto == PROTO_UDP and n >= ihl + 8:
+                    return Verdict.UDP
+                if proto == PROTO_ICMP and n >= ihl + 28 and buf[ihl] == 3 and buf[ihl + 17] == PROTO_UDP:
+                    return Verdict.UDP  # an error about a datagram: its flow may be recorded or replayed
             return Verdict.DELIVER
         if buf[6] & 0x3F or buf[7]:
             # TCP fragments carry no ports to gate on; TCP sets DF, so this is hostile.

@@ -108,8 +108,11 @@ class Router6:
                 return Verdict.DROP
             return self._tcp(router, buf, n, offset, dst)
         router.target = target
-        if proto == PROTO_UDP and router.udp_tap and not fragment and n >= offset + 8:
-            return Verdict.UDP
+        if router.udp_tap and not fragment:
+            if proto == PROTO_UDP and n >= offset + 8:
+                return Verdict.UDP
+            if proto == PROTO_ICMP6 and n >= offset + 52 and buf[offset] == 1 and buf[offset + 14] == PROTO_UDP:
+                return Verdict.UDP  # an error about a datagram (quoted with no extension headers)
         return Verdict.DELIVER
 
     def _tcp(self, router: "Router", buf: bytearray, n: int, offset: int, dst: bytes) -> int:

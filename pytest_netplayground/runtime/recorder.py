@@ -10,7 +10,7 @@ from .. import __version__
 from ..cassette import CassetteWriter, partial_path_for
 from ..core.addressing import Endpoint
 from ..core.events import Closed, ConnectionOpened, Direction, HalfClosed, Header, ListenDelay, Outcome, Reset
-from ..core.udp import UdpFlows
+from ..core.udp import UdpFlows, is_udp, refused_key
 from ..errors import CassetteError
 from .pipes import Pipe, Tap
 from .session import Session
@@ -103,6 +103,12 @@ class Recorder(Session):
             self.write(ListenDelay(self.t(), server, round(max(delay, 0.0), 6)))
 
     def on_datagram(self, packet: memoryview, now: float) -> bool:
+        if not is_udp(packet):
+            key = refused_key(packet)
+            refusal = None if key is None else self.udp.refused(key, self.t(now))
+            if refusal is not None:
+                self.write(refusal)
+            return True
         opened, datagram = self.udp.see(packet, self.t(now))
         if opened is not None:
             self.write(opened)

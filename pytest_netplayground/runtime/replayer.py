@@ -12,27 +12,24 @@ import time
 import attrs
 
 from ..cassette import Cassette
-from ..core.addressing import Endpoint, decode_key, key_client, key_server
+from ..core.addressing import Endpoint
 from ..core.coverage import starts_tls_record
 from ..core.divergence import (
     ByteMismatch,
     DivergenceReport,
     ExtraBytes,
     MissingBytes,
-    UdpNotReplayed,
     UnrecordedConnection,
     UnusedRecording,
 )
 from ..core.events import ConnectionOpened, Data, Direction, Outcome
 from ..core.matching import LEAD_LIMIT, Claim, Matcher
 from ..core.noise import Noise, resolve_check
-from ..core.packets6 import port_unreachable, udp_packet
 from ..core.replay import Abort, ConnectionReplay, Finished, ReplayConfig, Send, ShutWrite
 from ..core.standin import stand_in_deadline
-from ..core.udp import UdpFlows, udp_key_and_payload
-from ..core.udp_standin import UdpStandIn
 from .pipes import HIGH_WATER, Pipe, Tap
 from .session import Session
+from .udp_tap import UdpReplayer
 
 # How long a replayed connection waits for its client's first bytes to tell
 # which recording it is before it takes the first one left of its key.
@@ -200,7 +197,7 @@ class _DecodedOnce:
             position += 1
 
 
-class Replayer(Session):
+class Replayer(UdpReplayer, Session):
     """Replay mode: match each connection to a recorded one and play it back."""
 
     mode = "replay"
@@ -216,9 +213,7 @@ class Replayer(Session):
         self.matcher = Matcher((entry.opened for entry in self.index.connections.values()), self.index.leads)
         self.pending: dict[tuple[Endpoint, Endpoint], Claim] = {}
         self.found: list = []
-        self.udp = UdpFlows()  # what went live, reported as not replayed
-        notes = self.index.notes
-        self.udp_stand_in = UdpStandIn.of(notes.udp_flows, notes.datagrams)
+        self.start_udp(self.index.notes, config)
 
     @property
     def config(self) -> ReplayConfig:
@@ -271,21 +266,6 @@ class Replayer(Session):
         if claim is not None:
             claim.settle(b"", final=True)  # the attempt was made: its recording is not unused
 
-    def on_datagram(self, packet: memoryview, now: float) -> bool | list[bytes]:
-        """Deliver ``packet`` (True), or, when its server's host is empty and the
-        recording has its flow, the packets that answer it in the server's place."""
-        key, payload = udp_key_and_payload(packet)
-        client, server = decode_key(key)
-        if self.udp_stand_in.knows(client.host, server):
-            if self.host_is_empty(server.host):
-                replies = self.udp_stand_in.ask(client, server, payload)
-                if replies is None:
-                    return [port_unreachable(bytes(packet))]
-                return [udp_packet(key_server(key), key_client(key), server.port, client.port, r) for r in replies]
-            self.udp_stand_in.went_live(client.host, server)
-        self.udp.see_parsed(key, payload, self.t(now))
-        return True
-
     def collect(self, divergences) -> None:
         self.found.extend(divergences)
 
@@ -308,11 +288,7 @@ class Replayer(Session):
     def finish(self, action: object) -> dict:
         for opened in self.matcher.unused():
             self.found.append(UnusedRecording(opened.conn, opened.key, self.matcher.ordinal_of(opened)))
-        self.found.extend(
-            UdpNotReplayed(flow.client.host, flow.server, count)
-            for flow, count in zip(self.udp.flows, self.udp.counts)
-        )
-        self.found.extend(self.udp_stand_in.finish())
+        self.found.extend(self.finish_udp())
         tls = self._tls_streams()
         self.cassette.close()
         return {

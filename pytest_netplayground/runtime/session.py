@@ -32,6 +32,8 @@ class Session:
         #: Whether nothing was ever run in the host with this address (the
         #: supervisor sets it): replay then answers for its UDP servers.
         self.host_is_empty: Callable[[str], bool] = lambda address: False
+        #: Writes a whole IPv4 packet to the host it is addressed to (the supervisor sets it).
+        self.send_packet: Callable[[bytes], None] = lambda packet: None
 
     def t(self, now: float | None = None) -> float:
         return round((time.monotonic() if now is None else now) - self.t0, 6)
@@ -67,9 +69,10 @@ class Session:
         """Until when a refused connection to ``server`` in a busy host is retried."""
         return now
 
-    def on_datagram(self, packet: memoryview, now: float) -> bool | list[bytes]:
-        """A whole IPv4/UDP ``packet`` between hosts: True delivers it as it is;
-        a list holds the packets to send back to its sender instead."""
+    def on_datagram(self, packet: memoryview, now: float) -> bool:
+        """A whole IPv4/UDP ``packet`` between hosts, or an ICMP unreachable about
+        one: True delivers it as it is, False drops it (the session may have
+        sent others in its place with :attr:`send_packet`)."""
         return True
 
     def finish(self, action: object) -> dict:

@@ -37,12 +37,26 @@ PROXY_TUN = "netplay0"
 _VERDICTS = {value: name for name, value in vars(Verdict).items() if not name.startswith("_")}
 
 
-
 def _log_packet(origin: str, packet, verdict: int) -> None:
     """One line on stderr per packet the router saw (``verbose``)."""
     from ..core.describe import describe_packet
 
     sys.stderr.write(f"netplay: {origin}: {describe_packet(bytes(packet))} -> {_VERDICTS.get(verdict)}\n")
+
+
+def _packet_sender(router: Router, host_tun: list[int]) -> Callable[[bytes], None]:
+    """What writes a packet the session made (replayed UDP) to the host it is addressed to."""
+
+    def send(packet: bytes) -> None:
+        target = router.host_of(packet[24:40] if packet[0] >> 4 == 6 else packet[16:20])
+        try:
+            if target is not None:
+                os.write(host_tun[target], packet)
+        except OSError:
+            router.dropped["write failed"] += 1
+
+    return send
+
 
 class Supervisor:
     """See the module docstring. Built in the forked child; :meth:`serve` never returns."""
@@ -81,6 +95,7 @@ class Supervisor:
             self.loop, self.plan, self.router, self.network, self.session, self.processes, lambda: self.stopping
         )
         self.session.host_is_empty = self.proxy.host_is_empty
+        self.session.send_packet = _packet_sender(self.router, self.network.host_tun)
         proxy_tun = self.network.proxy_tun
         self.loop.watch(proxy_tun, select.EPOLLIN, self._tun_reader(proxy_tun, self.router.from_proxy, "proxy"))
         self.loop.watch(self.channel.fileno(), select.EPOLLIN, self._control_readable)
@@ -198,13 +213,8 @@ class Supervisor:
                         open_server_leg(router.key)
                     elif verdict == REPLY:
                         write(tun, router.reply)
-                    elif verdict == UDP:
-                        answer = on_datagram(view[:n], monotonic())
-                        if answer is True:
-                            write(host_tun[router.target], view[:n])
-                        elif answer:
-                            for packet in answer:  # the cassette answers in the server's place
-                                write(tun, packet)
+                    elif verdict == UDP and on_datagram(view[:n], monotonic()):
+                        write(host_tun[router.target], view[:n])
                 except OSError:
                     router.dropped["write failed"] += 1
 

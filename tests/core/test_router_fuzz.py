@@ -29,11 +29,14 @@ from scapy.layers.inet6 import (
     IPv6ExtHdrRouting,
 )
 
-from pytest_netplayground.core.addressing import AddressPlan, invert
+from pytest_netplayground.core.addressing import AddressPlan, decode_key, invert
 from pytest_netplayground.core.addressing6 import Subnet6
 from pytest_netplayground.core.describe import describe_packet
+from pytest_netplayground.core.events import Direction
 from pytest_netplayground.core.router import Router, Verdict
 from pytest_netplayground.core.router6 import Router6
+from pytest_netplayground.core.udp import UdpFlows, is_udp, refused_key, udp_key_and_payload
+from pytest_netplayground.core.udp_replay import UdpReplays
 
 VERDICTS = {v for k, v in vars(Verdict).items() if not k.startswith("_")}
 SIDES = ["from_host", "from_proxy"]
@@ -91,8 +94,8 @@ ADDRESSES6 = HOSTS6 + ALIASES6[:2] + [
 ]
 
 
-def make_router() -> Router:
-    router = Router(AddressPlan("10.0.0.0/24"), six=Router6(Subnet6.parse("fd00::/64")))
+def make_router(udp_tap: bool = False) -> Router:
+    router = Router(AddressPlan("10.0.0.0/24"), six=Router6(Subnet6.parse("fd00::/64")), udp_tap=udp_tap)
     for i in range(3):
         router.add_host(i, f"10.0.0.{i + 1}")
         router.six.add_host(i, HOSTS6[i])
@@ -402,3 +405,105 @@ def test_ipv6_from_the_proxy_is_delivered_only_from_an_alias_to_a_host(packet):
         assert packet[6] == 6 and packet[8:24] == invert(out[8:24]) and out[8:24] in router.six.hosts
         assert router.six.hosts[out[24:40]] == router.target
         assert tcp6_checksum_valid(out) == tcp6_checksum_valid(packet)
+
+
+# --- UDP, as the router hands it to a recording or replaying session ------------------
+
+
+@st.composite
+def udp_packets(draw) -> bytes:
+    """IPv4/UDP between hosts, or an ICMP error quoting one, with their headers mutated."""
+    src, dst = draw(st.sampled_from(HOSTS)), draw(st.sampled_from(HOSTS))
+    datagram = IP(src=src, dst=dst) / UDP(
+        sport=draw(st.integers(0, 65535)), dport=draw(st.integers(0, 65535))
+    ) / draw(st.binary(max_size=64))
+    if draw(st.booleans()):
+        quoted = bytes(datagram)[: draw(st.integers(0, 40))]
+        packet = bytearray(
+            bytes(IP(src=dst, dst=src) / ICMP(type=3, code=draw(st.sampled_from([1, 3, 3, 13]))) / quoted)
+        )
+        if len(packet) > 28 and draw(st.booleans()):
+            packet[28] = draw(st.integers(0, 255))  # the quoted header's version and length
+    else:
+        packet = bytearray(bytes(datagram))
+    mutation = draw(st.sampled_from(["none", "udp length", "udp checksum", "truncate", "ip length", "byte"]))
+    if mutation == "udp length" and len(packet) >= 28:
+        struct.pack_into("!H", packet, 24, draw(st.integers(0, 65535)))
+    elif mutation == "udp checksum" and len(packet) >= 28:
+        struct.pack_into("!H", packet, 26, draw(st.integers(0, 65535)))
+    elif mutation == "truncate":
+        packet = packet[: draw(st.integers(0, len(packet)))]
+    elif mutation == "ip length" and len(packet) >= 4:
+        struct.pack_into("!H", packet, 2, draw(st.integers(0, 65535)))
+    elif mutation == "byte" and packet:
+        packet[draw(st.integers(0, len(packet) - 1))] = draw(st.integers(0, 255))
+    return bytes(packet)
+
+
+@st.composite
+def udp6_packets(draw) -> bytes:
+    """IPv6/UDP between the sandbox's addresses and others, its lengths mutated."""
+    packet = bytearray(
+        bytes(
+            IPv6(src=draw(st.sampled_from(ADDRESSES6)), dst=draw(st.sampled_from(ADDRESSES6)))
+            / UDP(sport=draw(st.integers(0, 65535)), dport=draw(st.integers(0, 65535)))
+            / draw(st.binary(max_size=64))
+        )
+    )
+    mutation = draw(st.sampled_from(["none", "udp length", "payload length", "truncate"]))
+    if mutation == "udp length":
+        struct.pack_into("!H", packet, 44, draw(st.integers(0, 65535)))
+    elif mutation == "payload length":
+        struct.pack_into("!H", packet, 4, draw(st.integers(0, 65535)))
+    elif mutation == "truncate":
+        packet = packet[: draw(st.integers(0, len(packet)))]
+    return bytes(packet)
+
+
+udp_anything = st.one_of(udp_packets(), udp_packets(), udp6_packets(), packets)
+
+
+@FUZZ
+@given(udp_tap=st.booleans(), packet=udp_anything)
+def test_udp_gets_a_known_verdict_and_is_never_resized(udp_tap, packet):
+    router = make_router(udp_tap)
+    verdict, counted, out = feed(router, "from_host", packet)
+    assert verdict in VERDICTS
+    if verdict == Verdict.DROP:
+        assert counted == 1
+    if verdict in (Verdict.DELIVER, Verdict.UDP):
+        assert len(out) == len(packet)
+    if verdict == Verdict.UDP:
+        assert udp_tap and out == packet  # handed over untouched, for the session to judge
+        assert router.target in router.hosts.values()
+
+
+@FUZZ
+@given(packets=st.lists(udp_anything, max_size=12))
+def test_replaying_exactly_what_was_recorded_finds_nothing(packets):
+    """Whatever reaches a session as UDP is numbered, its refusals read, and the same traffic
+    replayed against the recording (the server running) differs in nothing."""
+    router = make_router(udp_tap=True)
+    flows, steps, live = UdpFlows(), [], []
+    for now, packet in enumerate(packets):
+        verdict, _, out = feed(router, "from_host", packet)
+        if verdict != Verdict.UDP:
+            continue
+        if is_udp(out):
+            key, payload = udp_key_and_payload(out)
+            _, datagram = flows.see_parsed(key, payload, float(now))
+            steps.append(datagram)
+            live.append((key, payload))
+        elif (key := refused_key(out)) is not None and (refusal := flows.refused(key, float(now))) is not None:
+            steps.append(refusal)
+    replays = UdpReplays.of({flow.flow: flow for flow in flows.flows}, steps)
+    for now, (key, payload) in enumerate(live):
+        source, destination = decode_key(key)
+        found = replays.find(source, destination)
+        if found is None:
+            replay = replays.bind(source, destination, payload, server_live=True, now=float(now))
+            found = (replay, Direction.C2S)
+        replay, direction = found
+        replay.live_datagram(direction, payload, float(now))
+        replay.poll(float(now))
+    assert replays.finish() == []
