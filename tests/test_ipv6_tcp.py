@@ -1,4 +1,5 @@
-"""TCP over IPv6 goes through the proxy as IPv4 does: real peers, refusals kept, recorded and replayed."""
+"""IPv6 through the proxy and the sessions: TCP as over IPv4 (real peers, refusals kept, recorded and
+replayed), UDP over IPv6, and both families recorded and replayed without privileges."""
 
 from __future__ import annotations
 
@@ -202,3 +203,39 @@ def test_udp_over_ipv6_is_recorded_and_the_cassette_answers_for_an_absent_server
     with Sandbox(mode="replay", cassette=cassette) as sb:
         server_host, client_host = sb.add_host("server"), sb.add_host("client")
         assert ask(client_host, server_host) == b"\x12\x34\x81\x80 fd00::1"
+
+
+def _rootless_udp(cassette: str) -> dict:
+    """A question over IPv4 and one over IPv6, recorded with the server, then replayed without it."""
+    answers = {}
+    for mode in ("record", "replay"):
+        with Sandbox(mode=mode, cassette=cassette) as sb:
+            server_host, client_host = sb.add_host("server"), sb.add_host("client")
+            for family, address in ((socket.AF_INET, server_host.address), (socket.AF_INET6, server_host.address6)):
+                if mode == "record":
+                    server = server_host.socket(family, socket.SOCK_DGRAM)
+                    server.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 5353))
+                    server.settimeout(5)
+                client = client_host.socket(family, socket.SOCK_DGRAM)
+                client.settimeout(5)
+                client.connect((address, 5353))
+                client.send(b"question over " + address.encode())
+                if mode == "record":
+                    question, peer = server.recvfrom(100)
+                    server.sendto(b"answer to " + question, peer)
+                answers[(mode, family)] = client.recv(100)
+        answers[mode + " ok"] = sb.divergences.ok if mode == "replay" else True
+    return answers
+
+
+def test_udp_over_both_families_records_and_replays_for_an_unprivileged_user():
+    import pytest_netplayground.cassette  # noqa: F401
+    import pytest_netplayground.core.packets6  # noqa: F401
+    import pytest_netplayground.runtime.udp_tap  # noqa: F401
+
+    with unprivileged.user_dir() as directory:
+        result = run_unprivileged(_rootless_udp, f"{directory}/udp.jsonl")
+    for family in (socket.AF_INET, socket.AF_INET6):
+        assert result[("record", family)].startswith(b"answer to question over ")
+        assert result[("replay", family)] == result[("record", family)]
+    assert result["replay ok"]
