@@ -147,22 +147,7 @@ class Router:
         if buf[ihl + 13] & (TCP_SYN | TCP_ACK) == TCP_SYN:
             key = bytes(buf[12:20]) + bytes(buf[ihl : ihl + 4])
             if key not in self.open:
-                if key in self.pending:
-                    self.pending[key] = bytes(buf[:n])
-                    return Verdict.HELD
-                src = bytes(buf[12:16])
-                if src not in self.hosts:
-                    self.dropped["spoofed source"] += 1
-                    return Verdict.DROP
-                if src == dst:
-                    # Only a raw socket sends this out of its own host; the
-                    # host's kernel would drop it as martian on the way back,
-                    # leaving a server leg to wait minutes for an answer.
-                    self.dropped["from a host to itself"] += 1
-                    return Verdict.DROP
-                self.pending[key] = bytes(buf[:n])
-                self.key = key
-                return Verdict.NEW_CONNECTION
+                return self.gate_syn(key, bytes(buf[12:16]), dst, bytes(buf[:n]), "")
         alias, delta = self._to_alias[dst]
         buf[16:20] = alias
         _H.pack_into(buf, 10, adjust_checksum((buf[10] << 8) | buf[11], delta))
@@ -201,6 +186,25 @@ class Router:
         return Verdict.DELIVER
 
     # --- the SYN gate, driven by the proxy's server legs -------------------
+
+    def gate_syn(self, key: FlowKey, src: bytes, dst: bytes, syn: bytes, family: str) -> int:
+        """A first SYN (of a connection not open yet, IPv4 or IPv6): held for a new
+        connection, or its retransmission held; drops are counted under ``family``."""
+        if key in self.pending:
+            self.pending[key] = syn
+            return Verdict.HELD
+        if self.host_of(src) is None:
+            self.dropped[family + "spoofed source"] += 1
+            return Verdict.DROP
+        if src == dst:
+            # Only a raw socket sends this out of its own host; the host's
+            # kernel would drop it as martian on the way back, leaving a
+            # server leg to wait minutes for an answer.
+            self.dropped[family + "from a host to itself"] += 1
+            return Verdict.DROP
+        self.pending[key] = syn
+        self.key = key
+        return Verdict.NEW_CONNECTION
 
     def release(self, key: FlowKey) -> bytes | None:
         """The server leg connected: the held SYN, rewritten for the proxy tun."""

@@ -126,19 +126,7 @@ class Router6:
         if buf[offset + 13] & (TCP_SYN | TCP_ACK) == TCP_SYN:
             key = bytes(buf[8:40]) + bytes(buf[offset : offset + 4])
             if key not in router.open:
-                if key in router.pending:
-                    router.pending[key] = bytes(buf[:n])
-                    return Verdict.HELD
-                src = bytes(buf[8:24])
-                if src not in self.hosts:
-                    router.dropped["ipv6: spoofed source"] += 1
-                    return Verdict.DROP
-                if src == dst:
-                    router.dropped["ipv6: from a host to itself"] += 1
-                    return Verdict.DROP
-                router.pending[key] = bytes(buf[:n])
-                router.key = key
-                return Verdict.NEW_CONNECTION
+                return router.gate_syn(key, bytes(buf[8:24]), dst, bytes(buf[:n]), "ipv6: ")
         alias, delta = self._to_alias[dst]
         buf[24:40] = alias
         c = offset + 16
