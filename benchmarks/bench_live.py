@@ -112,9 +112,11 @@ TARGETS = {
 
 
 def _listen(port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # Dual stack: the same server answers IPv4 clients and, with --ipv6, IPv6 ones.
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("0.0.0.0", port))
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.bind(("::", port))
     sock.listen(1024)
     sys.stdout.write("ready\n")
     sys.stdout.flush()
@@ -228,12 +230,13 @@ def iperf_bits_per_second(result: subprocess.CompletedProcess) -> float:
 
 
 class SandboxSetup:
-    """The same interface over a live-mode sandbox: host 0 serves on 10.0.0.1, host 1 is the client."""
+    """The same interface over a live-mode sandbox: host 0 serves on 10.0.0.1 (or its IPv6
+    address, with ``ipv6``), host 1 is the client."""
 
-    def __init__(self, sandbox):
+    def __init__(self, sandbox, ipv6: bool = False):
         self.sandbox = sandbox
         self.hosts = [sandbox.add_host(name="server"), sandbox.add_host(name="client")]
-        self.server_address = self.hosts[0].address
+        self.server_address = self.hosts[0].address6 if ipv6 else self.hosts[0].address
 
     def spawn(self, side: int, argv: list[str], stdout=None):
         from pytest_netplayground.runtime.sandbox import DEVNULL
@@ -489,6 +492,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FILE",
         help="also profile the sandbox throughput case with py-spy (raw output to FILE)",
     )
+    parser.add_argument(
+        "--ipv6",
+        action="store_true",
+        help="also measure the sandbox with the client connecting over IPv6, as a ratio to IPv4",
+    )
     args = parser.parse_args(argv)
     if shutil.which("iperf3") is None:
         parser.error("needs iperf3 (apt-get install iperf3)")
@@ -504,9 +512,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{params['conn_seconds']:g} s of new connections; {params['rounds']} round(s), median kept",
             flush=True,
         )
-        with veth_pair(prefix) as pair, Sandbox() as sb:
-            summary = measure_rounds({"veth": pair, "sandbox": SandboxSetup(sb)}, params)
-        veth, sandbox = summary["veth"], summary["sandbox"]
+        with veth_pair(prefix) as pair, Sandbox() as sb, Sandbox() as sb6:
+            setups = {"veth": pair, "sandbox": SandboxSetup(sb)}
+            if args.ipv6:
+                setups["ipv6"] = SandboxSetup(sb6, ipv6=True)
+            summary = measure_rounds(setups, params)
+        veth, sandbox, ipv6 = summary["veth"], summary["sandbox"], summary.get("ipv6")
         print(f"setup+teardown: {params['setup_runs']} runs each after one warm-up", flush=True)
         veth["setup"] = measure_veth_setup(prefix, params["setup_runs"])
         sandbox["setup"] = measure_sandbox_setup(params["setup_runs"])
@@ -522,6 +533,13 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print_table(rows)
     print(f"\n({elapsed:.0f} s; {machine_line()})")
+    if ipv6 is not None:
+        ratios["ipv6_over_ipv4"] = {
+            "throughput": ipv6["throughput_gbit_s"] / sandbox["throughput_gbit_s"],
+            "rtt_p50": ipv6["rtt_p50_us"] / sandbox["rtt_p50_us"],
+            "conn_per_s": ipv6["conn_per_s"] / sandbox["conn_per_s"],
+        }
+        print("sandbox over IPv6 / over IPv4: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios["ipv6_over_ipv4"].items()))
 
     profile = None
     if args.profile:
@@ -536,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {share:5.1f}%  {name}")
 
     if args.json:
-        numbers = {"veth": veth, "sandbox": sandbox, "ratios": ratios, "targets": targets}
+        numbers = {"veth": veth, "sandbox": sandbox, "ipv6": ipv6, "ratios": ratios, "targets": targets}
         write_json(args.json, args, params, load, {**numbers, "profile_self_time_percent": profile})
     return 0
 
