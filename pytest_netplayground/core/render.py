@@ -99,13 +99,13 @@ def render_header(header: Header) -> str:
     """What was recorded, when and on which hosts."""
     when = datetime.datetime.fromtimestamp(header.started, tz=datetime.timezone.utc)
     lines = [
-        f"Cassette of subnet {header.subnet}, recorded {when:%Y-%m-%d %H:%M:%S.%f} UTC"
+        f"Cassette of subnet {header.subnet}{f' and {header.subnet6}' if header.subnet6 else ''}, recorded {when:%Y-%m-%d %H:%M:%S.%f} UTC"
         + (f" by Net Playground {header.tool_version}" if header.tool_version else "")
     ]
     if header.hosts:
         lines.append("Hosts:")
         for host in header.hosts:
-            parts = [host.address, host.name or "-"]
+            parts = [host.address, *([host.address6] if host.address6 else []), host.name or "-"]
             if host.command:
                 parts.append(host.command)
             lines.append(_INDENT + "  ".join(parts))

@@ -147,3 +147,18 @@ def test_a_full_record_stream_without_end_marker_was_cut_short():
     records = Decoder().feed(blob)
     assert render_conversations(HEADER, records).endswith("no end marker: the recording was cut short\n")
     assert render_conversations(HEADER, records[1:]).endswith("2 connections\n")
+
+
+def test_the_header_shows_each_hosts_ipv6_address_beside_its_ipv4_one():
+    from pytest_netplayground.core.events import HostInfo
+    from pytest_netplayground.core.render import render_header
+
+    header = Header(
+        subnet="10.0.0.0/24",
+        subnet6="fd00:1::/64",
+        hosts=(HostInfo("10.0.0.1", "server", "nginx", "fd00:1::1"),),
+        started=1732170000.0,
+    )
+    text = render_header(header)
+    assert "Cassette of subnet 10.0.0.0/24 and fd00:1::/64, recorded" in text
+    assert "  10.0.0.1  fd00:1::1  server  nginx" in text
