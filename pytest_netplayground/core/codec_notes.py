@@ -2,7 +2,9 @@
 
 ``listen`` says how long a server took to first accept a connection after its
 host got its first process; ``flow`` opens a UDP flow and ``dgram`` holds one
-of its datagrams (text as text, binary as base64, like TCP data); ``udp``, in
+of its datagrams (text as text, binary as base64, like TCP data); ``tls`` says
+a connection's data is the plaintext inside TLS the proxy terminated, with the
+client's SNI and the negotiated ALPN; ``udp``, in
 cassettes made before UDP was recorded, counts datagrams the cassette does not
 hold. Readers older than these records stop at them with a clear message;
 cassettes without them read as before.
@@ -14,11 +16,11 @@ import ipaddress
 
 from .codec_base import b64encode, encode_conn, encode_line, encode_time, is_text, json_text
 from .decoding import Fields
-from .events import Datagram, Direction, ListenDelay, Note, UdpFlow, UdpSeen
+from .events import Datagram, Direction, ListenDelay, Note, TlsNote, UdpFlow, UdpSeen
 
 __all__ = ["NOTE_NAMES", "decode_note", "encode_note"]
 
-NOTE_NAMES = ("listen", "udp", "flow", "dgram")
+NOTE_NAMES = ("listen", "udp", "flow", "dgram", "tls")
 
 
 def encode_note(note: Note) -> bytes:
@@ -68,6 +70,16 @@ def encode_note(note: Note) -> bytes:
                 payload,
             ]
         )
+    if isinstance(note, TlsNote):
+        return encode_line(
+            head
+            + [
+                ("ev", '"tls"'),
+                ("conn", encode_conn(note.conn)),
+                ("sni", "null" if note.sni is None else json_text(note.sni)),
+                ("alpn", "null" if note.alpn is None else json_text(note.alpn)),
+            ]
+        )
     raise TypeError(f"not a cassette note: {note!r}")
 
 
@@ -75,6 +87,13 @@ def _flow(fields: Fields) -> int:
     value = fields.get("flow", "a non-negative integer flow number")
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise fields.bad("flow", value, "a non-negative integer flow number")
+    return value
+
+
+def _optional_text(fields: Fields, key: str) -> str | None:
+    value = fields.obj.get(key)
+    if value is not None and not (isinstance(value, str) and value.isprintable() and len(value) <= 255):
+        raise fields.bad(key, value, "a name of at most 255 printable characters, or null")
     return value
 
 
@@ -86,6 +105,8 @@ def decode_note(ev: str, fields: Fields, t: float) -> Note:
         return UdpFlow(t, _flow(fields), fields.endpoint("client"), fields.endpoint("server"))
     if ev == "dgram":
         return Datagram(t, _flow(fields), fields.choice("dir", Direction), fields.payload())
+    if ev == "tls":
+        return TlsNote(t, fields.conn(), _optional_text(fields, "sni"), _optional_text(fields, "alpn"))
     expected = 'an address like "10.0.0.2" or "fd00::2"'
     client = fields.string("client", expected)
     try:

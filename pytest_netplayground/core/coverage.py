@@ -12,7 +12,7 @@ from __future__ import annotations
 import attrs
 
 from .addressing import Endpoint
-from .events import NOTES, Datagram, ListenDelay, UdpFlow, UdpSeen
+from .events import NOTES, Datagram, ListenDelay, TlsNote, UdpFlow, UdpSeen
 
 __all__ = [
     "NOTES",
@@ -53,6 +53,7 @@ class RunNotes:
     udp: list[UdpSeen] = attrs.field(factory=list)
     udp_flows: dict[int, UdpFlow] = attrs.field(factory=dict)
     datagrams: list[Datagram] = attrs.field(factory=list)
+    tls: dict[int, TlsNote] = attrs.field(factory=dict)  # by connection: its data is TLS plaintext
 
     def skim(self, scan):
         """Pass on the (offset, length, record) of ``scan`` that are not notes, keeping the notes."""
@@ -66,5 +67,7 @@ class RunNotes:
                 self.udp_flows[note.flow] = note
             elif isinstance(note, Datagram):
                 self.datagrams.append(note)
+            elif isinstance(note, TlsNote):
+                self.tls[note.conn] = note
             else:
                 yield item
