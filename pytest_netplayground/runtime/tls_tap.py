@@ -258,6 +258,12 @@ class TlsTap(Tap):
 
     def reset(self, pipe, direction, now):
         if self.state == "tls":
+            bridge = self.downstream if direction is C2S else self.upstream
+            if bridge is not None and bridge.peer_closed and not bridge.truncated:
+                # Its TLS ended with close_notify: the conversation is whole. The reset is only its
+                # kernel's word that our close_notify was still unread when it closed (curl does this).
+                self._end(direction, now)
+                return
             self.inner.reset(self.facade, direction, now)
         elif self.state == "sniff":
             self.held.append(("reset", direction, b""))
@@ -422,3 +428,4 @@ class TlsTap(Tap):
         self.interceptor.problem(f"TLS with the {side} of {pipe.client} -> {pipe.server} failed: {exc}")
         if self.state == "tls":
             self.inner.reset(self.facade, direction, now)
+
