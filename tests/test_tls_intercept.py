@@ -257,3 +257,26 @@ def test_the_test_code_gets_a_context_that_trusts_the_sandbox_ca(files):
                 issuer = dict(item[0] for item in conn.getpeercert()["issuer"])
     assert data.endswith(BODY.encode())
     assert issuer["commonName"].startswith("Net Playground sandbox CA")
+
+
+@pytest.mark.root
+@pytest.mark.needs("curl", "ss")
+@NEEDS_BUNDLE
+def test_netplay_records_with_tls_intercept_and_show_marks_the_connection(files, tmp_path):
+    cassette = tmp_path / "cli.netplay"
+    server = " ".join(
+        [sys.executable, str(files / "server.py"), str(files / "server.pem"), str(files / "server-key.pem"), "'cli body'"]
+    )
+    client = f"sleep 1; curl -sS --max-time 10 https://server:{PORT}/"
+    netplay = [sys.executable, "-m", "pytest_netplayground"]
+    env = dict(os.environ, NETPLAY_CA_DIR=str(files / "ca"))
+    recorded = subprocess.run(
+        [*netplay, "record", "--tls", "intercept", "--names", "server,client", "--exit-code-from", "client",
+         "-f", str(cassette), server, client],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert recorded.returncode == 0, recorded.stderr
+    assert "cli body" in recorded.stdout
+    shown = subprocess.run([*netplay, "show", str(cassette)], capture_output=True, text=True, timeout=60)
+    assert "TLS (intercepted, plaintext shown): SNI server, ALPN http/1.1" in shown.stdout
+    assert "GET / HTTP/1.1" in shown.stdout and "cli body" in shown.stdout
