@@ -280,3 +280,46 @@ def test_netplay_records_with_tls_intercept_and_show_marks_the_connection(files,
     shown = subprocess.run([*netplay, "show", str(cassette)], capture_output=True, text=True, timeout=60)
     assert "TLS (intercepted, plaintext shown): SNI server, ALPN http/1.1" in shown.stdout
     assert "GET / HTTP/1.1" in shown.stdout and "cli body" in shown.stdout
+
+
+NGINX = """
+daemon off; user root; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;
+events {{}}
+http {{
+    access_log off;
+    client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};
+    server {{
+        listen {port} ssl http2;
+        ssl_certificate {d}/server.pem; ssl_certificate_key {d}/server-key.pem;
+        location / {{ return 200 "over h2\\n"; }}
+    }}
+}}
+"""
+
+
+@pytest.mark.root
+@pytest.mark.needs("curl", "ss", "nginx")
+@NEEDS_BUNDLE
+def test_http2_over_tls_is_recorded_with_its_alpn_and_replayed(files, tmp_path):
+    for name in ("server.pem", "server-key.pem"):
+        (tmp_path / name).write_bytes((files / name).read_bytes())
+    (tmp_path / "nginx.conf").write_text(NGINX.format(d=tmp_path, port=PORT))
+    cassette = tmp_path / "h2.netplay"
+    with _sandbox(files, tls="intercept", mode="record", cassette=cassette) as sandbox:
+        server, client = _hosts(sandbox)
+        nginx = server.spawn(["nginx", "-c", str(tmp_path / "nginx.conf")])
+        deadline = time.monotonic() + 10
+        while not _listening(server):
+            assert nginx.poll() is None and time.monotonic() < deadline, "nginx did not start"
+            time.sleep(0.05)
+        got = _curl(client, "--http2", "-w", "%{http_version}")
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == "over h2\n2"
+    notes = [r for r in _records(cassette) if r.get("ev") == "tls"]
+    assert [(n["sni"], n["alpn"]) for n in notes] == [("server", "h2")]
+    with _sandbox(files, mode="replay", cassette=cassette) as sandbox:
+        server, client = _hosts(sandbox)
+        again = _curl(client, "--http2", "-w", "%{http_version}")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == "over h2\n2"
+    assert sandbox.divergences.ok, sandbox.divergences.format()
