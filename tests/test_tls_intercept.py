@@ -34,24 +34,25 @@ SERVER = textwrap.dedent(
     context.load_cert_chain(cert, key)
     context.set_alpn_protocols(["http/1.1"])
     listener = socket.create_server(("::", %d), family=socket.AF_INET6, dualstack_ipv6=True)
-    while True:
-        raw, _ = listener.accept()
-        try:
-            conn = context.wrap_socket(raw, server_side=True)
-        except (ssl.SSLError, OSError):
-            raw.close()
-            continue
+    def answer(conn):
         data = b""
         while b"\\r\\n\\r\\n" not in data:
             chunk = conn.recv(4096)
             if not chunk:
-                break
+                return  # the client went away without asking
             data += chunk
-        conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: %%d\\r\\nConnection: close\\r\\n\\r\\n" %% len(body) + body)
+        head = b"HTTP/1.1 200 OK\\r\\nContent-Length: %%d\\r\\nConnection: close\\r\\n\\r\\n" %% len(body)
+        conn.sendall(head + body)
+        conn.unwrap()
+
+    while True:
+        raw, _ = listener.accept()
         try:
-            conn.unwrap().close()
-        except (ssl.SSLError, OSError):
-            conn.close()
+            answer(context.wrap_socket(raw, server_side=True))
+        except OSError:  # ssl.SSLError too: a client that gave up is the next one's business
+            pass
+        finally:
+            raw.close()
     """
     % PORT
 )
