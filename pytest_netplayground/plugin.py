@@ -53,6 +53,15 @@ OPTIONS = {
         "--netplay-match",
         "what a replay pairs live traffic with: connection (default) or exchange (request/reply, any connection)",
     ),
+    "tls": (
+        "--netplay-tls",
+        "TLS between hosts: off (default: relayed and recorded as ciphertext) or intercept "
+        "(terminated by the proxy with the sandbox CA: recorded and replayed as plaintext)",
+    ),
+    "tls_ca_dir": (
+        "--netplay-tls-ca-dir",
+        "directory of the sandbox CA (default: $NETPLAY_CA_DIR, else ~/.local/share/netplayground/ca)",
+    ),
     "record_runs": (
         "--netplay-record-runs",
         "with --netplay=record, run each sandboxed test this many times (2: learn its noise)",
@@ -131,7 +140,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def netplay_config() -> dict:
     """Defaults for every sandboxed test; override (at any scope) to change them.
 
-    Keys as for the marker: subnet, subnet6, pace, speed, strict, stall_timeout, settle, match, ignore, check.
+    Keys as for the marker: subnet, subnet6, pace, speed, strict, stall_timeout, settle, match, ignore, check,
+    tls, tls_ca_dir.
     """
     return {}
 
@@ -201,6 +211,8 @@ def netplay(request: pytest.FixtureRequest, netplay_config, netplay_cassette_dir
             output_dir=output_dir,
             ignore=settings.ignore,
             check=settings.check,
+            tls=settings.tls,
+            tls_ca_dir=settings.tls_ca_dir,
         )
     except ConfigError as exc:
         # A safety net: the merge validates with the sandbox's own validators.
@@ -302,6 +314,8 @@ def _finish(item: pytest.Item, state: NetplayState, passed: bool, skipped: bool 
             item.add_report_section("call", "netplay", text + "\n")
     else:
         sandbox.close("commit")
+    if sandbox.tls_notes:
+        item.add_report_section("call", "netplay tls", "\n".join(sandbox.tls_notes) + "\n")
     for host in sandbox.hosts:
         for stream, data in sandbox.host_output(host).items():
             item.add_report_section(

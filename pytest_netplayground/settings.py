@@ -18,7 +18,7 @@ from .core.addressing6 import Subnet6
 from .core.exchange import match_mode
 from .core.noise import IgnoreRule, check_hosts, ignore_rules
 from .core.replay import pacing
-from .core.validation import positive_number, record_runs
+from .core.validation import positive_number, record_runs, tls_mode
 from .errors import ConfigError
 
 #: What ``--netplay`` takes: the session's mode (each test resolves it with :func:`resolved_mode`).
@@ -35,6 +35,8 @@ MARKER_KEYS = (
     "match",
     "ignore",
     "check",
+    "tls",
+    "tls_ca_dir",
 )
 CASSETTE_SUFFIX = ".netplay"
 
@@ -78,6 +80,13 @@ def _cassette(value: object) -> str:
     return text
 
 
+def _directory(value: object) -> str:
+    text = str(value)
+    if not text.strip():
+        raise ValueError("expected a directory path, got an empty string")
+    return text
+
+
 CONVERTERS = {
     "mode": _mode,
     "subnet": _subnet,
@@ -92,6 +101,8 @@ CONVERTERS = {
     "check": check_hosts,
     "record_runs": record_runs,
     "match": _value_of(match_mode),
+    "tls": tls_mode,
+    "tls_ca_dir": _directory,
 }
 
 
@@ -112,6 +123,8 @@ class Settings:
     check: tuple[str, ...] = ()
     record_runs: int = 1
     match: str = defaults.MATCH
+    tls: str = "off"
+    tls_ca_dir: str | None = None  # None: $NETPLAY_CA_DIR, else the user's data directory
 
 
 def merge(layers: list[tuple[str, Mapping]]) -> Settings:

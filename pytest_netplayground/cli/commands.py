@@ -6,7 +6,7 @@ import sys
 
 from ..core.noise import check_hosts
 from .recording import cmd_record, failed_path_for, numbered_partial_path
-from .setup import EXIT_ERROR, make_sandbox, prepare, run, say
+from .setup import EXIT_ERROR, make_sandbox, prepare, run, say, say_tls
 
 __all__ = ["COMMANDS", "EXIT_ERROR", "cmd_record", "failed_path_for", "numbered_partial_path"]
 
@@ -18,6 +18,7 @@ def cmd_run(args) -> int:
         return run(sandbox, args, names).code
     finally:
         sandbox.close()
+        say_tls(sandbox)
 
 
 def _pacing(args) -> dict:
@@ -47,6 +48,7 @@ def cmd_replay(args) -> int:
         code = run(sandbox, args, names, quiet=args.nolog).code
     finally:
         sandbox.close()
+    say_tls(sandbox)
     report = sandbox.divergences
     if sandbox.truncated_at is not None:
         say(f"{args.file} was cut short at byte {sandbox.truncated_at}: replayed what came before")

@@ -9,7 +9,7 @@ from .. import __version__
 from ..core import defaults
 from ..core.addressing import DEFAULT_SUBNET
 from ..core.exchange import Match
-from ..core.validation import non_negative_number, positive_number, record_runs
+from ..core.validation import TLS_MODES, non_negative_number, positive_number, record_runs
 from ..errors import ConfigError
 
 DEFAULT_FILE = "test.traffic"
@@ -56,6 +56,19 @@ def _add_sandbox_options(parser: argparse.ArgumentParser) -> None:
         help="signal that stops the commands at the end of the run or on Ctrl-C (default TERM)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every packet the router sees")
+    parser.add_argument(
+        "--tls",
+        choices=TLS_MODES,
+        default="off",
+        help="off (default): TLS is relayed and recorded as ciphertext; intercept: the proxy terminates it "
+        "with the sandbox CA, which every host trusts, and records the plaintext (a replay of a cassette "
+        "recorded so intercepts anyway)",
+    )
+    parser.add_argument(
+        "--tls-ca-dir",
+        metavar="DIR",
+        help="directory of the sandbox CA (default: $NETPLAY_CA_DIR, else ~/.local/share/netplayground/ca)",
+    )
     parser.add_argument(
         "--grace",
         type=_NON_NEGATIVE,

@@ -18,7 +18,7 @@ from ..cassette import partial_path_for
 from ..errors import NetplayError
 from ..learning import RunSpacing, commit_with_noise, run_path
 from .runner import RunOutcome
-from .setup import make_sandbox, prepare, run_set_up, say, setup
+from .setup import make_sandbox, prepare, run_set_up, say, say_tls, setup
 
 
 def failed_path_for(cassette: Path) -> Path:
@@ -134,6 +134,7 @@ def _record_once(args, names, plan: _Plan, index: int) -> tuple[RunOutcome, str 
         )
     else:
         sandbox.close("commit")
+    say_tls(sandbox)
     return outcome, failed
 
 

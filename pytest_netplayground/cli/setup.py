@@ -22,11 +22,24 @@ def say(text: str) -> None:
     sys.stderr.flush()
 
 
+def say_tls(sandbox) -> None:
+    """What the run had to say about TLS (a client that refused the sandbox CA...)."""
+    for line in sandbox.tls_notes:
+        say(line)
+
+
 def make_sandbox(args, **mode):
     from ..runtime.sandbox import Sandbox
 
+    tls = {"tls": getattr(args, "tls", "off"), "tls_ca_dir": getattr(args, "tls_ca_dir", None)}
     return Sandbox(
-        args.subnet, subnet6=args.subnet6, kill_signal=args.kill, grace=args.grace, verbose=args.verbose, **mode
+        args.subnet,
+        subnet6=args.subnet6,
+        kill_signal=args.kill,
+        grace=args.grace,
+        verbose=args.verbose,
+        **tls,
+        **mode,
     )
 
 

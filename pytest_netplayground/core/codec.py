@@ -73,6 +73,7 @@ def encode_header(header: Header) -> bytes:
             *subnet6,
             ("started", encode_time(header.started, "started")),
             ("hosts", "[" + hosts + "]"),
+            *([("tls", json_text(header.tls))] if header.tls != "off" else []),
         ]
     )
 

@@ -4,7 +4,8 @@
 host got its first process; ``flow`` opens a UDP flow and ``dgram`` holds one
 of its datagrams (text as text, binary as base64, like TCP data); ``refused``
 says the receiver's host answered a flow's datagram with ICMP port
-unreachable; ``udp``, in
+unreachable; ``tls`` says a connection's data is the plaintext inside TLS the
+proxy terminated, with the client's SNI and the negotiated ALPN; ``udp``, in
 cassettes made before UDP was recorded, counts datagrams the cassette does not
 hold. Readers older than these records stop at them with a clear message;
 cassettes without them read as before.
@@ -16,11 +17,11 @@ import ipaddress
 
 from .codec_base import b64encode, encode_conn, encode_line, encode_time, is_text, json_text
 from .decoding import Fields
-from .events import Datagram, Direction, ListenDelay, Note, Refusal, UdpFlow, UdpSeen
+from .events import Datagram, Direction, ListenDelay, Note, Refusal, TlsNote, UdpFlow, UdpSeen
 
 __all__ = ["NOTE_NAMES", "decode_note", "encode_note"]
 
-NOTE_NAMES = ("listen", "udp", "flow", "dgram", "refused")
+NOTE_NAMES = ("listen", "udp", "flow", "dgram", "refused", "tls")
 
 
 def encode_note(note: Note) -> bytes:
@@ -75,6 +76,16 @@ def encode_note(note: Note) -> bytes:
             head
             + [("ev", '"refused"'), ("flow", encode_conn(note.flow)), ("dir", json_text(note.direction.value))]
         )
+    if isinstance(note, TlsNote):
+        return encode_line(
+            head
+            + [
+                ("ev", '"tls"'),
+                ("conn", encode_conn(note.conn)),
+                ("sni", "null" if note.sni is None else json_text(note.sni)),
+                ("alpn", "null" if note.alpn is None else json_text(note.alpn)),
+            ]
+        )
     raise TypeError(f"not a cassette note: {note!r}")
 
 
@@ -82,6 +93,13 @@ def _flow(fields: Fields) -> int:
     value = fields.get("flow", "a non-negative integer flow number")
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise fields.bad("flow", value, "a non-negative integer flow number")
+    return value
+
+
+def _optional_text(fields: Fields, key: str) -> str | None:
+    value = fields.obj.get(key)
+    if value is not None and not (isinstance(value, str) and value.isprintable() and len(value) <= 255):
+        raise fields.bad(key, value, "a name of at most 255 printable characters, or null")
     return value
 
 
@@ -95,6 +113,8 @@ def decode_note(ev: str, fields: Fields, t: float) -> Note:
         return Datagram(t, _flow(fields), fields.choice("dir", Direction), fields.payload())
     if ev == "refused":
         return Refusal(t, _flow(fields), fields.choice("dir", Direction))
+    if ev == "tls":
+        return TlsNote(t, fields.conn(), _optional_text(fields, "sni"), _optional_text(fields, "alpn"))
     expected = 'an address like "10.0.0.2" or "fd00::2"'
     client = fields.string("client", expected)
     try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import attrs
 
 from .addressing import Endpoint
-from .events import NOTES, Datagram, ListenDelay, Refusal, UdpFlow, UdpSeen
+from .events import NOTES, Datagram, ListenDelay, Refusal, TlsNote, UdpFlow, UdpSeen
 
 __all__ = [
     "NOTES",
@@ -54,6 +54,7 @@ class RunNotes:
     udp_flows: dict[int, UdpFlow] = attrs.field(factory=dict)
     #: The recorded datagrams and refusals of every flow, in recorded order.
     datagrams: list[Datagram | Refusal] = attrs.field(factory=list)
+    tls: dict[int, TlsNote] = attrs.field(factory=dict)  # by connection: its data is TLS plaintext
 
     def skim(self, scan):
         """Pass on the (offset, length, record) of ``scan`` that are not notes, keeping the notes."""
@@ -67,5 +68,7 @@ class RunNotes:
                 self.udp_flows[note.flow] = note
             elif isinstance(note, (Datagram, Refusal)):
                 self.datagrams.append(note)
+            elif isinstance(note, TlsNote):
+                self.tls[note.conn] = note
             else:
                 yield item

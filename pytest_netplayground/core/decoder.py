@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..errors import CassetteFormatError
 from .codec_base import MAX_LINE, End, Record
 from .decoding import decode_record
-from .events import FORMAT_VERSION, NOTES, ConnectionOpened, Datagram, Header, Refusal, UdpFlow
+from .events import FORMAT_VERSION, NOTES, ConnectionOpened, Datagram, Header, Refusal, TlsNote, UdpFlow
 
 __all__ = ["Decoder"]
 
@@ -195,6 +195,11 @@ class Decoder:
         if isinstance(record, (Datagram, Refusal)) and record.flow not in self._flows:
             raise CassetteFormatError(
                 f'datagram of UDP flow {record.flow}, which was never opened; expected a "flow" record first',
+                offset=offset,
+            )
+        if isinstance(record, TlsNote) and record.conn not in self._opened:
+            raise CassetteFormatError(
+                f'TLS note of connection {record.conn}, which was never opened; expected an "open" record first',
                 offset=offset,
             )
         if isinstance(record, NOTES):

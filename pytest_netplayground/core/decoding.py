@@ -36,7 +36,9 @@ __all__ = ["Fields", "decode_record"]
 
 _ENDPOINT = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3}|\[[0-9A-Fa-f:.]{2,45}\]):(\d{1,5})", re.ASCII)
 
-_EVENT_NAMES = ("open", "data", "shut", "reset", "close", "noise", "end", "listen", "udp", "flow", "dgram", "refused")
+_EVENT_NAMES = (
+    "open", "data", "shut", "reset", "close", "noise", "end", "listen", "udp", "flow", "dgram", "refused", "tls"
+)
 
 
 def _reject_constant(name: str) -> Any:
@@ -235,7 +237,11 @@ def _decode_header(fields: Fields) -> Header:
             ipaddress.IPv6Network(subnet6, strict=True)
         except ValueError:
             raise fields.bad("subnet6", subnet6, 'an IPv6 network like "fd00:1::/64"') from None
+    tls = fields.string("tls", default="off")
+    if tls not in ("off", "intercept"):
+        raise fields.bad("tls", tls, '"off" or "intercept"')
     return Header(
+        tls=tls,
         subnet6=subnet6,
         subnet=subnet,
         hosts=tuple(hosts),
@@ -298,7 +304,7 @@ def decode_record(line: bytes, *, offset: int | None = None) -> Record:
     t = fields.time("t")
     if ev == "end":
         return End(t)
-    if ev in ("listen", "udp", "flow", "dgram", "refused"):
+    if ev in ("listen", "udp", "flow", "dgram", "refused", "tls"):
         from .codec_notes import decode_note
 
         return decode_note(ev, fields, t)

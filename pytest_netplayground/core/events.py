@@ -29,6 +29,7 @@ __all__ = [
     "NOTES",
     "UdpSeen",
     "UdpFlow",
+    "TlsNote",
     "Datagram",
     "Refusal",
     "UDP_RECORDS",
@@ -92,6 +93,7 @@ class Header:
     tool_version: str = ""
     version: int = FORMAT_VERSION
     subnet6: str = ""
+    tls: str = "off"  # "intercept": TLS connections hold the plaintext said inside them
 
 
 @attrs.frozen
@@ -218,14 +220,28 @@ class Refusal:
     direction: Direction = attrs.field(converter=Direction)
 
 
+@attrs.frozen
+class TlsNote:
+    """Connection ``conn`` spoke TLS, terminated by the proxy: its data records hold the plaintext.
+
+    ``sni``: the name the client asked for (None when it sent none); ``alpn``: the
+    negotiated application protocol (``h2``, ``http/1.1``) or None.
+    """
+
+    t: float
+    conn: int = attrs.field(converter=_count)
+    sni: str | None = None
+    alpn: str | None = None
+
+
 #: The records of recorded UDP: they number flows, not TCP connections.
 UDP_RECORDS = (UdpFlow, Datagram, Refusal)
 
-Note = ListenDelay | UdpSeen | UdpFlow | Datagram | Refusal
-"""Records that are not about one TCP connection: they carry no ``conn``.
+Note = ListenDelay | UdpSeen | UdpFlow | Datagram | Refusal | TlsNote
+"""Records that are not events a replay plays: all but ``tls`` carry no ``conn``.
 
 ``UdpSeen`` is what cassettes made before UDP was recorded hold in its place.
 """
 
 #: The :data:`Note` types, for ``isinstance`` and for unpacking into a tuple of types.
-NOTES = (ListenDelay, UdpSeen, *UDP_RECORDS)
+NOTES = (ListenDelay, UdpSeen, *UDP_RECORDS, TlsNote)

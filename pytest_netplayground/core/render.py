@@ -27,6 +27,7 @@ from .events import (
     Outcome,
     Refusal,
     Reset,
+    TlsNote,
     UdpFlow,
     UdpSeen,
 )
@@ -98,8 +99,9 @@ def _seconds(t: float) -> str:
 def render_header(header: Header) -> str:
     """What was recorded, when and on which hosts."""
     when = datetime.datetime.fromtimestamp(header.started, tz=datetime.timezone.utc)
+    subnets = header.subnet + (f" and {header.subnet6}" if header.subnet6 else "")
     lines = [
-        f"Cassette of subnet {header.subnet}{f' and {header.subnet6}' if header.subnet6 else ''}, recorded {when:%Y-%m-%d %H:%M:%S.%f} UTC"
+        f"Cassette of subnet {subnets}, recorded {when:%Y-%m-%d %H:%M:%S.%f} UTC"
         + (f" by Net Playground {header.tool_version}" if header.tool_version else "")
     ]
     if header.hosts:
@@ -109,6 +111,8 @@ def render_header(header: Header) -> str:
             if host.command:
                 parts.append(host.command)
             lines.append(_INDENT + "  ".join(parts))
+    if header.tls == "intercept":
+        lines.append("TLS intercepted: connections marked TLS show the plaintext said inside it")
     return "\n".join(lines)
 
 
@@ -155,15 +159,21 @@ def render_connection(
     width: int = 80,
     noise: Iterable[LearnedNoise] = (),
     names: dict[str, str] | None = None,
+    tls: TlsNote | None = None,
 ) -> str:
     """One conversation: heading, each event with its time and direction, then a summary.
 
     *events* are the connection's events after its opening, in time order;
     *noise* its learned noise regions, listed after them; *names* (address to
-    host name) adds the hosts' names to the heading.
+    host name) adds the hosts' names to the heading; *tls* says its data is the
+    plaintext inside a TLS session the proxy terminated.
     """
     events = list(events)
     lines = [_heading(conn, opened, names or {})]
+    if tls is not None:
+        lines.append(
+            f"{_INDENT}TLS (intercepted, plaintext shown): SNI {tls.sni or '(none)'}, ALPN {tls.alpn or '(none)'}"
+        )
     sent = {Direction.C2S: 0, Direction.S2C: 0}
     first_t = opened.t if opened is not None else None
     last_t = first_t
@@ -212,6 +222,7 @@ class _Conversation:
     opened: ConnectionOpened | None
     events: list = attrs.field(factory=list)
     noise: list = attrs.field(factory=list)
+    tls: TlsNote | None = None
 
 
 def render_conversations(
@@ -246,6 +257,9 @@ def render_conversations(
         if isinstance(event, (ListenDelay, UdpSeen)):
             (delays if isinstance(event, ListenDelay) else udp).append(event)
             continue
+        if isinstance(event, TlsNote):
+            conversations.setdefault(event.conn, _Conversation(None)).tls = event
+            continue
         if isinstance(event, ConnectionOpened):
             conversations[event.conn] = _Conversation(event)
         elif isinstance(event, LearnedNoise):
@@ -261,7 +275,13 @@ def render_conversations(
     for conn, conversation in conversations.items():
         sections.append(
             render_connection(
-                conn, conversation.opened, conversation.events, width=width, noise=conversation.noise, names=names
+                conn,
+                conversation.opened,
+                conversation.events,
+                width=width,
+                noise=conversation.noise,
+                names=names,
+                tls=conversation.tls,
             )
         )
     if flows:

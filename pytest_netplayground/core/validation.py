@@ -17,7 +17,10 @@ from typing import TypeVar
 from ..errors import ConfigError
 from .defaults import MAX_RUNS
 
-__all__ = ["named", "non_negative_number", "one_of", "positive_number", "record_runs"]
+__all__ = ["TLS_MODES", "named", "non_negative_number", "one_of", "positive_number", "record_runs", "tls_mode"]
+
+#: What ``tls`` takes: ``off`` relays TLS byte for byte, ``intercept`` records its plaintext.
+TLS_MODES = ("off", "intercept")
 
 E = TypeVar("E", bound=enum.Enum)
 T = TypeVar("T")
@@ -74,6 +77,14 @@ def record_runs(value: object) -> int:
     if isinstance(value, bool) or not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_RUNS:
         raise ConfigError(f"expected a number of recordings from 1 to {MAX_RUNS}, got {value!r}")
     return int(text)
+
+
+def tls_mode(value: object) -> str:
+    """``off`` (TLS recorded as the ciphertext it is) or ``intercept`` (the proxy terminates it)."""
+    text = "" if isinstance(value, bool) else str(value).strip().lower()
+    if text not in TLS_MODES:
+        raise ConfigError(f"expected one of {', '.join(TLS_MODES)}, got {value!r}")
+    return text
 
 
 def named(name: str, convert: Callable[[object], T]) -> Callable[[object], T]:

@@ -78,6 +78,8 @@ class Processes:
     note_command: Callable[[int, list[str]], None]
     on_exit: Callable[[int, int], None]
     rootless: bool
+    # Variables every spawned process gets on top of its own (those that make it trust the sandbox CA).
+    environment: dict[str, str] = attrs.field(factory=dict)
     children: dict[int, ChildProcess] = attrs.field(init=False, factory=dict)
     # Hosts a process was ever started in or a socket made in (only there can a
     # server listen), with when that first happened: listen delays count from then.
@@ -169,7 +171,7 @@ class Processes:
                 stdin=stdin,
                 stdout=stdout,
                 stderr=stderr,
-                env=request.env,
+                env={**request.env, **self.environment} if self.environment else request.env,
                 cwd=request.cwd,
                 start_new_session=True,
                 preexec_fn=in_child,

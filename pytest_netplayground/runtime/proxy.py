@@ -66,6 +66,8 @@ class Proxy:
     session: Session
     processes: Processes
     closing: Callable[[], bool]
+    # With ``tls="intercept"``: the :class:`~.tls_tap.Interceptor` that wraps every connection's tap.
+    tls: object = None
     pipes: dict[bytes, Pipe] = attrs.field(init=False, factory=dict)
     connecting: dict[int, Pipe] = attrs.field(init=False, factory=dict)
     listeners: dict[tuple[str, int], socket.socket] = attrs.field(init=False, factory=dict)
@@ -132,7 +134,7 @@ class Proxy:
         since = self.processes.inhabited.get(self.router.host_of(key_server(pipe.key)))
         if since is not None:
             self.session.note_listening(pipe.server, self.loop.now() - since)
-        pipe.tap = self.session.tap_for(pipe, server_live=True)
+        self._set_tap(pipe, server_live=True)
         self._release(pipe)
 
     def _release(self, pipe: Pipe) -> None:
@@ -191,8 +193,12 @@ class Proxy:
             # Its server may not listen yet: the client's SYN waits, as over a slow network.
             self.loop.call_at(now + 0.02, lambda: pipe.finished or self._connect_server_leg(pipe))
             return
-        pipe.tap = self.session.tap_for(pipe, server_live=False)
+        self._set_tap(pipe, server_live=False)
         self._release(pipe)
+
+    def _set_tap(self, pipe: Pipe, server_live: bool) -> None:
+        tap = self.session.tap_for(pipe, server_live=server_live)
+        pipe.tap = tap if self.tls is None else self.tls.wrap(tap, pipe, self.session)
 
     def _ensure_listener(self, address: str, port: int) -> None:
         if (address, port) in self.listeners:

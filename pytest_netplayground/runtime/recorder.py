@@ -9,7 +9,17 @@ from pathlib import Path
 from .. import __version__
 from ..cassette import CassetteWriter, partial_path_for
 from ..core.addressing import Endpoint
-from ..core.events import Closed, ConnectionOpened, Direction, HalfClosed, Header, ListenDelay, Outcome, Reset
+from ..core.events import (
+    Closed,
+    ConnectionOpened,
+    Direction,
+    HalfClosed,
+    Header,
+    ListenDelay,
+    Outcome,
+    Reset,
+    TlsNote,
+)
 from ..core.udp import UdpFlows, is_udp, refused_key
 from ..errors import CassetteError
 from .pipes import Pipe, Tap
@@ -38,6 +48,10 @@ class RecordTap(Tap):
     def closed(self, pipe, now):
         self.recorder.write(Closed(self.recorder.t(now), self.conn))
 
+    def tls_started(self, sni: str | None, alpn: str | None, now: float) -> None:
+        """The proxy terminated TLS on this connection: what follows is its plaintext."""
+        self.recorder.write(TlsNote(self.recorder.t(now), self.conn, sni, alpn))
+
 
 class Recorder(Session):
     """Record mode: live traffic, every connection written to ``path`` as it happens."""
@@ -45,8 +59,9 @@ class Recorder(Session):
     mode = "record"
     udp_tap = True
 
-    def __init__(self, clock_origin: float, path: str, subnet: str, subnet6: str = ""):
+    def __init__(self, clock_origin: float, path: str, subnet: str, subnet6: str = "", tls: str = "off"):
         super().__init__(clock_origin)
+        self.tls = tls
         self.path = Path(path)
         self.subnet = subnet
         self.subnet6 = subnet6
@@ -59,7 +74,9 @@ class Recorder(Session):
         self._probe()
 
     def _header(self) -> Header:
-        return Header(self.subnet, tuple(self.hosts), self.started, __version__, subnet6=self.subnet6)
+        return Header(
+            self.subnet, tuple(self.hosts), self.started, __version__, subnet6=self.subnet6, tls=self.tls
+        )
 
     def _probe(self) -> None:
         """Fail now, before any process starts, if the cassette cannot be written."""

@@ -213,7 +213,13 @@ class Replayer(UdpReplayer, Session):
         self.matcher = Matcher((entry.opened for entry in self.index.connections.values()), self.index.leads)
         self.pending: dict[tuple[Endpoint, Endpoint], Claim] = {}
         self.found: list = []
-        self.start_udp(self.index.notes, config)
+        notes = self.index.notes
+        self.start_udp(notes, config)
+        # (client address, server) of the connections recorded inside TLS, with their ALPN.
+        self.tls_keys: dict[tuple[str, Endpoint], str | None] = {}
+        for conn, note in notes.tls.items():
+            opened = self.index.connections[conn].opened
+            self.tls_keys.setdefault((opened.client.host, opened.server), note.alpn)
 
     @property
     def config(self) -> ReplayConfig:
@@ -260,6 +266,12 @@ class Replayer(UdpReplayer, Session):
 
     def stand_in(self, pipe: Pipe) -> bool:
         return (pipe.client, pipe.server) in self.pending
+
+    def expects_tls(self, client: Endpoint, server: Endpoint) -> bool:
+        return (client.host, server) in self.tls_keys
+
+    def recorded_alpn(self, client: Endpoint, server: Endpoint) -> str | None:
+        return self.tls_keys.get((client.host, server))
 
     def connect_failed(self, client: Endpoint, server: Endpoint, outcome: Outcome) -> None:
         claim = self.pending.pop((client, server), None)

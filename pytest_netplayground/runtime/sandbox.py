@@ -21,7 +21,7 @@ from ..core.addressing6 import Subnet6
 from ..core.divergence import DivergenceReport
 from ..core.names import default_name
 from ..core.replay import ReplayConfig
-from ..core.validation import named, non_negative_number
+from ..core.validation import named, non_negative_number, tls_mode
 from ..errors import (
     CassetteMissing,
     ConfigError,
@@ -82,6 +82,14 @@ class Sandbox:
     cassette_written: str | None
     truncated_at: int | None
     dropped: dict[str, int]
+    # TLS: "off" or "intercept" as asked, the CA directory (None: the default one), a CA file
+    # the real servers' certificates must verify against (None: not verified), and what the
+    # run had to say about TLS (clients that refused the sandbox CA, failed handshakes).
+    tls: str
+    tls_ca_dir: str | None
+    tls_server_ca: str | None
+    tls_notes: tuple[str, ...]
+    _authority: object
     _spawned: Spawned
     _channel: Channel | None
     _supervisor_pid: int | None
@@ -105,6 +113,9 @@ class Sandbox:
         output_dir: str | os.PathLike | None = None,
         ignore: object = (),
         check: object = (),
+        tls: str = "off",
+        tls_ca_dir: str | os.PathLike | None = None,
+        tls_server_ca: str | os.PathLike | None = None,
     ):
         self.subnet = Subnet.parse(subnet)
         self.subnet6 = Subnet6.parse(subnet6, self.subnet)
@@ -126,6 +137,11 @@ class Sandbox:
         self.kill_signal = _signal_number(kill_signal)
         self.grace = named("grace", non_negative_number)(grace)
         self.verbose = verbose
+        self.tls = named("tls", tls_mode)(tls)
+        self.tls_ca_dir = None if tls_ca_dir is None else os.path.abspath(os.fspath(tls_ca_dir))
+        self.tls_server_ca = None if tls_server_ca is None else os.path.abspath(os.fspath(tls_server_ca))
+        self.tls_notes = ()
+        self._authority = None
         self.hosts = []
         self.closed = False
         self.divergences = DivergenceReport((), mode=mode)
@@ -151,14 +167,35 @@ class Sandbox:
     # -- life cycle -----------------------------------------------------------
 
     def _supervisor_options(self) -> dict:
-        if self.mode == "live":
-            return {}
         if self.mode == "replay" and not os.path.exists(self.cassette):
             raise CassetteMissing(
                 f"no cassette at {self.cassette} to replay: record it first "
                 f"(pytest --netplay=record, or netplay record -f {self.cassette} ...)"
             )
-        return {"session": {"mode": self.mode, "cassette": self.cassette, "replay": self.replay_config}}
+        tls = self.tls if self.mode != "replay" else tls_of_cassette(self.cassette, self.tls)
+        options: dict = {}
+        if tls == "intercept":
+            options["tls"] = {"authority": self.tls_authority(), "server_ca": self.tls_server_ca}
+        if self.mode != "live":
+            options["session"] = {
+                "mode": self.mode,
+                "cassette": self.cassette,
+                "replay": self.replay_config,
+                "tls": tls,
+            }
+        return options
+
+    def tls_authority(self):
+        """The sandbox CA (:class:`~.tls_authority.CertificateAuthority`), made on first use."""
+        if self._authority is None:
+            from .tls_authority import CertificateAuthority
+
+            self._authority = CertificateAuthority.load_or_create(self.tls_ca_dir)
+        return self._authority
+
+    def tls_client_context(self, alpn: tuple[str, ...] | list[str] = ()):
+        """An ``ssl.SSLContext`` for a test's own code (``Host.connect``) that trusts the sandbox CA only."""
+        return self.tls_authority().client_context(alpn)
 
     def start(self) -> "Sandbox":
         if self._channel is not None:
@@ -209,6 +246,7 @@ class Sandbox:
         self.divergences = info.get("divergences", self.divergences)
         self.cassette_written = info.get("cassette")
         self.truncated_at = info.get("truncated_at")
+        self.tls_notes = tuple(info.get("tls", ()))
         error = info.get("error")
         self._spawned.settle(channel.exits)
         if self._finalizer is not None:
@@ -271,6 +309,17 @@ class Sandbox:
     def stats(self) -> dict:
         value, _ = self._channel.call("stats")
         return value
+
+
+def tls_of_cassette(path: str, asked: str) -> str:
+    """What a replay of ``path`` does with TLS: intercept when it was recorded so, whatever was asked."""
+    from ..cassette import Cassette
+
+    cassette = Cassette(path, tolerate_truncation=True)
+    try:
+        return "intercept" if cassette.header.tls == "intercept" else asked
+    finally:
+        cassette.close()
 
 
 Sandbox.__module__ = "pytest_netplayground"

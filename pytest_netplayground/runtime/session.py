@@ -56,6 +56,14 @@ class Session:
     def tap_for(self, pipe: Pipe, server_live: bool) -> Tap:
         return Tap()
 
+    def expects_tls(self, client: Endpoint, server: Endpoint) -> bool:
+        """Whether a connection may start TLS worth intercepting (replay: only where it was recorded so)."""
+        return True
+
+    def recorded_alpn(self, client: Endpoint, server: Endpoint) -> str | None:
+        """The application protocol recorded inside TLS between these two, for a stand-in to offer."""
+        return None
+
     def stand_in(self, pipe: Pipe) -> bool:
         return False
 

@@ -27,7 +27,7 @@ def make_session(spec: dict, loop: Loop, subnet: str, subnet6: str = "") -> Sess
     origin = time.monotonic()
     mode = spec.get("mode", "live")
     if mode == "record":
-        return Recorder(origin, spec["cassette"], subnet, subnet6)
+        return Recorder(origin, spec["cassette"], subnet, subnet6, tls=spec.get("tls", "off"))
     if mode == "replay":
         config = spec.get("replay", ReplayConfig())
         # Exchange matching (``config.match``) is a replayer of its own, in its own module.

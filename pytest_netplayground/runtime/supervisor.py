@@ -11,6 +11,7 @@ exits, and the kernel reclaims the namespaces.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import select
 import signal
@@ -26,7 +27,7 @@ from ..core.names import NameTable
 from ..core.router import Router, Verdict
 from ..core.router6 import Router6
 from ..errors import NetplayError, SandboxError
-from . import control, hostfs, netns, sessions
+from . import control, hostfs, netns, sessions, tls_tap
 from .loop import Loop
 from .network import Network
 from .processes import Processes
@@ -69,6 +70,7 @@ class Supervisor:
         session: dict | None = None,
         rootless: bool = False,
         subnet6: str | None = None,
+        tls: dict | None = None,
     ):
         self.channel = channel
         self.plan = AddressPlan(subnet)
@@ -77,7 +79,8 @@ class Supervisor:
         self.verbose = verbose
         self.loop = Loop()
         self.names = NameTable()
-        self.host_files = hostfs.HostFiles()
+        files, environment, interceptor = tls_tap.interception(tls, self.loop, self.names.entries)
+        self.host_files = hostfs.HostFiles(files)
         self.outbox: collections.deque[tuple[bytes, list[int], list[int]]] = collections.deque()
         self._waiting_to_send = False
         self.stopping = False
@@ -89,11 +92,12 @@ class Supervisor:
         self.grace = control.DEFAULT_GRACE
         self.network = self._build_proxy()
         self.processes = Processes(
-            self.loop, self.network, self.host_files, self.session.note_command, self._exited, rootless
+            self.loop, self.network, self.host_files, self.session.note_command, self._exited, rootless, environment
         )
         self.proxy = Proxy(
             self.loop, self.plan, self.router, self.network, self.session, self.processes, lambda: self.stopping
         )
+        self.proxy.tls = interceptor
         self.session.host_is_empty = self.proxy.host_is_empty
         self.session.send_packet = _packet_sender(self.router, self.network.host_tun)
         proxy_tun = self.network.proxy_tun
@@ -121,10 +125,8 @@ class Supervisor:
         self.grace = 0.0
 
     def _drain_wakeup(self, events: int) -> None:
-        try:
+        with contextlib.suppress(OSError):
             os.read(self._wakeup_r, 4096)
-        except OSError:
-            pass
 
     # -- building ---------------------------------------------------------------
 
@@ -307,8 +309,7 @@ class Supervisor:
         return None, []
 
     def _namespaces(self, request: control.Namespaces) -> tuple[object, list[int]]:
-        network = self.network
-        return [os.fstat(fd).st_ino for fd in [network.proxy_ns, *network.host_ns]], []
+        return [os.fstat(fd).st_ino for fd in [self.network.proxy_ns, *self.network.host_ns]], []
 
     def _stats(self, request: control.Stats) -> tuple[object, list[int]]:
         return {"dropped": dict(self.router.dropped), "pipes": len(self.proxy.pipes)}, []
@@ -351,7 +352,7 @@ class Supervisor:
         self.processes.stop(self.kill_signal, self.grace)
         self._settle()
         self.proxy.close()
-        self.result = self.session.finish(self.cassette_action)
+        self.result = {**self.session.finish(self.cassette_action), **tls_tap.report(self.proxy.tls)}
         self.host_files.close()
 
 
