@@ -164,7 +164,7 @@ def test_names_are_written_in_the_cassette_and_shown(tmp_path):
         timeout=60,
     )
     assert shown.returncode == 0, shown.stderr
-    assert "  10.0.0.1  server\n" in shown.stdout
+    assert f"  10.0.0.1  {server.address6}  server\n" in shown.stdout
     assert "-> 10.0.0.1:7000 established  [client -> server]" in shown.stdout
 
 
