@@ -19,6 +19,8 @@ from ..core import defaults
 from ..core.addressing import DEFAULT_SUBNET, Subnet
 from ..core.addressing6 import Subnet6
 from ..core.divergence import DivergenceReport
+from ..core.fault_spec import FaultSpec, fault_specs, seed as to_seed
+from ..core.fault_table import new_seed
 from ..core.names import default_name
 from ..core.replay import ReplayConfig
 from ..core.validation import named, non_negative_number
@@ -28,7 +30,7 @@ from ..errors import (
     SandboxClosed,
     SandboxError,
 )
-from . import launch
+from . import launch, links
 from .channel import Channel
 from .host import Host
 from .process import DEVNULL, PIPE, STDOUT, Process, Spawned
@@ -82,6 +84,9 @@ class Sandbox:
     cassette_written: str | None
     truncated_at: int | None
     dropped: dict[str, int]
+    # Faults that hold for the whole run, and the seed of every random fault.
+    faults: tuple[FaultSpec, ...]
+    seed: int
     _spawned: Spawned
     _channel: Channel | None
     _supervisor_pid: int | None
@@ -105,6 +110,8 @@ class Sandbox:
         output_dir: str | os.PathLike | None = None,
         ignore: object = (),
         check: object = (),
+        faults: object = (),
+        seed: int | str | None = None,
     ):
         self.subnet = Subnet.parse(subnet)
         self.subnet6 = Subnet6.parse(subnet6, self.subnet)
@@ -126,6 +133,8 @@ class Sandbox:
         self.kill_signal = _signal_number(kill_signal)
         self.grace = named("grace", non_negative_number)(grace)
         self.verbose = verbose
+        self.faults = fault_specs(faults or ())
+        self.seed = new_seed() if seed is None else named("seed", to_seed)(seed)
         self.hosts = []
         self.closed = False
         self.divergences = DivergenceReport((), mode=mode)
@@ -165,7 +174,11 @@ class Sandbox:
             return self
         if self.closed:
             raise SandboxClosed("this sandbox was closed; make a new one")
-        options = {**self._supervisor_options(), "subnet6": str(self.subnet6)}
+        options = {
+            **self._supervisor_options(),
+            "subnet6": str(self.subnet6),
+            "faults": {"seed": self.seed, "specs": self.faults},
+        }
         ours, pid = launch.fork_supervisor(str(self.subnet), self.verbose, options)
         self._supervisor_pid = pid
         try:
@@ -271,6 +284,35 @@ class Sandbox:
     def stats(self) -> dict:
         value, _ = self._channel.call("stats")
         return value
+
+    # -- faults on the wire (see docs/faults.rst) ------------------------------------------
+
+    def _call(self, op: str, **args) -> object:
+        if self._channel is None or self.closed:
+            raise SandboxClosed("the sandbox is not running: start it (or use it in a with block) first")
+        value, _ = self._channel.call(op, **args)
+        return value
+
+    def link(self, a: object, b: object = None) -> links.Link:
+        """The link between hosts ``a`` and ``b`` (Host, name or address); ``b`` None or ``"*"``:
+        between ``a`` and every other host. ``.set(...)`` and ``.clear()`` change it."""
+        return links.Link(self, links.host_index(self, a), links.host_index(self, b))
+
+    def partition(self, one: object, other: object) -> links.Partition:
+        """Cut the hosts of ``one`` off from those of ``other`` until ``.heal()`` (or the ``with`` ends)."""
+        return links.partition(self, one, other)
+
+    def connections(self, hosts: object = ()) -> list[links.Connection]:
+        """The live proxied TCP connections (with a host of ``hosts`` at one end, if given)."""
+        return links.connections(self, hosts)
+
+    def clear_faults(self) -> None:
+        """Every link a perfect wire again and every partition healed."""
+        self._call("clear_faults")
+
+    def fault_state(self) -> dict:
+        """The seed, the faulty link directions, the faults applied so far and the packets they dropped."""
+        return self._call("fault_state")
 
 
 Sandbox.__module__ = "pytest_netplayground"

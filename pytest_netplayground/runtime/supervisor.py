@@ -27,6 +27,7 @@ from ..core.router import Router, Verdict
 from ..core.router6 import Router6
 from ..errors import NetplayError, SandboxError
 from . import control, hostfs, netns, sessions
+from .faults import FaultStage, Never, make_forwarder
 from .loop import Loop
 from .network import Network
 from .processes import Processes
@@ -69,6 +70,7 @@ class Supervisor:
         session: dict | None = None,
         rootless: bool = False,
         subnet6: str | None = None,
+        faults: dict | None = None,
     ):
         self.channel = channel
         self.plan = AddressPlan(subnet)
@@ -83,6 +85,8 @@ class Supervisor:
         self.stopping = False
         self.session = sessions.make_session(session or {}, self.loop, str(self.plan.subnet), str(self.subnet6))
         self.router.udp_tap = self.session.udp_tap
+        faults = faults or {}
+        self.faults = FaultStage(self.loop, self.router, faults.get("seed", 0), faults.get("specs", ()))
         self.cassette_action: object = "abort"
         self.result: dict = {}
         self.kill_signal = signal.SIGTERM
@@ -96,6 +100,10 @@ class Supervisor:
         )
         self.session.host_is_empty = self.proxy.host_is_empty
         self.session.send_packet = _packet_sender(self.router, self.network.host_tun)
+        self.faults.proxy = self.proxy
+        self.faults.forward = make_forwarder(
+            self.router, self.network, self.proxy.open_server_leg, self.session.on_datagram, time.monotonic
+        )
         proxy_tun = self.network.proxy_tun
         self.loop.watch(proxy_tun, select.EPOLLIN, self._tun_reader(proxy_tun, self.router.from_proxy, "proxy"))
         self.loop.watch(self.channel.fileno(), select.EPOLLIN, self._control_readable)
@@ -108,6 +116,7 @@ class Supervisor:
             control.Namespaces: self._namespaces,
             control.Stats: self._stats,
             control.Close: self._close,
+            **self.faults.handlers(),
         }
         self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wakeup_w)
@@ -170,17 +179,19 @@ class Supervisor:
         self.router.add_host(index, address)
         self.router.six.add_host(index, address6)
         self.session.note_host(address, name, address6)
-        reader = self._tun_reader(tun, self.router.from_host, name)
+        self.faults.host_added(index, name, address, address6)
+        reader = self._tun_reader(tun, self.router.from_host, name, index)
         self.loop.watch(tun, select.EPOLLIN, reader)
         return {"index": index, "address": address, "name": name, "address6": address6}
 
     # -- the router ---------------------------------------------------------------
 
-    def _tun_reader(self, tun: int, route, origin: str):
+    def _tun_reader(self, tun: int, route, origin: str, index: int = -1):
         """The handler that drains one TUN: each packet routed in place, then written on.
 
         Built once per TUN with everything it needs bound locally: this is the
-        per-packet path.
+        per-packet path. A host's packets first pass the fault stage, at the
+        cost of one attribute check while no fault is set.
         """
         buf = bytearray(65536)
         view = memoryview(buf)
@@ -194,6 +205,8 @@ class Supervisor:
         NEW_CONNECTION, REPLY, UDP = Verdict.NEW_CONNECTION, Verdict.REPLY, Verdict.UDP
         on_datagram = self.session.on_datagram
         monotonic = time.monotonic
+        faulty = self.faults.table if index >= 0 else Never
+        intercept = self.faults.intercept
 
         def readable(events: int) -> None:
             for _ in range(64):
@@ -201,6 +214,8 @@ class Supervisor:
                     n = readv(tun, [buf])
                 except BlockingIOError:
                     return
+                if faulty.active and intercept(index, buf, n):
+                    continue
                 verdict = route(buf, n)
                 if self.verbose:
                     _log_packet(origin, view[:n], verdict)
@@ -311,7 +326,8 @@ class Supervisor:
         return [os.fstat(fd).st_ino for fd in [network.proxy_ns, *network.host_ns]], []
 
     def _stats(self, request: control.Stats) -> tuple[object, list[int]]:
-        return {"dropped": dict(self.router.dropped), "pipes": len(self.proxy.pipes)}, []
+        dropped = {**self.router.dropped, **self.faults.table.dropped}
+        return {"dropped": dropped, "pipes": len(self.proxy.pipes), "faults": self.faults.state()}, []
 
     def _close(self, request: control.Close) -> tuple[object, list[int]]:
         self.stopping = True
@@ -387,7 +403,8 @@ def run_supervisor(channel: socket.socket, subnet: str, verbose: bool, **extra) 
         control.send(channel, ("ready", True, None))
         sup.serve()
         try:
-            control.send(channel, ("closed", {"dropped": dict(sup.router.dropped), **sup.result}))
+            dropped = {**sup.router.dropped, **sup.faults.table.dropped}
+            control.send(channel, ("closed", {"dropped": dropped, **sup.result}))
         except OSError:
             pass
     except BaseException:
