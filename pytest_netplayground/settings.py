@@ -16,6 +16,7 @@ from .core import defaults
 from .core.addressing import DEFAULT_SUBNET, Subnet
 from .core.addressing6 import Subnet6
 from .core.exchange import match_mode
+from .core.fault_spec import FaultSpec, fault_specs, seed
 from .core.noise import IgnoreRule, check_hosts, ignore_rules
 from .core.replay import pacing
 from .core.validation import positive_number, record_runs
@@ -35,6 +36,8 @@ MARKER_KEYS = (
     "match",
     "ignore",
     "check",
+    "faults",
+    "seed",
 )
 CASSETTE_SUFFIX = ".netplay"
 
@@ -92,6 +95,8 @@ CONVERTERS = {
     "check": check_hosts,
     "record_runs": record_runs,
     "match": _value_of(match_mode),
+    "faults": fault_specs,
+    "seed": seed,
 }
 
 
@@ -112,6 +117,8 @@ class Settings:
     check: tuple[str, ...] = ()
     record_runs: int = 1
     match: str = defaults.MATCH
+    faults: tuple[FaultSpec, ...] = ()  # faults on the wire for the whole test (docs/faults.rst)
+    seed: int | None = None  # of the faults' random choices; None: chosen and reported
 
 
 def merge(layers: list[tuple[str, Mapping]]) -> Settings:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from ..core.addressing6 import Subnet6
+from .fault_options import fault_settings
 from .hosts import check_capacity, make_hosts, parse_names, resolve_host
 from .runner import Lifecycle, RunOutcome, run_commands
 
@@ -25,9 +26,20 @@ def say(text: str) -> None:
 def make_sandbox(args, **mode):
     from ..runtime.sandbox import Sandbox
 
-    return Sandbox(
-        args.subnet, subnet6=args.subnet6, kill_signal=args.kill, grace=args.grace, verbose=args.verbose, **mode
+    faults, seed = fault_settings(args)
+    sandbox = Sandbox(
+        args.subnet,
+        subnet6=args.subnet6,
+        kill_signal=args.kill,
+        grace=args.grace,
+        verbose=args.verbose,
+        faults=faults,
+        seed=seed,
+        **mode,
     )
+    if faults and seed is None:
+        say(f"faults seed {sandbox.seed} (repeat this run's drops with --seed {sandbox.seed})")
+    return sandbox
 
 
 def prepare(args) -> list[str] | None:

@@ -235,7 +235,15 @@ def _decode_header(fields: Fields) -> Header:
             ipaddress.IPv6Network(subnet6, strict=True)
         except ValueError:
             raise fields.bad("subnet6", subnet6, 'an IPv6 network like "fd00:1::/64"') from None
+    faults = fields.obj.get("faults", [])
+    if not isinstance(faults, list) or not all(isinstance(line, str) for line in faults):
+        raise fields.bad("faults", faults, 'a list of strings like ["h1<->h2: latency=0.05"]')
+    fault_seed = fields.obj.get("fault_seed")
+    if fault_seed is not None and (isinstance(fault_seed, bool) or not isinstance(fault_seed, int)):
+        raise fields.bad("fault_seed", fault_seed, "a whole number")
     return Header(
+        faults=tuple(faults),
+        fault_seed=fault_seed,
         subnet6=subnet6,
         subnet=subnet,
         hosts=tuple(hosts),

@@ -92,6 +92,9 @@ class Header:
     tool_version: str = ""
     version: int = FORMAT_VERSION
     subnet6: str = ""
+    # Faults on the wire while it was recorded (one line per link), and their seed.
+    faults: tuple[str, ...] = attrs.field(converter=tuple, default=())
+    fault_seed: int | None = None
 
 
 @attrs.frozen

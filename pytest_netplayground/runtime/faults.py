@@ -80,6 +80,7 @@ class FaultStage:
         self.pending: list[FaultSpec] = list(specs)
         self.applied: list[str] = []
         self.names: dict[str, int] = {EVERY: ANY}
+        self.host_names: list[str] = []
         self.proxy: "Proxy | None" = None
 
     # -- the packet path -----------------------------------------------------------------
@@ -131,6 +132,7 @@ class FaultStage:
 
     def host_added(self, index: int, *names: str) -> None:
         """A host came to be: faults given for the whole run that name it take effect now."""
+        self.host_names.append(names[0] if names else default_name(index))
         for name in (*names, default_name(index)):
             if name:
                 self.names.setdefault(name, index)
@@ -165,7 +167,8 @@ class FaultStage:
                 raise ConfigError(f"no host {index} in this sandbox (it has {known})")
         self.table.set(request.src, request.dst, request.faults)
         if not request.faults.is_clear:
-            self.applied.append(f"{request.src}->{request.dst}: {request.faults.describe()}")
+            src, dst = (EVERY if i == ANY else self.host_names[i] for i in (request.src, request.dst))
+            self.applied.append(f"{src}->{dst}: {request.faults.describe()}")
         return None, []
 
     def state(self) -> dict:

@@ -59,7 +59,16 @@ class Recorder(Session):
         self._probe()
 
     def _header(self) -> Header:
-        return Header(self.subnet, tuple(self.hosts), self.started, __version__, subnet6=self.subnet6)
+        seed, faults = self.fault_state()
+        return Header(
+            self.subnet,
+            tuple(self.hosts),
+            self.started,
+            __version__,
+            subnet6=self.subnet6,
+            faults=faults,
+            fault_seed=seed if faults else None,
+        )
 
     def _probe(self) -> None:
         """Fail now, before any process starts, if the cassette cannot be written."""

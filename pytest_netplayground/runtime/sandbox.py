@@ -87,6 +87,7 @@ class Sandbox:
     # Faults that hold for the whole run, and the seed of every random fault.
     faults: tuple[FaultSpec, ...]
     seed: int
+    faults_used: bool
     _spawned: Spawned
     _channel: Channel | None
     _supervisor_pid: int | None
@@ -135,6 +136,7 @@ class Sandbox:
         self.verbose = verbose
         self.faults = fault_specs(faults or ())
         self.seed = new_seed() if seed is None else named("seed", to_seed)(seed)
+        self.faults_used = bool(self.faults)
         self.hosts = []
         self.closed = False
         self.divergences = DivergenceReport((), mode=mode)
@@ -290,6 +292,8 @@ class Sandbox:
     def _call(self, op: str, **args) -> object:
         if self._channel is None or self.closed:
             raise SandboxClosed("the sandbox is not running: start it (or use it in a with block) first")
+        if op in ("set_link", "partition"):
+            self.faults_used = True
         value, _ = self._channel.call(op, **args)
         return value
 

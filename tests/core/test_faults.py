@@ -280,3 +280,23 @@ def test_flip_byte_hits_the_payload_only():
     empty = _udp_packet(b"")
     offset = flip_byte(empty, len(empty), 0.5)
     assert offset == 20 + 7, "no payload: the UDP checksum is flipped"
+
+
+# -- the cassette header ------------------------------------------------------------------
+
+
+def test_cassette_header_lists_faults_and_older_headers_still_read():
+    from pytest_netplayground.core.codec import encode_header
+    from pytest_netplayground.core.decoding import decode_record
+    from pytest_netplayground.core.events import Header
+
+    header = Header("10.0.0.0/24", (), 1.0, "x", faults=("h1<->h2: latency=0.05",), fault_seed=7)
+    line = encode_header(header)
+    assert decode_record(line) == header
+    plain = encode_header(Header("10.0.0.0/24", (), 1.0, "x"))
+    assert b"fault" not in plain
+    assert decode_record(plain).faults == ()
+    from pytest_netplayground.errors import CassetteFormatError
+
+    with pytest.raises(CassetteFormatError, match='"faults"'):
+        decode_record(line.replace(b'["h1<->h2: latency=0.05"]', b"[3]"))
