@@ -225,3 +225,44 @@ def test_bad_fault_values_are_named(sandbox):
         sandbox.link(a, "h9")
     with pytest.raises(ConfigError, match="both sides"):
         sandbox.partition([a], [a, b])
+
+
+def _faults_rootless() -> dict:
+    from pytest_netplayground import Sandbox
+
+    with Sandbox(seed=5) as sb:
+        a, b, ua, ub = _udp_pair(sb)
+        sb.link(a, b).set(latency=LATENCY)
+        rtt = _udp_rtt(ua, ub)
+        sb.link(a, b).clear()
+        listener = a.listen(9000)
+        client = b.connect(("10.0.0.1", 9000))
+        server, _ = listener.accept()
+        (connection,) = sb.connections()
+        connection.reset()
+        errors = []
+        for sock in (client, server):
+            sock.settimeout(5)
+            try:
+                sock.recv(10)
+            except OSError as exc:
+                errors.append(exc.errno)
+        with sb.partition([a], [b]):
+            ub.sendto(b"x", ("10.0.0.1", 5000))
+            ua.settimeout(0.3)
+            try:
+                ua.recv(10)
+                partitioned = False
+            except socket.timeout:
+                partitioned = True
+    return {"rtt": rtt, "errors": errors, "partitioned": partitioned}
+
+
+def test_faults_work_for_an_unprivileged_user():
+    import pytest_netplayground.runtime.supervisor  # noqa: F401  (the child cannot read the files)
+    from tests.support.unprivileged import run_unprivileged
+
+    result = run_unprivileged(_faults_rootless)
+    assert result["rtt"] >= 0.9 * 2 * LATENCY
+    assert result["errors"] == [errno.ECONNRESET, errno.ECONNRESET]
+    assert result["partitioned"]

@@ -178,6 +178,10 @@ class FaultStage:
     def _connections(self, request: requests.Connections) -> tuple[object, list[int]]:
         wanted = set(request.hosts)
         found = []
+        if self.proxy is not None:
+            # A client's handshake may be complete in the kernel but not yet accepted by the loop.
+            for listener in list(self.proxy.listeners.values()):
+                self.proxy._accept(listener)
         for key, pipe in list(self.proxy.pipes.items() if self.proxy else ()):
             if pipe.finished or pipe.client_leg is None:
                 continue
