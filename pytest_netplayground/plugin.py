@@ -62,6 +62,7 @@ OPTIONS = {
         "--netplay-tls-ca-dir",
         "directory of the sandbox CA (default: $NETPLAY_CA_DIR, else ~/.local/share/netplayground/ca)",
     ),
+    "seed": ("--netplay-seed", "seed of the faults' random choices, to repeat a run's drops (default: chosen)"),
     "record_runs": (
         "--netplay-record-runs",
         "with --netplay=record, run each sandboxed test this many times (2: learn its noise)",
@@ -213,6 +214,8 @@ def netplay(request: pytest.FixtureRequest, netplay_config, netplay_cassette_dir
             check=settings.check,
             tls=settings.tls,
             tls_ca_dir=settings.tls_ca_dir,
+            faults=settings.faults,
+            seed=settings.seed,
         )
     except ConfigError as exc:
         # A safety net: the merge validates with the sandbox's own validators.
@@ -321,6 +324,9 @@ def _finish(item: pytest.Item, state: NetplayState, passed: bool, skipped: bool 
             item.add_report_section(
                 "call", f"{host.name} ({host.address}) {stream}", data.decode(errors="replace")
             )
+    if not passed and sandbox.faults_used:
+        # The drops of a failing run can be repeated with its seed.
+        item.add_report_section("call", "netplay faults", f"seed {sandbox.seed}: rerun with --netplay-seed={sandbox.seed}\n")
     if state.mode == "replay":
         report = sandbox.divergences
         item.user_properties.append(("netplay", "replayed" if report.ok else "divergent"))

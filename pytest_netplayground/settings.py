@@ -16,6 +16,7 @@ from .core import defaults
 from .core.addressing import DEFAULT_SUBNET, Subnet
 from .core.addressing6 import Subnet6
 from .core.exchange import match_mode
+from .core.fault_spec import FaultSpec, fault_specs, seed
 from .core.noise import IgnoreRule, check_hosts, ignore_rules
 from .core.replay import pacing
 from .core.validation import positive_number, record_runs, tls_mode
@@ -37,6 +38,8 @@ MARKER_KEYS = (
     "check",
     "tls",
     "tls_ca_dir",
+    "faults",
+    "seed",
 )
 CASSETTE_SUFFIX = ".netplay"
 
@@ -103,6 +106,8 @@ CONVERTERS = {
     "match": _value_of(match_mode),
     "tls": tls_mode,
     "tls_ca_dir": _directory,
+    "faults": fault_specs,
+    "seed": seed,
 }
 
 
@@ -125,6 +130,8 @@ class Settings:
     match: str = defaults.MATCH
     tls: str = "off"
     tls_ca_dir: str | None = None  # None: $NETPLAY_CA_DIR, else the user's data directory
+    faults: tuple[FaultSpec, ...] = ()  # faults on the wire for the whole test (docs/faults.rst)
+    seed: int | None = None  # of the faults' random choices; None: chosen and reported
 
 
 def merge(layers: list[tuple[str, Mapping]]) -> Settings:

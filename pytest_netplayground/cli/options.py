@@ -11,6 +11,7 @@ from ..core.addressing import DEFAULT_SUBNET
 from ..core.exchange import Match
 from ..core.validation import TLS_MODES, non_negative_number, positive_number, record_runs
 from ..errors import ConfigError
+from .fault_options import add_fault_options
 
 DEFAULT_FILE = "test.traffic"
 #: A command given as this makes its host but runs nothing in it.
@@ -99,6 +100,7 @@ def _add_sandbox_options(parser: argparse.ArgumentParser) -> None:
         help="one command per host, run by /bin/sh -c (first gets .1, second .2, ...); "
         f"'{NO_COMMAND}' makes the host but runs nothing in it",
     )
+    add_fault_options(parser)
 
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:

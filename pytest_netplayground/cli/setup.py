@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from ..core.addressing6 import Subnet6
+from .fault_options import fault_settings
 from .hosts import check_capacity, make_hosts, parse_names, resolve_host
 from .runner import Lifecycle, RunOutcome, run_commands
 
@@ -32,15 +33,21 @@ def make_sandbox(args, **mode):
     from ..runtime.sandbox import Sandbox
 
     tls = {"tls": getattr(args, "tls", "off"), "tls_ca_dir": getattr(args, "tls_ca_dir", None)}
-    return Sandbox(
+    faults, seed = fault_settings(args)
+    sandbox = Sandbox(
         args.subnet,
         subnet6=args.subnet6,
         kill_signal=args.kill,
         grace=args.grace,
         verbose=args.verbose,
         **tls,
+        faults=faults,
+        seed=seed,
         **mode,
     )
+    if faults and seed is None:
+        say(f"faults seed {sandbox.seed} (repeat this run's drops with --seed {sandbox.seed})")
+    return sandbox
 
 
 def prepare(args) -> list[str] | None:

@@ -65,6 +65,10 @@ def encode_header(header: Header) -> bytes:
         for h in header.hosts
     )
     subnet6 = [("subnet6", json_text(header.subnet6))] if header.subnet6 else []
+    if header.faults:
+        subnet6.append(("faults", "[" + ", ".join(json_text(line) for line in header.faults) + "]"))
+    if header.fault_seed is not None:
+        subnet6.append(("fault_seed", str(int(header.fault_seed))))
     return encode_line(
         [
             ("netplay_cassette", str(int(header.version))),

@@ -24,9 +24,9 @@ __all__ = [
 
 TLS_ADVICE = (
     "TLS cannot be replayed byte for byte: both sides put fresh randomness into every handshake, "
-    "so neither a live peer nor the recording can say what the other expects. Record and replay the "
-    "plaintext side instead (terminate TLS outside the sandbox, or run the program without TLS in "
-    "the test), or wait for TLS interception support."
+    "so neither a live peer nor the recording can say what the other expects. Record it again with "
+    "TLS interception (tls=\"intercept\", --netplay-tls=intercept, netplay record --tls intercept): "
+    "the cassette then holds the plaintext, and a replay answers inside a fresh handshake."
 )
 
 

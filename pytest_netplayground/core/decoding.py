@@ -240,8 +240,16 @@ def _decode_header(fields: Fields) -> Header:
     tls = fields.string("tls", default="off")
     if tls not in ("off", "intercept"):
         raise fields.bad("tls", tls, '"off" or "intercept"')
+    faults = fields.obj.get("faults", [])
+    if not isinstance(faults, list) or not all(isinstance(line, str) for line in faults):
+        raise fields.bad("faults", faults, 'a list of strings like ["h1<->h2: latency=0.05"]')
+    fault_seed = fields.obj.get("fault_seed")
+    if fault_seed is not None and (isinstance(fault_seed, bool) or not isinstance(fault_seed, int)):
+        raise fields.bad("fault_seed", fault_seed, "a whole number")
     return Header(
         tls=tls,
+        faults=tuple(faults),
+        fault_seed=fault_seed,
         subnet6=subnet6,
         subnet=subnet,
         hosts=tuple(hosts),

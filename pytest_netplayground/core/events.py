@@ -94,6 +94,9 @@ class Header:
     version: int = FORMAT_VERSION
     subnet6: str = ""
     tls: str = "off"  # "intercept": TLS connections hold the plaintext said inside them
+    # Faults on the wire while it was recorded (one line per link), and their seed.
+    faults: tuple[str, ...] = attrs.field(converter=tuple, default=())
+    fault_seed: int | None = None
 
 
 @attrs.frozen

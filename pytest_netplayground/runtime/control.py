@@ -26,6 +26,7 @@ import attrs
 
 from ..core import defaults
 from ..errors import SandboxError
+from .fault_control import FAULT_REQUESTS
 
 MAX_MESSAGE = 1 << 20
 MAX_FDS = 16
@@ -182,6 +183,7 @@ Request = Union[AddHost, Spawn, MakeSocket, Listening, Signal, Namespaces, Stats
 REQUESTS: dict[str, type] = {
     kind.op: kind for kind in (AddHost, Spawn, MakeSocket, Listening, Signal, Namespaces, Stats, Close)
 }
+REQUESTS.update(FAULT_REQUESTS)
 
 
 def parse(op: str, args: dict, fds: list[int]) -> Request:

@@ -74,8 +74,16 @@ class Recorder(Session):
         self._probe()
 
     def _header(self) -> Header:
+        seed, faults = self.fault_state()
         return Header(
-            self.subnet, tuple(self.hosts), self.started, __version__, subnet6=self.subnet6, tls=self.tls
+            self.subnet,
+            tuple(self.hosts),
+            self.started,
+            __version__,
+            subnet6=self.subnet6,
+            tls=self.tls,
+            faults=faults,
+            fault_seed=seed if faults else None,
         )
 
     def _probe(self) -> None:

@@ -19,6 +19,9 @@ from ..core import defaults
 from ..core.addressing import DEFAULT_SUBNET, Subnet
 from ..core.addressing6 import Subnet6
 from ..core.divergence import DivergenceReport
+from ..core.fault_spec import FaultSpec, fault_specs
+from ..core.fault_spec import seed as to_seed
+from ..core.fault_table import new_seed
 from ..core.names import default_name
 from ..core.replay import ReplayConfig
 from ..core.validation import named, non_negative_number, tls_mode
@@ -28,7 +31,7 @@ from ..errors import (
     SandboxClosed,
     SandboxError,
 )
-from . import launch
+from . import launch, links
 from .channel import Channel
 from .host import Host
 from .process import DEVNULL, PIPE, STDOUT, Process, Spawned
@@ -90,6 +93,10 @@ class Sandbox:
     tls_server_ca: str | None
     tls_notes: tuple[str, ...]
     _authority: object
+    # Faults that hold for the whole run, and the seed of every random fault.
+    faults: tuple[FaultSpec, ...]
+    seed: int
+    faults_used: bool
     _spawned: Spawned
     _channel: Channel | None
     _supervisor_pid: int | None
@@ -116,6 +123,8 @@ class Sandbox:
         tls: str = "off",
         tls_ca_dir: str | os.PathLike | None = None,
         tls_server_ca: str | os.PathLike | None = None,
+        faults: object = (),
+        seed: int | str | None = None,
     ):
         self.subnet = Subnet.parse(subnet)
         self.subnet6 = Subnet6.parse(subnet6, self.subnet)
@@ -142,6 +151,9 @@ class Sandbox:
         self.tls_server_ca = None if tls_server_ca is None else os.path.abspath(os.fspath(tls_server_ca))
         self.tls_notes = ()
         self._authority = None
+        self.faults = fault_specs(faults or ())
+        self.seed = new_seed() if seed is None else named("seed", to_seed)(seed)
+        self.faults_used = bool(self.faults)
         self.hosts = []
         self.closed = False
         self.divergences = DivergenceReport((), mode=mode)
@@ -202,7 +214,11 @@ class Sandbox:
             return self
         if self.closed:
             raise SandboxClosed("this sandbox was closed; make a new one")
-        options = {**self._supervisor_options(), "subnet6": str(self.subnet6)}
+        options = {
+            **self._supervisor_options(),
+            "subnet6": str(self.subnet6),
+            "faults": {"seed": self.seed, "specs": self.faults},
+        }
         ours, pid = launch.fork_supervisor(str(self.subnet), self.verbose, options)
         self._supervisor_pid = pid
         try:
@@ -309,6 +325,37 @@ class Sandbox:
     def stats(self) -> dict:
         value, _ = self._channel.call("stats")
         return value
+
+    # -- faults on the wire (see docs/faults.rst) ------------------------------------------
+
+    def _call(self, op: str, **args) -> object:
+        if self._channel is None or self.closed:
+            raise SandboxClosed("the sandbox is not running: start it (or use it in a with block) first")
+        if op in ("set_link", "partition"):
+            self.faults_used = True
+        value, _ = self._channel.call(op, **args)
+        return value
+
+    def link(self, a: object, b: object = None) -> links.Link:
+        """The link between hosts ``a`` and ``b`` (Host, name or address); ``b`` None or ``"*"``:
+        between ``a`` and every other host. ``.set(...)`` and ``.clear()`` change it."""
+        return links.Link(self, links.host_index(self, a), links.host_index(self, b))
+
+    def partition(self, one: object, other: object) -> links.Partition:
+        """Cut the hosts of ``one`` off from those of ``other`` until ``.heal()`` (or the ``with`` ends)."""
+        return links.partition(self, one, other)
+
+    def connections(self, hosts: object = ()) -> list[links.Connection]:
+        """The live proxied TCP connections (with a host of ``hosts`` at one end, if given)."""
+        return links.connections(self, hosts)
+
+    def clear_faults(self) -> None:
+        """Every link a perfect wire again and every partition healed."""
+        self._call("clear_faults")
+
+    def fault_state(self) -> dict:
+        """The seed, the faulty link directions, the faults applied so far and the packets they dropped."""
+        return self._call("fault_state")
 
 
 def tls_of_cassette(path: str, asked: str) -> str:

@@ -34,6 +34,8 @@ class Session:
         self.host_is_empty: Callable[[str], bool] = lambda address: False
         #: Writes a whole IPv4 packet to the host it is addressed to (the supervisor sets it).
         self.send_packet: Callable[[bytes], None] = lambda packet: None
+        #: The faults' seed and the faults applied so far, one line each (the supervisor sets it).
+        self.fault_state: Callable[[], tuple[int | None, tuple[str, ...]]] = lambda: (None, ())
 
     def t(self, now: float | None = None) -> float:
         return round((time.monotonic() if now is None else now) - self.t0, 6)

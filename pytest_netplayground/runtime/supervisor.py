@@ -10,7 +10,6 @@ exits, and the kernel reclaims the namespaces.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 import select
@@ -28,8 +27,10 @@ from ..core.router import Router, Verdict
 from ..core.router6 import Router6
 from ..errors import NetplayError, SandboxError
 from . import control, hostfs, netns, sessions, tls_tap
+from .faults import FaultStage, Never, make_forwarder
 from .loop import Loop
 from .network import Network
+from .outbox import Outbox
 from .processes import Processes
 from .proxy import Proxy
 
@@ -71,6 +72,7 @@ class Supervisor:
         rootless: bool = False,
         subnet6: str | None = None,
         tls: dict | None = None,
+        faults: dict | None = None,
     ):
         self.channel = channel
         self.plan = AddressPlan(subnet)
@@ -81,11 +83,12 @@ class Supervisor:
         self.names = NameTable()
         files, environment, interceptor = tls_tap.interception(tls, self.loop, self.names.entries)
         self.host_files = hostfs.HostFiles(files)
-        self.outbox: collections.deque[tuple[bytes, list[int], list[int]]] = collections.deque()
-        self._waiting_to_send = False
+        self.outbox = Outbox(channel, self.loop, self._control_readable, self._caller_gone)
         self.stopping = False
         self.session = sessions.make_session(session or {}, self.loop, str(self.plan.subnet), str(self.subnet6))
         self.router.udp_tap = self.session.udp_tap
+        faults = faults or {}
+        self.faults = FaultStage(self.loop, self.router, faults.get("seed", 0), faults.get("specs", ()))
         self.cassette_action: object = "abort"
         self.result: dict = {}
         self.kill_signal = signal.SIGTERM
@@ -100,6 +103,11 @@ class Supervisor:
         self.proxy.tls = interceptor
         self.session.host_is_empty = self.proxy.host_is_empty
         self.session.send_packet = _packet_sender(self.router, self.network.host_tun)
+        self.faults.proxy = self.proxy
+        self.session.fault_state = lambda: (self.faults.table.seed, tuple(self.faults.applied))
+        self.faults.forward = make_forwarder(
+            self.router, self.network, self.proxy.open_server_leg, self.session.on_datagram, time.monotonic
+        )
         proxy_tun = self.network.proxy_tun
         self.loop.watch(proxy_tun, select.EPOLLIN, self._tun_reader(proxy_tun, self.router.from_proxy, "proxy"))
         self.loop.watch(self.channel.fileno(), select.EPOLLIN, self._control_readable)
@@ -112,11 +120,15 @@ class Supervisor:
             control.Namespaces: self._namespaces,
             control.Stats: self._stats,
             control.Close: self._close,
+            **self.faults.handlers(),
         }
         self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wakeup_w)
         signal.signal(signal.SIGTERM, self._on_sigterm)
         self.loop.watch(self._wakeup_r, select.EPOLLIN, self._drain_wakeup)
+
+    def _caller_gone(self) -> None:
+        self.stopping = True
 
     def _on_sigterm(self, signum, frame) -> None:
         # Our parent died (PR_SET_PDEATHSIG) or someone asked us to stop.
@@ -172,17 +184,19 @@ class Supervisor:
         self.router.add_host(index, address)
         self.router.six.add_host(index, address6)
         self.session.note_host(address, name, address6)
-        reader = self._tun_reader(tun, self.router.from_host, name)
+        self.faults.host_added(index, name, address, address6)
+        reader = self._tun_reader(tun, self.router.from_host, name, index)
         self.loop.watch(tun, select.EPOLLIN, reader)
         return {"index": index, "address": address, "name": name, "address6": address6}
 
     # -- the router ---------------------------------------------------------------
 
-    def _tun_reader(self, tun: int, route, origin: str):
+    def _tun_reader(self, tun: int, route, origin: str, index: int = -1):
         """The handler that drains one TUN: each packet routed in place, then written on.
 
         Built once per TUN with everything it needs bound locally: this is the
-        per-packet path.
+        per-packet path. A host's packets first pass the fault stage, at the
+        cost of one attribute check while no fault is set.
         """
         buf = bytearray(65536)
         view = memoryview(buf)
@@ -196,6 +210,8 @@ class Supervisor:
         NEW_CONNECTION, REPLY, UDP = Verdict.NEW_CONNECTION, Verdict.REPLY, Verdict.UDP
         on_datagram = self.session.on_datagram
         monotonic = time.monotonic
+        faulty = self.faults.table if index >= 0 else Never
+        intercept = self.faults.intercept
 
         def readable(events: int) -> None:
             for _ in range(64):
@@ -203,6 +219,8 @@ class Supervisor:
                     n = readv(tun, [buf])
                 except BlockingIOError:
                     return
+                if faulty.active and intercept(index, buf, n):
+                    continue
                 verdict = route(buf, n)
                 if self.verbose:
                     _log_packet(origin, view[:n], verdict)
@@ -224,46 +242,12 @@ class Supervisor:
 
     # -- control channel ------------------------------------------------------------
 
-    def _post(self, message: object, fds: list[int] = ()) -> None:
-        """Queue a message for the caller (never blocking the loop) and send what can go now;
-        ``fds`` go with it and are closed here once sent."""
-        pieces = control.packets(message)
-        for i, packet in enumerate(pieces):
-            last = i == len(pieces) - 1
-            self.outbox.append((packet, list(fds) if i == 0 else [], list(fds) if last else []))
-        self._flush_outbox()
-
-    def _flush_outbox(self) -> None:
-        while self.outbox:
-            data, fds, close_after = self.outbox[0]
-            try:
-                if fds:
-                    socket.send_fds(self.channel, [data], fds, socket.MSG_DONTWAIT)
-                else:
-                    self.channel.send(data, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                if not self._waiting_to_send:
-                    self._waiting_to_send = True
-                    mask = select.EPOLLIN | select.EPOLLOUT
-                    self.loop.watch(self.channel.fileno(), mask, self._control_readable, registered=True)
-                return
-            except OSError:
-                self.outbox.clear()
-                self.stopping = True
-                return
-            self.outbox.popleft()
-            for fd in close_after:
-                os.close(fd)
-        if self._waiting_to_send:
-            self._waiting_to_send = False
-            self.loop.watch(self.channel.fileno(), select.EPOLLIN, self._control_readable, registered=True)
-
     def _exited(self, pid: int, returncode: int) -> None:
-        self._post(("exit", pid, returncode))
+        self.outbox.post(("exit", pid, returncode))
 
     def _control_readable(self, events: int) -> None:
         if events & select.EPOLLOUT:
-            self._flush_outbox()
+            self.outbox.flush()
         if not events & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
             return
         try:
@@ -278,13 +262,13 @@ class Supervisor:
         try:
             result, sent = self._dispatch(op, args, fds)
         except NetplayError as exc:
-            self._post(("reply", request_id, False, exc))
+            self.outbox.post(("reply", request_id, False, exc))
             return
         except Exception as exc:  # report, never die on one bad request
             err = SandboxError(f"supervisor failed on {op!r}: {exc!r}\n{traceback.format_exc()}")
-            self._post(("reply", request_id, False, err))
+            self.outbox.post(("reply", request_id, False, err))
             return
-        self._post(("reply", request_id, True, result), sent)
+        self.outbox.post(("reply", request_id, True, result), sent)
 
     def _dispatch(self, op: str, args: dict, fds: list[int]) -> tuple[object, list[int]]:
         """Act on one request: the reply's value, and descriptors that go with it (closed here once sent)."""
@@ -312,7 +296,8 @@ class Supervisor:
         return [os.fstat(fd).st_ino for fd in [self.network.proxy_ns, *self.network.host_ns]], []
 
     def _stats(self, request: control.Stats) -> tuple[object, list[int]]:
-        return {"dropped": dict(self.router.dropped), "pipes": len(self.proxy.pipes)}, []
+        dropped = {**self.router.dropped, **self.faults.table.dropped}
+        return {"dropped": dropped, "pipes": len(self.proxy.pipes), "faults": self.faults.state()}, []
 
     def _close(self, request: control.Close) -> tuple[object, list[int]]:
         self.stopping = True
@@ -388,7 +373,8 @@ def run_supervisor(channel: socket.socket, subnet: str, verbose: bool, **extra) 
         control.send(channel, ("ready", True, None))
         sup.serve()
         try:
-            control.send(channel, ("closed", {"dropped": dict(sup.router.dropped), **sup.result}))
+            dropped = {**sup.router.dropped, **sup.faults.table.dropped}
+            control.send(channel, ("closed", {"dropped": dropped, **sup.result}))
         except OSError:
             pass
     except BaseException:

@@ -168,7 +168,7 @@ def test_a_difference_in_a_recorded_tls_handshake_is_explained():
     assert "c2s: bytes differ at offset 11" in text
     assert "The recorded client bytes are a TLS handshake" in text
     assert "cannot be replayed byte for byte" in text
-    assert "terminate TLS outside the sandbox" in text
+    assert "Record it again with TLS interception" in text
 
 
 def test_deep_in_a_stream_the_report_relies_on_what_the_replayer_found():

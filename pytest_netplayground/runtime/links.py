@@ -1,0 +1,128 @@
+"""The caller's handles on a running sandbox's network: links, partitions, live connections.
+
+``sb.link(a, b).set(latency=0.05, loss=0.02)`` changes a link while the
+sandbox runs; ``with sb.partition([a], [b]):`` cuts two groups of hosts
+apart; ``sb.connections()`` lists the proxied TCP connections, each of
+which can be reset. Hosts are given as :class:`Host` objects, names or
+addresses; values are validated here, before they reach the supervisor.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable
+
+import attrs
+
+from ..core.addressing import Endpoint
+from ..core.fault_spec import EVERY, LinkDirection
+from ..core.fault_spec import direction as to_direction
+from ..core.fault_table import ANY
+from ..core.faults import LinkFaults, link_faults
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from .sandbox import Sandbox
+
+HostRef = "Host | str | None"
+
+
+def host_index(sandbox: "Sandbox", host: object) -> int:
+    """The index of a host given as a ``Host``, a name or an address; ``None`` or ``"*"``: every other host."""
+    if host is None or host == EVERY:
+        return ANY
+    index = getattr(host, "index", None)
+    if isinstance(index, int) and not isinstance(host, str):
+        return index
+    try:
+        return sandbox.host(str(host)).index
+    except KeyError:
+        known = ", ".join(h.name for h in sandbox.hosts) or "none yet"
+        raise ConfigError(f"no host {host!r} in this sandbox (hosts: {known})") from None
+
+
+@attrs.frozen
+class Link:
+    """The two directions between hosts ``a`` and ``b`` (``b`` is :data:`ANY`: every other host)."""
+
+    sandbox: "Sandbox" = attrs.field(repr=False)
+    a: int
+    b: int
+
+    def _pairs(self, direction: object) -> list[tuple[int, int]]:
+        way = to_direction(direction)
+        pairs = []
+        if way is not LinkDirection.B_TO_A:
+            pairs.append((self.a, self.b))
+        if way is not LinkDirection.A_TO_B:
+            pairs.append((self.b, self.a))
+        return pairs
+
+    def set(self, direction: str = "both", **faults) -> "Link":
+        """Give the link these faults (see :class:`~..core.faults.LinkFaults` for names and units),
+        replacing those it had in the directions given."""
+        value = link_faults(faults)
+        for src, dst in self._pairs(direction):
+            self.sandbox._call("set_link", src=src, dst=dst, faults=value)
+        return self
+
+    def clear(self, direction: str = "both") -> "Link":
+        """A perfect wire again, in the directions given."""
+        for src, dst in self._pairs(direction):
+            self.sandbox._call("set_link", src=src, dst=dst, faults=LinkFaults())
+        return self
+
+
+@attrs.define(eq=False)
+class Partition:
+    """Two groups of hosts that cannot reach each other until :meth:`heal` (or the ``with`` block ends)."""
+
+    sandbox: "Sandbox" = attrs.field(repr=False)
+    ident: int
+    healed: bool = False
+
+    def heal(self) -> None:
+        if not self.healed:
+            self.healed = True
+            if not self.sandbox.closed:
+                self.sandbox._call("heal", ident=self.ident)
+
+    def __enter__(self) -> "Partition":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.heal()
+
+
+@attrs.frozen
+class Connection:
+    """A live TCP connection through the proxy, as its client and server see it."""
+
+    sandbox: "Sandbox" = attrs.field(repr=False, eq=False)
+    key: bytes = attrs.field(repr=False)
+    client: Endpoint
+    server: Endpoint
+
+    def reset(self) -> bool:
+        """Reset it: the client and the server both see a reset (ECONNRESET).
+        False when it had already ended."""
+        return bool(self.sandbox._call("reset_connection", key=self.key))
+
+
+def partition(sandbox: "Sandbox", one: Iterable, other: Iterable) -> Partition:
+    groups = []
+    for group in (one, other):
+        if isinstance(group, str) or not isinstance(group, Iterable):
+            group = [group]
+        groups.append(tuple(host_index(sandbox, host) for host in group))
+    if ANY in groups[0] or ANY in groups[1]:
+        raise ConfigError("a partition names its hosts: '*' is not allowed")
+    ident = sandbox._call("partition", one=groups[0], other=groups[1])
+    return Partition(sandbox, ident)
+
+
+def connections(sandbox: "Sandbox", hosts: Iterable = ()) -> list[Connection]:
+    if isinstance(hosts, str) or not isinstance(hosts, Iterable):
+        hosts = [hosts]
+    indices = tuple(host_index(sandbox, host) for host in hosts)
+    found = sandbox._call("connections", hosts=indices)
+    return [Connection(sandbox, c["key"], Endpoint(*c["client"]), Endpoint(*c["server"])) for c in found]
