@@ -190,3 +190,26 @@ def test_pytest_records_udp_without_warning_and_replays_it(pytester):
     replayed = pytester.runpytest_subprocess("--netplay=replay", timeout=120)
     replayed.assert_outcomes(passed=1)
     replayed.stdout.no_fnmatch_line("*UDP not replayed*")
+
+
+def test_a_udp_server_slower_to_start_on_replay_than_when_recorded_still_gets_every_request(tmp_path):
+    cassette = tmp_path / "udp.traffic"
+    echo, ask = shlex.join([sys.executable, "-c", UDP_ECHO]), shlex.join([sys.executable, "-c", UDP_ASK])
+    recorded = subprocess.run(
+        [*NETPLAY, "record", "-f", str(cassette), echo, f"sleep 0.5; {ask}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert recorded.returncode == 0, recorded.stderr
+    # On replay the server binds a second after the client's first request reaches its host.
+    replayed = subprocess.run(
+        [*NETPLAY, "replay", "--strict", "-f", str(cassette), f"sleep 1.5; {echo}", ask],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert replayed.returncode == 0, replayed.stderr
+    assert "10.0.0.2 | q0" in replayed.stdout

@@ -22,6 +22,16 @@ the live client has no end of its own (a client that asks no more gets no
 more answers, and what it left out is reported); a wait on the live server
 ends after ``stall_timeout`` seconds of its silence, and from then on the
 recorded client datagrams go without waiting for its replies.
+
+A running server may not have bound its port yet when the first recorded
+request reaches it (it starts slower than it did when recording): its host
+then answers with ICMP port unreachable, which the recording did not have. The
+replay then waits, for at most ``stall_timeout``, for the shell to see the
+server bound (:attr:`UdpFlowReplay.awaiting_bind`), and sends the request
+again once (:meth:`UdpFlowReplay.bound`), as a client would find it listening a
+moment later. Waiting for the bind, not resending blindly, never gives the
+server a request twice (and the kernel's ICMP rate limit cannot hide a refusal
+that the waiting depends on).
 """
 
 from __future__ import annotations
@@ -87,6 +97,12 @@ class UdpFlowReplay:
     live_at: dict[Direction, float] = _per_direction(float("-inf"))
     head_since: float = 0.0
     server_stalled: bool = False
+    # The last recorded client datagram sent to the running server, since when its
+    # host refused it, and whether the replay waits for the server to bind: see the
+    # module docstring.
+    last_request: bytes | None = None
+    refused_since: float | None = None
+    awaiting_bind: bool = False
     recorded: dict[Direction, list[bytes]] = attrs.field(init=False)
     found: list[UdpDiverged] = attrs.field(factory=list)
 
@@ -106,12 +122,37 @@ class UdpFlowReplay:
         index = self.live[direction]
         self.live[direction] = index + 1
         self.live_at[direction] = now
+        if direction is S2C:
+            self.refused_since, self.awaiting_bind = None, False  # it listens
         recorded = self.recorded[direction]
         if index >= len(recorded):
             self._diverged("extra", direction, index, actual=data)
         elif recorded[index] != data:
             expected = recorded[index]
             self._diverged("differs", direction, index, common_prefix(expected, data), expected, data)
+
+    def live_refused(self, direction: Direction, now: float) -> None:
+        """The live receiver's host refused the datagram sent toward it in ``direction``."""
+        if direction is not C2S or not self.server_live or self.last_request is None or self.live[S2C]:
+            return  # only a server still starting (it never answered yet) is waited for
+        if self.refused_since is None:
+            self.refused_since = now
+        self.awaiting_bind = not self.bind_given_up(now)
+
+    def bind_given_up(self, now: float) -> bool:
+        """Whether a wait for the server to bind has lasted ``stall_timeout`` (then it ends)."""
+        if self.refused_since is None or now - self.refused_since < self.config.stall_timeout:
+            return False
+        self.awaiting_bind = False
+        return True
+
+    def bound(self, now: float) -> list[SendDatagram]:
+        """The server now has its port bound: the refused request again, once."""
+        if not self.awaiting_bind or self.last_request is None:
+            return []
+        self.awaiting_bind = False
+        self.refused_since = None
+        return [SendDatagram(C2S, self.last_request)]
 
     def _plays(self, step: Step) -> bool:
         """Whether ``step`` is sent: toward the client always, toward the server when it runs."""
@@ -162,6 +203,8 @@ class UdpFlowReplay:
                 self.head_since = now
                 if isinstance(step, Datagram):
                     actions.append(SendDatagram(step.direction, step.data))
+                    if step.direction is C2S:
+                        self.last_request = step.data
                 else:
                     actions.append(Refuse(step.direction))
         return actions

@@ -231,6 +231,23 @@ class Processes:
                     return True
         return False
 
+    def udp_bound(self, host: int | None, port: int) -> bool:
+        """Whether a UDP socket in ``host`` is bound to ``port`` (any address)."""
+        if host is None:
+            return False
+        with self._in_host(host):
+            for name in ("udp", "udp6"):
+                try:
+                    with open(f"/proc/thread-self/net/{name}") as f:
+                        table = f.read()
+                except OSError:
+                    continue
+                for line in table.splitlines()[1:]:
+                    fields = line.split()
+                    if len(fields) > 1 and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        return True
+        return False
+
     def make_socket(self, host: int, family: int, type_: int) -> socket.socket:
         self.inhabited.setdefault(host, time.monotonic())
         with self._in_host(host):

@@ -32,6 +32,9 @@ class Session:
         #: Whether nothing was ever run in the host with this address (the
         #: supervisor sets it): replay then answers for its UDP servers.
         self.host_is_empty: Callable[[str], bool] = lambda address: False
+        #: Whether a UDP socket is bound to the endpoint's port in the host owning its
+        #: address (the supervisor sets it): replay waits for a starting server with it.
+        self.udp_bound: Callable[[Endpoint], bool] = lambda endpoint: False
         #: Writes a whole IPv4 packet to the host it is addressed to (the supervisor sets it).
         self.send_packet: Callable[[bytes], None] = lambda packet: None
         #: The faults' seed and the faults applied so far, one line each (the supervisor sets it).

@@ -20,7 +20,7 @@ import time
 import traceback
 from typing import Any, Callable
 
-from ..core.addressing import AddressPlan
+from ..core.addressing import AddressPlan, pack_ip
 from ..core.addressing6 import Subnet6
 from ..core.names import NameTable
 from ..core.router import Router, Verdict
@@ -102,6 +102,7 @@ class Supervisor:
         )
         self.proxy.tls = interceptor
         self.session.host_is_empty = self.proxy.host_is_empty
+        self.session.udp_bound = lambda end: self.processes.udp_bound(self.router.host_of(pack_ip(end.host)), end.port)
         self.session.send_packet = _packet_sender(self.router, self.network.host_tun)
         self.faults.proxy = self.proxy
         self.session.fault_state = lambda: (self.faults.table.seed, tuple(self.faults.applied))

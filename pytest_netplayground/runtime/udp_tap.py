@@ -5,7 +5,9 @@ Each datagram the router hands over is given to the flow replay it belongs to
 that replay lets go are crafted as packets from the live peer's address and
 port and sent to the host they are for. A flow nothing recorded goes live and
 is reported as not replayed; an ICMP error about a replayed flow's datagram is
-dropped, since the recording says whether that datagram was refused.
+dropped, since the recording says whether that datagram was refused (a
+running server that refuses a recorded request, not bound yet, gets it again
+a moment later: see :mod:`..core.udp_replay`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from ..core.udp_replay import SendDatagram, UdpFlowReplay, UdpReplays
 
 __all__ = ["UdpReplayer"]
 
+#: How often a replay waiting for a running server to bind its port looks again.
+BIND_POLL = 0.02
+
 
 def _packet(source: Endpoint, destination: Endpoint, data: bytes) -> bytes:
     return udp_packet(pack_ip(source.host), pack_ip(destination.host), source.port, destination.port, data)
@@ -34,6 +39,8 @@ class UdpReplayer:
     t: Callable[..., float]
     host_is_empty: Callable[[str], bool]
     send_packet: Callable[[bytes], None]
+    #: Whether a UDP socket in the host owning the endpoint's address is bound to its port.
+    udp_bound: Callable[[Endpoint], bool]
 
     def start_udp(self, notes, config: ReplayConfig) -> None:
         """Ready the recorded flows of a cassette's ``notes`` for replay."""
@@ -45,7 +52,16 @@ class UdpReplayer:
         """Whether to deliver ``packet`` as it is (True), or drop it as the replay took it."""
         if not is_udp(packet):
             key = refused_key(packet)
-            return key is None or self.udp_replays.find(*decode_key(key)) is None
+            found = None if key is None else self.udp_replays.find(*decode_key(key))
+            if found is None:
+                return True
+            # A refusal of a datagram the replay sent: the recording says whether there was one.
+            replay, direction = found
+            waiting = replay.awaiting_bind
+            replay.live_refused(direction, now)
+            if replay.awaiting_bind and not waiting:
+                self._watch_bind(replay)
+            return False
         key, payload = udp_key_and_payload(packet)
         source, destination = decode_key(key)
         found = self.udp_replays.find(source, destination)
@@ -80,6 +96,17 @@ class UdpReplayer:
         if deadline is not None and self.udp_timers.get(key, float("inf")) > deadline:
             self.udp_timers[key] = deadline
             self.loop.call_at(deadline, lambda r: self._timer(r, deadline), owner=replay)
+
+    def _watch_bind(self, replay: UdpFlowReplay) -> None:
+        """Look every ``BIND_POLL`` seconds whether the replay's server has bound its port yet."""
+        now = self.loop.now()
+        if not replay.awaiting_bind or replay.bind_given_up(now):
+            return
+        if self.udp_bound(replay.server):
+            for action in replay.bound(now):
+                self.send_packet(_packet(replay.client, replay.server, action.data))
+            return
+        self.loop.call_at(now + BIND_POLL, self._watch_bind, owner=replay)
 
     def _timer(self, replay: UdpFlowReplay, deadline: float) -> None:
         key = (replay.client, replay.server)

@@ -121,6 +121,39 @@ def test_with_the_server_live_it_gets_the_recorded_requests_and_its_replies_are_
     assert "server datagram 1: differs at byte 3" in DivergenceReport(tuple(found)).format()
 
 
+def test_a_request_the_starting_server_refuses_is_sent_again_once_it_has_bound():
+    r = replays(stall_timeout=2.0)
+    replay = r.bind(LIVE, DNS, b"q1", server_live=True, now=0.0)
+    assert ask(replay, b"q1")[0] == (C2S, b"q1")
+    replay.live_refused(C2S, 0.01)  # not bound yet: its host answered port unreachable
+    assert replay.awaiting_bind
+    assert sent(replay.bound(0.5)) == [(C2S, b"q1")]  # the shell saw it bound: once
+    assert sent(replay.bound(0.6)) == []
+    replay.live_datagram(S2C, b"a1", 0.7)
+    replay.live_refused(C2S, 0.8)  # a server that answered and then closed is not waited for
+    assert not replay.awaiting_bind
+    replay.live_datagram(S2C, b"a1 trailer", 0.8)
+    assert not [item for item in replay.finish() if item.what == "differs"]
+
+
+def test_the_wait_for_a_server_to_bind_ends_after_the_stall_timeout():
+    r = replays(stall_timeout=1.0)
+    replay = r.bind(LIVE, DNS, b"q1", server_live=True, now=0.0)
+    ask(replay, b"q1")
+    replay.live_refused(C2S, 0.1)
+    assert not replay.bind_given_up(1.0) and replay.awaiting_bind
+    assert replay.bind_given_up(1.2) and not replay.awaiting_bind
+    assert sent(replay.bound(1.3)) == []
+
+
+def test_with_the_server_absent_a_refusal_is_never_waited_out():
+    r = replays()
+    replay = r.bind(LIVE, DNS, b"q1", server_live=False, now=0.0)
+    ask(replay, b"q1")
+    replay.live_refused(C2S, 0.1)
+    assert not replay.awaiting_bind
+
+
 def test_a_silent_server_stalls_the_replay_only_for_the_stall_timeout():
     r = replays(stall_timeout=2.0)
     replay = r.bind(LIVE, DNS, b"q1", server_live=True, now=0.0)
