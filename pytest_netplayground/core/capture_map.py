@@ -5,6 +5,7 @@ A cassette replays in a sandbox whose host *i* owns the subnet's address
 one of those. ``--map OLD=NEW`` says it for an address; the others get the
 free hosts in order, servers first (in the order they first answered), then
 clients, so the servers of a capture land on the hosts a replay makes first.
+An address that already belongs to the sandbox's plan keeps its host.
 """
 
 from __future__ import annotations
@@ -66,6 +67,13 @@ class AddressMap:
             plan.indexes.add(plan._index_of(new, f"{old}={new}"))
         order = [e.server.host for e in opened if isinstance(e, (ConnectionOpened, UdpFlow))]
         order += [e.client.host for e in opened if isinstance(e, (ConnectionOpened, UdpFlow))]
+        for address in order:
+            # An address that is already a sandbox host's (a capture of a sandbox, an exported
+            # cassette) keeps its host.
+            index = plan._own_index(address)
+            if address not in plan.addresses and index is not None:
+                plan.addresses[address] = address
+                plan.indexes.add(index)
         free = 0
         for address in order:
             if address in plan.addresses:
@@ -82,6 +90,13 @@ class AddressMap:
                 subnet6.host_address(free) if ":" in address else subnet.host_address(free)
             )
         return plan
+
+    def _own_index(self, address: str) -> int | None:
+        """The index of the sandbox host owning ``address``, if one would."""
+        ip = ipaddress.ip_address(address)
+        plan = self.subnet6 if ip.version == 6 else self.subnet
+        index = int(ip) - int(plan.network.network_address) - 1
+        return index if ip in plan.network and 0 <= index < plan.capacity else None
 
     def _index_of(self, address: str, item: str) -> int:
         ip = ipaddress.ip_address(address)
