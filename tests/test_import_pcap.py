@@ -25,7 +25,6 @@ from pytest_netplayground.errors import CaptureError
 from pytest_netplayground.export_pcap import export_pcap
 from pytest_netplayground.import_pcap import import_capture
 from tests.support.captures import (
-    CLIENT,
     CLIENT6,
     REQUEST,
     RESPONSE,
@@ -155,6 +154,8 @@ def test_a_file_that_is_no_capture_is_an_error_naming_it(tmp_path, capsys):
     err = capsys.readouterr().err
     assert str(junk) in err and "at byte 0" in err and "not a pcap or pcapng capture" in err
     assert list(tmp_path.iterdir()) == [junk]
+    with pytest.raises(CaptureError, match="not a pcap or pcapng capture"):
+        import_capture(junk, tmp_path / "c.cassette")
 
 
 @pytest.mark.parametrize("ng", [False, True], ids=["pcap", "pcapng"])

@@ -129,4 +129,9 @@ def test_a_mapping_outside_the_sandbox_subnet_is_refused():
 def test_addresses_of_the_sandbox_plan_keep_their_hosts():
     events = [opened("10.0.0.2", "10.0.0.3"), opened("fd00:1::2", "192.0.2.7")]
     plan = AddressMap.build(SUBNET, SUBNET6, {}, events)
-    assert plan.addresses == {"10.0.0.3": "10.0.0.3", "10.0.0.2": "10.0.0.2", "fd00:1::2": "fd00:1::2", "192.0.2.7": "10.0.0.1"}
+    assert plan.addresses == {
+        "10.0.0.3": "10.0.0.3",
+        "10.0.0.2": "10.0.0.2",
+        "fd00:1::2": "fd00:1::2",
+        "192.0.2.7": "10.0.0.1",
+    }

@@ -191,7 +191,10 @@ def test_udp_datagrams_become_a_flow_whose_first_sender_is_the_client():
     events, flows = run(packets)
     assert [type(e) for e in events] == [UdpFlow, Datagram, Datagram]
     assert (events[0].client.port, events[0].server.port) == (5353, 53)
-    assert [(e.direction, e.data, e.t) for e in events[1:]] == [(Direction.C2S, b"query", 0.0), (Direction.S2C, b"answer", 0.5)]
+    assert [(e.direction, e.data, e.t) for e in events[1:]] == [
+        (Direction.C2S, b"query", 0.0),
+        (Direction.S2C, b"answer", 0.5),
+    ]
     assert flows.udp_summaries[0].datagrams == 2
 
 
