@@ -93,7 +93,8 @@ def _ipv4(packet: bytes) -> tuple[int, str, str, bytes, int] | None:
     if len(packet) < 20:
         return None
     ihl = (packet[0] & 0x0F) * 4
-    total = int.from_bytes(packet[2:4], "big")
+    # 0: a segment captured on its way to the NIC before segmentation offload split it.
+    total = int.from_bytes(packet[2:4], "big") or len(packet)
     fragment = int.from_bytes(packet[6:8], "big")
     if ihl < 20 or fragment & 0x1FFF or total < ihl:
         return None  # not the first fragment: no transport header to read
@@ -118,7 +119,7 @@ def _ipv6(packet: bytes) -> tuple[int, str, str, bytes, int] | None:
         proto, offset = packet[offset], offset + (packet[offset + 1] + 1) * 8
     src = socket.inet_ntop(socket.AF_INET6, packet[8:24])
     dst = socket.inet_ntop(socket.AF_INET6, packet[24:40])
-    end = 40 + length
+    end = 40 + length if length else len(packet)  # 0: offloaded segment or jumbogram
     return proto, src, dst, packet[offset:end], end - min(end, len(packet))
 
 

@@ -242,3 +242,68 @@ def test_any_permutation_and_duplication_of_a_streams_segments_reassembles_to_th
     assert per_direction(events) == {"c2s": data, "s2c": b""}
     assert flows.summaries[0].ending == "closed"
     assert flows.summaries[0].gaps == [] and flows.summaries[0].conflicts == []
+
+
+_flag_sets = st.sampled_from(["S", "SA", "A", "PA", "FA", "RA", "R", "F", "PAF", "SF"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.booleans(),
+            _flag_sets,
+            st.integers(0, 2**32 - 1) | st.integers(0, 300),
+            st.integers(0, 2**32 - 1) | st.integers(0, 300),
+            st.binary(max_size=40),
+        ),
+        max_size=40,
+    ),
+    st.sampled_from(["cut", "keep"]),
+)
+def test_any_packets_at_all_give_well_formed_events_and_never_an_exception(packets, gap_mode):
+    segments = [
+        Segment(1.0 + n / 100, *((CLIENT, SERVER) if forward else (SERVER, CLIENT)), flags, seq, ack, payload)
+        for n, (forward, flags, seq, ack, payload) in enumerate(packets)
+    ]
+    events, _ = run(segments, gap_mode)
+    opened, closed = set(), set()
+    for event in events:
+        if isinstance(event, ConnectionOpened):
+            assert event.conn == len(opened)
+            opened.add(event.conn)
+            continue
+        assert event.conn in opened and event.conn not in closed
+        if isinstance(event, Closed):
+            closed.add(event.conn)
+    established = {e.conn for e in events if isinstance(e, ConnectionOpened) and e.outcome is Outcome.ESTABLISHED}
+    assert closed == established  # every connection ends, once
+    assert [e.t for e in events] == sorted(e.t for e in events)
+
+
+_VALID = bytes.fromhex(
+    "450000310001000040067cc1c0000205c0000207"  # IPv4, 49 bytes, TCP, 192.0.2.5 -> 192.0.2.7
+    "9c4000500000006400000000601020000000000001010101"  # TCP with 4 bytes of options
+    "68656c6c6f"
+)
+_VALID6 = bytes.fromhex("60000000000d1140" + "20010db8" + "00" * 11 + "05" + "20010db8" + "00" * 11 + "07")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([101, 229]),
+    st.sampled_from([_VALID, _VALID6 + bytes.fromhex("00350035000d0000") + b"query"]),
+    st.lists(st.tuples(st.integers(0, 80), st.integers(0, 255)), max_size=6),
+    st.integers(0, 90),
+)
+def test_any_damaged_frame_decodes_or_is_passed_over_without_an_exception(linktype, frame, flips, cut):
+    from pytest_netplayground.core.capture_decode import decode_frame
+
+    damaged = bytearray(frame)
+    for at, value in flips:
+        if at < len(damaged):
+            damaged[at] = value
+    decoded = decode_frame(linktype, bytes(damaged[:cut]), 0.0)
+    assert decoded is None or decoded.proto in (TCP, UDP)
+    if not flips and cut >= len(frame):
+        assert decoded is not None and decoded.payload in (b"hello", b"query")
