@@ -100,3 +100,10 @@ def _restore_untrusted(message: str, alert: str | None) -> "TlsUntrusted":
 
 class CommandNotFound(SandboxError, FileNotFoundError):
     """A command to run in a host does not exist (or is not executable)."""
+
+
+class CaptureError(NetplayError):
+    """A packet capture cannot be imported: missing, not a capture, corrupt or cut short.
+
+    The message names the file and, where it is known, the byte offset.
+    """

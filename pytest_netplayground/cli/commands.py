@@ -1,4 +1,4 @@
-"""What ``netplay run``, ``record``, ``replay``, ``show`` and ``export`` do."""
+"""What ``netplay run``, ``record``, ``replay``, ``show``, ``export`` and ``import`` do."""
 
 from __future__ import annotations
 
@@ -79,10 +79,33 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_import(args) -> int:
+    from ..core.capture_report import format_report
+    from ..import_pcap import import_capture
+
+    result = import_capture(
+        args.capture,
+        args.output,
+        packet_filter=args.filter,
+        mappings=args.map,
+        subnet=args.subnet,
+        subnet6=args.subnet6,
+        gaps=args.gaps,
+        allow_truncated=args.truncated,
+    )
+    report = format_report(
+        result.flows, result.addresses.lines(), result.frames, result.skipped_link_types, result.truncated_at
+    )
+    sys.stdout.write(report + "\n")
+    say(f"wrote {result.cassette}")
+    return 0
+
+
 COMMANDS = {
     "run": cmd_run,
     "record": cmd_record,
     "replay": cmd_replay,
     "show": cmd_show,
     "export": cmd_export,
+    "import": cmd_import,
 }

@@ -220,7 +220,44 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write a cassette's connections as a pcap file")
     export.add_argument("cassette")
     export.add_argument("-o", "--output", required=True, help="pcap file to write")
+    _add_import(sub)
     return parser
+
+
+def _add_import(sub) -> None:
+    parser = sub.add_parser(
+        "import", help="reassemble the TCP streams and UDP flows of a pcap or pcapng capture into a cassette"
+    )
+    parser.add_argument("capture", help="pcap or pcapng file (tcpdump -w, Wireshark)")
+    parser.add_argument("-o", "--output", required=True, help="cassette to write")
+    parser.add_argument(
+        "--filter", metavar="EXPR", help="import only packets matching EXPR, e.g. 'tcp port 80 and host 192.0.2.7'"
+    )
+    parser.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="OLD=NEW",
+        help="give the capture's address OLD the sandbox address NEW (repeatable); "
+        "other addresses get free hosts in order, servers first",
+    )
+    parser.add_argument(
+        "--gaps",
+        choices=["cut", "keep"],
+        default="cut",
+        help="at bytes the capture lacks, end the connection there (cut, the default) or go on without them",
+    )
+    parser.add_argument(
+        "--truncated",
+        action="store_true",
+        help="import a capture cut short mid-record up to the cut (default: refuse it)",
+    )
+    parser.add_argument(
+        "-s", "--subnet", default=DEFAULT_SUBNET, help=f"the replay sandbox's subnet (default {DEFAULT_SUBNET})"
+    )
+    parser.add_argument(
+        "--subnet6", metavar="PREFIX", help="the replay sandbox's IPv6 prefix (default: derived from the subnet)"
+    )
 
 
 def build_legacy_parser(prog: str = "plg") -> argparse.ArgumentParser:
