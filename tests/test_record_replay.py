@@ -773,3 +773,39 @@ def test_replay_waits_for_a_server_starting_in_its_host(tmp_path):
         out, _ = proc.communicate(timeout=10)
         assert out == b"served\n"
     assert sb.divergences.ok, sb.divergences.format()
+
+
+def test_a_live_server_that_closes_early_on_replay_does_not_cut_the_client_off(tmp_path):
+    """The recorded client bytes the replay writes to a server that already went away fail;
+    only that leg closes, and the client still gets the whole recorded conversation."""
+    cassette = tmp_path / "early.jsonl"
+
+    def converse(sb, server_closes_at_once: bool) -> bytes:
+        server, client = two_hosts(sb)
+        listener = server.listen(PORT)
+        conn = client.connect(SERVER)
+        accepted, _ = listener.accept()
+        got = b""
+        if server_closes_at_once:
+            accepted.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+            accepted.close()  # a reset: the replay's writes to it fail from now on
+        for request in (b"one\n", b"two\n", b"three\n"):
+            conn.sendall(request)
+            if not server_closes_at_once:
+                assert read_exactly(accepted, len(request)) == request
+                accepted.sendall(b"re: " + request)
+            got += read_exactly(conn, len(b"re: " + request))
+        conn.shutdown(socket.SHUT_WR)
+        if not server_closes_at_once:
+            assert read_to_eof(accepted) == b""
+            accepted.close()
+        got += read_to_eof(conn)
+        return got
+
+    with running("record", cassette) as sb:
+        recorded = converse(sb, server_closes_at_once=False)
+    with running("replay", cassette, stall_timeout=1) as sb:
+        replayed = converse(sb, server_closes_at_once=True)
+    assert replayed == recorded == b"re: one\nre: two\nre: three\n"
+    assert not sb.divergences.ok  # the server's early end is reported, not hidden
+    assert "s2c" in sb.divergences.format()

@@ -76,6 +76,10 @@ class Tap:
     def reset(self, pipe: "Pipe", direction: Direction, now: float) -> None:
         pipe.abort()
 
+    def write_failed(self, pipe: "Pipe", direction: Direction, now: float) -> None:
+        """Writing to the live receiver of ``direction`` failed (it reset or went away)."""
+        pipe.abort()
+
     def closed(self, pipe: "Pipe", now: float) -> None:
         """Both legs are closed; the pipe is finished."""
 
@@ -185,7 +189,7 @@ class Pipe:
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError:
-                self.abort()
+                self.tap.write_failed(self, direction, self.loop.now())
                 return
             if sent == len(data):
                 return
@@ -205,7 +209,7 @@ class Pipe:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
-                self.abort()
+                self.tap.write_failed(self, C2S if leg is self.server_leg else S2C, self.loop.now())
                 return
             del leg.out[:sent]
         if not leg.out:
@@ -240,6 +244,20 @@ class Pipe:
             leg.sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass
+
+    def drop_leg(self, direction: Direction) -> None:
+        """Close the leg that receives ``direction`` alone (its peer went away); the other goes on."""
+        leg = self.leg_for(direction)
+        if leg is None or leg.closed:
+            return
+        leg.closed = leg.read_eof = True
+        leg.shut_pending = False
+        leg.out.clear()
+        if leg.mask != -1:
+            self.loop.unwatch(leg.fd)
+        leg.sock.close()
+        leg.handler = None
+        self._maybe_finish(self.loop.now())
 
     def abort(self) -> None:
         """Reset both legs (SO_LINGER 0): each real peer sees a reset."""

@@ -101,6 +101,13 @@ class ReplayTap(Tap):
     def reset(self, pipe, direction, now):
         self._live("reset", direction, now)
 
+    def write_failed(self, pipe, direction, now):
+        """The live receiver of ``direction`` went away (say a server that closed early): only its
+        leg closes, the other side goes on with the recording, and the replay hears of it as that
+        side's reset (a divergence where the recording had none)."""
+        pipe.drop_leg(direction)
+        self._live("reset", direction.reverse, now)
+
     def _live(self, kind: str, direction: Direction, now: float, data: bytes = b"") -> None:
         """One live event: to the replay, or held (and shown to the claim) until it settles."""
         if self.replay is None:

@@ -271,6 +271,12 @@ class TlsTap(Tap):
         elif self.state == "upstream":
             self._give_up("reset", direction, now, "the server" if direction is S2C else "the client")
 
+    def write_failed(self, pipe, direction, now):
+        if self.state == "tls":
+            self.inner.write_failed(self.facade, direction, now)
+        else:
+            pipe.abort()
+
     def drained(self, pipe, direction, now):
         drained = getattr(self.inner, "drained", None)
         if drained is not None and self.state == "tls":
