@@ -26,6 +26,7 @@ from ..core.router import Router, Verdict
 from ..core.shaper import flip_byte
 from ..errors import ConfigError
 from . import fault_control as requests
+from .toxic_tap import ToxicBox
 
 if TYPE_CHECKING:
     from .loop import Loop
@@ -82,6 +83,7 @@ class FaultStage:
         self.names: dict[str, int] = {EVERY: ANY}
         self.host_names: list[str] = []
         self.proxy: "Proxy | None" = None
+        self.toxics = ToxicBox(loop, seed, router.host_of)
 
     # -- the packet path -----------------------------------------------------------------
 
@@ -152,13 +154,19 @@ class FaultStage:
     def handlers(self) -> dict[type, Callable]:
         return {
             requests.SetLink: self._set_link,
-            requests.ClearFaults: lambda request: (self.table.clear(), []),
+            requests.ClearFaults: self._clear,
             requests.Partition: lambda r: (self.table.partition(frozenset(r.one), frozenset(r.other)), []),
             requests.Heal: lambda request: (self.table.heal(request.ident), []),
             requests.Connections: self._connections,
             requests.ResetConnection: self._reset,
             requests.FaultState: lambda request: (self.state(), []),
+            **self.toxics.handlers(),
         }
+
+    def _clear(self, request: requests.ClearFaults) -> tuple[object, list[int]]:
+        self.table.clear()
+        self.toxics.clear()
+        return None, []
 
     def _set_link(self, request: requests.SetLink) -> tuple[object, list[int]]:
         known = len(self.router.hosts)

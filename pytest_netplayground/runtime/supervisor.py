@@ -104,6 +104,7 @@ class Supervisor:
         self.session.host_is_empty = self.proxy.host_is_empty
         self.session.send_packet = _packet_sender(self.router, self.network.host_tun)
         self.faults.proxy = self.proxy
+        self.proxy.toxics = self.faults.toxics
         self.session.fault_state = lambda: (self.faults.table.seed, tuple(self.faults.applied))
         self.faults.forward = make_forwarder(
             self.router, self.network, self.proxy.open_server_leg, self.session.on_datagram, time.monotonic

@@ -1,0 +1,265 @@
+"""Toxics on the proxy's live TCP connections: a tap that applies them to what its inner tap writes.
+
+Every connection's tap (live, record or replay) is wrapped in a
+:class:`ToxicTap`; the inner tap writes through a pipe facade, so toxics act
+on the bytes each process is about to receive, whoever produced them (the
+real peer or a cassette). With no toxic set, a write goes straight to the
+pipe. The decisions are :class:`~..core.toxics.ToxicStream`'s; here they are
+applied with the loop's timers. ``limit_data`` resets both sides only once
+the receiver's kernel has acknowledged the bytes let through (a reset
+discards unsent bytes), or after :data:`FLUSH_PATIENCE` seconds.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import random
+import struct
+import termios
+from typing import Callable
+
+from ..core.addressing import pack_ip
+from ..core.events import Direction
+from ..core.fault_table import ANY
+from ..core.toxics import EOF, RESET, Toxics, ToxicStream
+from ..errors import ConfigError
+from . import fault_control as requests
+from .pipes import HIGH_WATER, Pipe, Tap
+
+C2S, S2C = Direction.C2S, Direction.S2C
+
+#: Seconds a connection past its ``limit_data`` may take to deliver the bytes let through before its reset.
+FLUSH_PATIENCE = 5.0
+_FLUSH_POLL = 0.005
+
+
+def _unsent(fd: int) -> int:
+    """Bytes of a socket's send queue its peer has not acknowledged (SIOCOUTQ)."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except OSError:
+        return 0
+
+
+class _ToxicPipe:
+    """What the inner tap sees as its pipe: writes and half-closes pass through the toxics."""
+
+    def __init__(self, tap: "ToxicTap", pipe):
+        self._tap = tap
+        self._pipe = pipe
+
+    def __getattr__(self, name: str):
+        return getattr(self._pipe, name)
+
+    def write(self, direction: Direction, data) -> None:
+        self._tap.write(self._pipe, direction, data)
+
+    def shut_write(self, direction: Direction) -> None:
+        self._tap.shut_write(self._pipe, direction)
+
+    def abort(self) -> None:
+        self._pipe.abort()
+
+    def check_finished(self, now: float) -> None:
+        self._pipe.check_finished(now)
+
+
+class ToxicTap(Tap):
+    """See the module docstring; ``streams`` holds each direction's toxics and held bytes."""
+
+    def __init__(self, box: "ToxicBox", inner: Tap, c2s: Toxics, s2c: Toxics, rng: random.Random):
+        self.box = box
+        self.inner = inner
+        self.streams = {C2S: ToxicStream(c2s, rng), S2C: ToxicStream(s2c, rng)}
+        self.key = b""
+        self.pipe = None  # the pipe (or TLS facade) the outer side calls with
+        self._facade: _ToxicPipe | None = None
+        self._armed: dict[Direction, float] = {}
+
+    def __getattr__(self, name: str):
+        # Hooks of the inner tap that the wrapping tap calls by name (``tls_started``).
+        if name.startswith("__") or name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def facade(self, pipe) -> _ToxicPipe:
+        if self._facade is None or self._facade._pipe is not pipe:
+            self._facade = _ToxicPipe(self, pipe)
+        self.pipe = pipe
+        return self._facade
+
+    # -- the pipe's events, passed to the inner tap --------------------------------------
+
+    def attach(self, pipe, now):
+        self.inner.attach(self.facade(pipe), now)
+
+    def data(self, pipe, direction, data, now):
+        self.inner.data(self.facade(pipe), direction, data, now)
+
+    def eof(self, pipe, direction, now):
+        self.inner.eof(self.facade(pipe), direction, now)
+
+    def reset(self, pipe, direction, now):
+        self.inner.reset(self.facade(pipe), direction, now)
+
+    def drained(self, pipe, direction, now):
+        drained = getattr(self.inner, "drained", None)
+        if drained is not None:
+            drained(self.facade(pipe), direction, now)
+
+    def closed(self, pipe, now):
+        self.box.forget(self)
+        self.inner.closed(self.facade(pipe), now)
+        self.pipe = self._facade = None
+
+    # -- what the inner tap writes ---------------------------------------------------------
+
+    def write(self, pipe, direction: Direction, data) -> None:
+        stream = self.streams[direction]
+        if stream.idle:
+            pipe.write(direction, data)
+            return
+        stream.push(bytes(data))
+        self.pump(direction)
+
+    def shut_write(self, pipe, direction: Direction) -> None:
+        stream = self.streams[direction]
+        if stream.idle:
+            pipe.shut_write(direction)
+            return
+        stream.push_eof()
+        self.pump(direction)
+
+    def pump(self, direction: Direction) -> None:
+        """Write what the toxics of ``direction`` let go now; ask again when they say."""
+        pipe, stream = self.pipe, self.streams[direction]
+        if pipe is None or pipe.finished:
+            return
+        now = self.box.loop.now()
+        out, wake = stream.pull(now)
+        for item in out:
+            if item == EOF:
+                pipe.shut_write(direction)
+            elif item == RESET:
+                self._reset_when_delivered(direction, now + FLUSH_PATIENCE)
+            else:
+                pipe.write(direction, item)
+        if wake is not None and self._armed.get(direction) != wake:
+            self._armed[direction] = wake
+            self.box.loop.call_at(wake, lambda tap: tap.pump(direction), owner=self)
+        self._hold_back(direction, stream.held > HIGH_WATER)
+
+    def _hold_back(self, direction: Direction, full: bool) -> None:
+        """Stop reading the sender of ``direction`` while its held bytes are many; read it again after."""
+        pipe = self.pipe
+        source = pipe.client_leg if direction is C2S else pipe.server_leg
+        if source is None or source.closed:
+            return
+        if full and source.reading:
+            source.reading = False
+            pipe._update(source)
+        elif not full and not source.reading:
+            receiver = pipe.leg_for(direction)
+            if receiver is None or len(receiver.out) < HIGH_WATER:
+                source.reading = True
+                pipe._update(source)
+
+    def _reset_when_delivered(self, direction: Direction, deadline: float) -> None:
+        pipe = self.pipe
+        if pipe is None or pipe.finished:
+            return
+        leg = pipe.leg_for(direction)
+        now = self.box.loop.now()
+        if leg is not None and not leg.closed and (leg.out or _unsent(leg.fd)) and now < deadline:
+            self.box.loop.call_at(
+                now + _FLUSH_POLL, lambda tap: tap._reset_when_delivered(direction, deadline), owner=self
+            )
+            return
+        pipe.abort()
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def set(self, direction: Direction, toxics: Toxics) -> None:
+        """New toxics for ``direction``; a ``limit_data`` counts from now."""
+        stream = self.streams[direction]
+        stream.toxics = toxics
+        stream.sent = 0
+        self.pump(direction)
+
+    def half_close(self, direction: Direction) -> None:
+        self.streams[direction].close()
+        self.pump(direction)
+
+
+class ToxicBox:
+    """The toxics of a sandbox: every connection's :class:`ToxicTap` by key, and the toxics
+    given per link, which connections made later start with."""
+
+    def __init__(self, loop, seed: int, host_of: Callable[[bytes], int | None]):
+        self.loop = loop
+        self.seed = seed
+        self.host_of = host_of
+        self.taps: dict[bytes, ToxicTap] = {}
+        self.links: dict[tuple[int, int], Toxics] = {}
+
+    def _link(self, src: int | None, dst: int | None) -> Toxics:
+        links = self.links
+        return links.get((src, dst)) or links.get((src, ANY)) or links.get((ANY, dst)) or Toxics()
+
+    def wrap(self, inner: Tap, pipe: Pipe) -> ToxicTap:
+        client = self.host_of(pack_ip(pipe.client.host))
+        server = self.host_of(pack_ip(pipe.server.host))
+        rng = random.Random(f"{self.seed}:{pipe.client}:{pipe.server}")
+        tap = ToxicTap(self, inner, self._link(client, server), self._link(server, client), rng)
+        tap.key = pipe.key
+        self.taps[pipe.key] = tap
+        return tap
+
+    def clear(self) -> None:
+        """No toxics on any link or live connection; held bytes go on."""
+        self.links.clear()
+        for tap in list(self.taps.values()):
+            if tap.pipe is not None and not tap.pipe.finished:
+                for direction in (C2S, S2C):
+                    tap.set(direction, Toxics())
+
+    def forget(self, tap: ToxicTap) -> None:
+        if self.taps.get(tap.key) is tap:
+            del self.taps[tap.key]
+
+    def handlers(self) -> dict[type, Callable]:
+        return {
+            requests.SetToxics: self._set_toxics,
+            requests.HalfClose: self._half_close,
+            requests.SetLinkToxics: self._set_link,
+        }
+
+    def _tap(self, key: bytes) -> ToxicTap | None:
+        tap = self.taps.get(key)
+        if tap is None or tap.pipe is None or tap.pipe.finished:
+            return None
+        return tap
+
+    def _set_toxics(self, request: "requests.SetToxics") -> tuple[object, list[int]]:
+        tap = self._tap(request.key)
+        if tap is None:
+            return False, []
+        for direction in request.directions:
+            tap.set(Direction(direction), request.toxics)
+        return True, []
+
+    def _half_close(self, request: "requests.HalfClose") -> tuple[object, list[int]]:
+        tap = self._tap(request.key)
+        if tap is None:
+            return False, []
+        tap.half_close(Direction(request.direction))
+        return True, []
+
+    def _set_link(self, request: "requests.SetLinkToxics") -> tuple[object, list[int]]:
+        if request.src == request.dst:
+            raise ConfigError(f"a link joins two different hosts, got host {request.src} twice")
+        if request.toxics.is_clear:
+            self.links.pop((request.src, request.dst), None)
+        else:
+            self.links[(request.src, request.dst)] = request.toxics
+        return None, []
