@@ -146,3 +146,42 @@ def test_toxics_are_refused_with_their_names(sandbox):
         connection.stall("up")
     connection.reset()
     assert not connection.stall(), "an ended connection takes no toxics"
+
+
+def _toxics_rootless() -> dict:
+    from pytest_netplayground import Sandbox
+
+    with Sandbox(seed=5) as sb:
+        client, server, connection = _connected(sb)
+        connection.stall("c2s")
+        client.sendall(b"held")
+        server.settimeout(0.3)
+        try:
+            server.recv(10)
+            stalled = False
+        except socket.timeout:
+            stalled = True
+        connection.clear()
+        server.settimeout(5)
+        released = server.recv(10)
+        connection.slice(8, delay="1ms", direction="s2c")
+        server.sendall(b"s" * 256)
+        reads, got = 0, b""
+        while len(got) < 256:
+            got += client.recv(65536)
+            reads += 1
+        connection.limit_data(100, direction="s2c")
+        server.sendall(b"l" * 500)
+        limited, error = _read_until_end(client)
+    return {"stalled": stalled, "released": released, "reads": reads, "sliced": got,
+            "limited": len(limited), "error": error}
+
+
+def test_toxics_work_for_an_unprivileged_user():
+    import pytest_netplayground.runtime.supervisor  # noqa: F401  (the child cannot read the files)
+    from tests.support.unprivileged import run_unprivileged
+
+    result = run_unprivileged(_toxics_rootless)
+    assert result["stalled"] and result["released"] == b"held"
+    assert result["sliced"] == b"s" * 256 and result["reads"] >= 8
+    assert (result["limited"], result["error"]) == (100, errno.ECONNRESET)
