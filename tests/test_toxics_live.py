@@ -185,3 +185,18 @@ def test_toxics_work_for_an_unprivileged_user():
     assert result["stalled"] and result["released"] == b"held"
     assert result["sliced"] == b"s" * 256 and result["reads"] >= 8
     assert (result["limited"], result["error"]) == (100, errno.ECONNRESET)
+
+
+def test_toxics_given_for_the_whole_run_hold_for_its_connections():
+    from tests.support import leaks
+
+    with leaks.running(faults={"h1->h2": {"limit_data": 200}}, seed=3) as sb:
+        a, b = sb.add_host(), sb.add_host()
+        listener = a.listen(9000)
+        client = b.connect(("10.0.0.1", 9000))
+        server, _ = listener.accept()
+        client.settimeout(5)
+        server.sendall(b"x" * 1000)
+        got, error = _read_until_end(client)
+        assert (len(got), error) == (200, errno.ECONNRESET)
+        assert sb.fault_state()["applied"] == ["h1->h2: limit_data=200"]

@@ -30,8 +30,16 @@ EOF = "eof"
 RESET = "reset"
 
 
+def _whole(value: object) -> object:
+    """A whole number given as text (from a command line) as an int; anything else as it is."""
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        return int(value.strip())
+    return value
+
+
 def _count(name: str):
     def convert(value: object) -> int:
+        value = _whole(value)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(f"{name}: expected a whole number of bytes, 0 or more, got {value!r}")
         return value
@@ -40,6 +48,7 @@ def _count(name: str):
 
 
 def _size(value: object) -> int:
+    value = _whole(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"slicer size: expected a whole number of bytes, 1 or more, got {value!r}")
     return value
@@ -61,9 +70,12 @@ class Slicer:
 
 
 def slicer(value: object) -> Slicer | None:
-    """A :class:`Slicer` from one, a size, a ``(size, delay[, variation])`` tuple or a dict."""
+    """A :class:`Slicer` from one, a size, a ``(size, delay[, variation])`` tuple, a dict,
+    or text ``"SIZE[,DELAY[,VARIATION]]"`` (``"64,1ms"``)."""
     if value is None or isinstance(value, Slicer):
         return value
+    if isinstance(value, str):
+        value = tuple(part.strip() for part in value.split(","))
     if isinstance(value, dict):
         try:
             return Slicer(**value)

@@ -146,6 +146,8 @@ class FaultStage:
                 continue
             for src, dst in pairs:
                 self.table.set(src, dst, spec.faults)
+                if not spec.toxics.is_clear:
+                    self.toxics.links[(src, dst)] = spec.toxics
             self.applied.append(spec.describe())
         self.pending = still
 

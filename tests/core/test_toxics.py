@@ -94,3 +94,22 @@ def test_bad_toxics_are_named():
         Toxics(slicer=(3, "soon"))
     with pytest.raises(ConfigError, match="slicer variation: must be below"):
         Slicer(3, 0, 3)
+
+
+def test_settings_and_flags_give_toxics_per_link():
+    import argparse
+
+    from pytest_netplayground.cli.fault_options import add_fault_options, fault_settings
+    from pytest_netplayground.core.fault_spec import fault_specs
+
+    (spec,) = fault_specs({"h1->h2": {"limit_data": 1000, "slicer": "64,1ms", "latency": "5ms"}})
+    assert spec.toxics == Toxics(limit_data=1000, slicer=Slicer(64, 0.001))
+    assert spec.faults.latency == 0.005
+    assert spec.describe() == "h1->h2: latency=0.005 limit_data=1000 slicer=(64, 0.001, 0)"
+    parser = argparse.ArgumentParser()
+    add_fault_options(parser)
+    (flagged,), _ = fault_settings(parser.parse_args(["--limit-data", "h1-h2=300", "--slicer", "h1-h2=8"]))
+    assert flagged.toxics == Toxics(limit_data=300, slicer=Slicer(8))
+    assert flagged.faults.is_clear
+    with pytest.raises(ConfigError, match="link 'h1-h2': limit_data: expected a whole number"):
+        fault_specs({"h1-h2": {"limit_data": "lots"}})
