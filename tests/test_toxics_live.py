@@ -89,6 +89,8 @@ def test_limit_data_gives_exactly_n_bytes_then_resets_both(sandbox):
 def test_limit_data_per_link_holds_for_new_connections(sandbox):
     a, b = sandbox.add_host(), sandbox.add_host()
     sandbox.link(a, b).set(limit_data=300, direction="a->b")  # what a (the server) sends to b
+    assert sandbox.fault_state()["applied"] == ["h1->h2: limit_data=300"]
+    assert sandbox.fault_state()["links"] == ["0->1: limit_data=300"]
     listener = a.listen(9000)
     client = b.connect(("10.0.0.1", 9000))
     server, _ = listener.accept()

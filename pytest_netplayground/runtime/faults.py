@@ -163,6 +163,7 @@ class FaultStage:
             requests.ResetConnection: self._reset,
             requests.FaultState: lambda request: (self.state(), []),
             **self.toxics.handlers(),
+            requests.SetLinkToxics: self._set_link_toxics,
         }
 
     def _clear(self, request: requests.ClearFaults) -> tuple[object, list[int]]:
@@ -171,18 +172,31 @@ class FaultStage:
         return None, []
 
     def _set_link(self, request: requests.SetLink) -> tuple[object, list[int]]:
-        known = len(self.router.hosts)
-        for index in (request.src, request.dst):
-            if index != ANY and not 0 <= index < known:
-                raise ConfigError(f"no host {index} in this sandbox (it has {known})")
+        self._known(request.src, request.dst)
         self.table.set(request.src, request.dst, request.faults)
         if not request.faults.is_clear:
-            src, dst = (EVERY if i == ANY else self.host_names[i] for i in (request.src, request.dst))
-            self.applied.append(f"{src}->{dst}: {request.faults.describe()}")
+            self.applied.append(f"{self._link_name(request)}: {request.faults.describe()}")
         return None, []
 
+    def _set_link_toxics(self, request: requests.SetLinkToxics) -> tuple[object, list[int]]:
+        self._known(request.src, request.dst)
+        self.toxics.set_link(request)
+        if not request.toxics.is_clear:
+            self.applied.append(f"{self._link_name(request)}: {request.toxics.describe()}")
+        return None, []
+
+    def _known(self, *indices: int) -> None:
+        known = len(self.router.hosts)
+        for index in indices:
+            if index != ANY and not 0 <= index < known:
+                raise ConfigError(f"no host {index} in this sandbox (it has {known})")
+
+    def _link_name(self, request) -> str:
+        src, dst = (EVERY if i == ANY else self.host_names[i] for i in (request.src, request.dst))
+        return f"{src}->{dst}"
+
     def state(self) -> dict:
-        return {"seed": self.table.seed, "links": self.table.describe(), "applied": list(self.applied),
+        return {"seed": self.table.seed, "links": self.table.describe() + self.toxics.describe(), "applied": list(self.applied),
                 "dropped": dict(self.table.dropped)}
 
     def _connections(self, request: requests.Connections) -> tuple[object, list[int]]:

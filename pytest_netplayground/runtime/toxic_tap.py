@@ -231,7 +231,6 @@ class ToxicBox:
         return {
             requests.SetToxics: self._set_toxics,
             requests.HalfClose: self._half_close,
-            requests.SetLinkToxics: self._set_link,
         }
 
     def _tap(self, key: bytes) -> ToxicTap | None:
@@ -255,11 +254,15 @@ class ToxicBox:
         tap.half_close(Direction(request.direction))
         return True, []
 
-    def _set_link(self, request: "requests.SetLinkToxics") -> tuple[object, list[int]]:
+    def describe(self) -> list[str]:
+        """One line per link direction whose new connections start with toxics."""
+        name = lambda index: "*" if index == ANY else str(index)  # noqa: E731
+        return [f"{name(src)}->{name(dst)}: {value.describe()}" for (src, dst), value in sorted(self.links.items())]
+
+    def set_link(self, request: "requests.SetLinkToxics") -> None:
         if request.src == request.dst:
             raise ConfigError(f"a link joins two different hosts, got host {request.src} twice")
         if request.toxics.is_clear:
             self.links.pop((request.src, request.dst), None)
         else:
             self.links[(request.src, request.dst)] = request.toxics
-        return None, []
