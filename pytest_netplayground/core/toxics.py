@@ -100,7 +100,7 @@ class Toxics:
 
     @property
     def is_clear(self) -> bool:
-        return self == Toxics()
+        return not self.stall and self.limit_data is None and self.slicer is None
 
     def describe(self) -> str:
         words = []
@@ -142,10 +142,20 @@ class ToxicStream:
     _queue: collections.deque = attrs.field(factory=collections.deque)
     _next_at: float = 0.0
 
+    _clear: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        self._clear = self.toxics.is_clear
+
+    def set(self, toxics: Toxics) -> None:
+        """New toxics from now on; what is held goes on under them."""
+        self.toxics = toxics
+        self._clear = toxics.is_clear
+
     @property
     def idle(self) -> bool:
-        """Nothing held: bytes may go straight through (the fast path)."""
-        return not self._queue and self.toxics.is_clear and not self.ended
+        """Nothing held and no toxic: bytes may go straight through (the fast path)."""
+        return self._clear and not self._queue and not self.ended
 
     @property
     def held(self) -> int:

@@ -52,7 +52,10 @@ class _ToxicPipe:
         return getattr(self._pipe, name)
 
     def write(self, direction: Direction, data) -> None:
-        self._tap.write(self._pipe, direction, data)
+        if self._tap.plain:
+            self._pipe.write(direction, data)
+        else:
+            self._tap.write(self._pipe, direction, data)
 
     def shut_write(self, direction: Direction) -> None:
         self._tap.shut_write(self._pipe, direction)
@@ -71,6 +74,7 @@ class ToxicTap(Tap):
         self.box = box
         self.inner = inner
         self.streams = {C2S: ToxicStream(c2s, rng), S2C: ToxicStream(s2c, rng)}
+        self.plain = c2s.is_clear and s2c.is_clear  # no toxic, nothing held: the fast path
         self.key = b""
         self.pipe = None  # the pipe (or TLS facade) the outer side calls with
         self._facade: _ToxicPipe | None = None
@@ -94,7 +98,10 @@ class ToxicTap(Tap):
         self.inner.attach(self.facade(pipe), now)
 
     def data(self, pipe, direction, data, now):
-        self.inner.data(self.facade(pipe), direction, data, now)
+        facade = self._facade
+        if facade is None or facade._pipe is not pipe:
+            facade = self.facade(pipe)
+        self.inner.data(facade, direction, data, now)
 
     def eof(self, pipe, direction, now):
         self.inner.eof(self.facade(pipe), direction, now)
@@ -115,6 +122,9 @@ class ToxicTap(Tap):
     # -- what the inner tap writes ---------------------------------------------------------
 
     def write(self, pipe, direction: Direction, data) -> None:
+        if self.plain:
+            pipe.write(direction, data)
+            return
         stream = self.streams[direction]
         if stream.idle:
             pipe.write(direction, data)
@@ -148,6 +158,7 @@ class ToxicTap(Tap):
             self._armed[direction] = wake
             self.box.loop.call_at(wake, lambda tap: tap.pump(direction), owner=self)
         self._hold_back(direction, stream.held > HIGH_WATER)
+        self.plain = all(each.idle for each in self.streams.values())
 
     def _hold_back(self, direction: Direction, full: bool) -> None:
         """Stop reading the sender of ``direction`` while its held bytes are many; read it again after."""
@@ -182,12 +193,14 @@ class ToxicTap(Tap):
     def set(self, direction: Direction, toxics: Toxics) -> None:
         """New toxics for ``direction``; a ``limit_data`` counts from now."""
         stream = self.streams[direction]
-        stream.toxics = toxics
+        stream.set(toxics)
         stream.sent = 0
+        self.plain = False
         self.pump(direction)
 
     def half_close(self, direction: Direction) -> None:
         self.streams[direction].close()
+        self.plain = False
         self.pump(direction)
 
 

@@ -23,7 +23,8 @@ def test_stall_holds_bytes_and_eof_until_cleared():
     stream.push_eof()
     assert stream.pull(0.0) == ([], None)
     assert stream.held == 3 and not stream.idle
-    stream.toxics = Toxics()
+    stream.set(Toxics())
+    assert stream.idle is False, "the end of file is still to go"
     assert stream.pull(1.0) == ([b"abc", EOF], None)
 
 
