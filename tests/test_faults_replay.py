@@ -63,3 +63,28 @@ def test_a_replay_under_a_slicer_gives_the_recorded_bytes_in_pieces(tmp_path):
     assert got == RESPONSE
     assert reads >= len(RESPONSE) // 4 // 2, f"{reads} reads of {len(RESPONSE)} bytes"
     assert sb.divergences.ok, sb.divergences.format()
+
+
+def test_a_recording_under_limit_data_holds_what_the_client_got(tmp_path):
+    from pytest_netplayground.core.events import Direction
+    from tests.test_record_replay import recorded_bytes
+
+    cassette = tmp_path / "recording.jsonl"
+    with running("record", cassette) as sb:
+        server, client = two_hosts(sb)
+        sb.link(server, client).set(limit_data=100, direction="a->b")
+        listener = server.listen(SERVER[1])
+        conn = client.connect(SERVER, timeout=5)
+        accepted, _ = listener.accept()
+        conn.sendall(REQUEST)
+        accepted.sendall(b"r" * 1000)
+        conn.settimeout(5)
+        got = b""
+        with pytest.raises(ConnectionResetError):
+            while chunk := conn.recv(65536):
+                got += chunk
+        conn.close()
+        accepted.close()
+    assert got == b"r" * 100
+    assert recorded_bytes(cassette, Direction.S2C) == got
+    assert recorded_bytes(cassette, Direction.C2S) == REQUEST

@@ -1,10 +1,11 @@
 """Toxics on the proxy's live TCP connections: a tap that applies them to what its inner tap writes.
 
 Every connection's tap (live, record or replay) is wrapped in a
-:class:`ToxicTap`; the inner tap writes through a pipe facade, so toxics act
-on the bytes each process is about to receive, whoever produced them (the
-real peer or a cassette). With no toxic set, a write goes straight to the
-pipe. The decisions are :class:`~..core.toxics.ToxicStream`'s; here they are
+:class:`ToxicTap`. Live and recording, toxics act on what each side sent
+before the session's tap sees it, so a cassette holds what the receiver got,
+when it got it. On replay the inner tap writes through a pipe facade, so
+toxics act on the recorded bytes each process is about to receive. With no
+toxic set, bytes go straight through. The decisions are :class:`~..core.toxics.ToxicStream`'s; here they are
 applied with the loop's timers. ``limit_data`` resets both sides only once
 the receiver's kernel has acknowledged the bytes let through (a reset
 discards unsent bytes), or after :data:`FLUSH_PATIENCE` seconds.
@@ -24,7 +25,9 @@ from ..core.fault_table import ANY
 from ..core.toxics import EOF, RESET, Toxics, ToxicStream
 from ..errors import ConfigError
 from . import fault_control as requests
+from .exchange_tap import ExchangeTap
 from .pipes import HIGH_WATER, Pipe, Tap
+from .replayer import ReplayTap
 
 C2S, S2C = Direction.C2S, Direction.S2C
 
@@ -70,9 +73,12 @@ class _ToxicPipe:
 class ToxicTap(Tap):
     """See the module docstring; ``streams`` holds each direction's toxics and held bytes."""
 
-    def __init__(self, box: "ToxicBox", inner: Tap, c2s: Toxics, s2c: Toxics, rng: random.Random):
+    def __init__(
+        self, box: "ToxicBox", inner: Tap, c2s: Toxics, s2c: Toxics, rng: random.Random, on_input: bool = False
+    ):
         self.box = box
         self.inner = inner
+        self.on_input = on_input
         self.streams = {C2S: ToxicStream(c2s, rng), S2C: ToxicStream(s2c, rng)}
         self.plain = c2s.is_clear and s2c.is_clear  # no toxic, nothing held: the fast path
         self.key = b""
@@ -86,7 +92,11 @@ class ToxicTap(Tap):
             raise AttributeError(name)
         return getattr(self.inner, name)
 
-    def facade(self, pipe) -> _ToxicPipe:
+    def facade(self, pipe):
+        """What the inner tap is given as its pipe: on input, the pipe itself."""
+        if self.on_input:
+            self.pipe = pipe
+            return pipe
         if self._facade is None or self._facade._pipe is not pipe:
             self._facade = _ToxicPipe(self, pipe)
         self.pipe = pipe
@@ -98,12 +108,25 @@ class ToxicTap(Tap):
         self.inner.attach(self.facade(pipe), now)
 
     def data(self, pipe, direction, data, now):
+        if self.on_input:
+            self.pipe = pipe
+            if self.plain:
+                self.inner.data(pipe, direction, data, now)
+            else:
+                self.streams[direction].push(bytes(data))
+                self.pump(direction)
+            return
         facade = self._facade
         if facade is None or facade._pipe is not pipe:
             facade = self.facade(pipe)
         self.inner.data(facade, direction, data, now)
 
     def eof(self, pipe, direction, now):
+        if self.on_input and not self.plain:
+            self.pipe = pipe
+            self.streams[direction].push_eof()
+            self.pump(direction)
+            return
         self.inner.eof(self.facade(pipe), direction, now)
 
     def reset(self, pipe, direction, now):
@@ -148,12 +171,19 @@ class ToxicTap(Tap):
         now = self.box.loop.now()
         out, wake = stream.pull(now)
         for item in out:
-            if item == EOF:
-                pipe.shut_write(direction)
-            elif item == RESET:
+            if item == RESET:
                 self._reset_when_delivered(direction, now + FLUSH_PATIENCE)
+            elif self.on_input:
+                if item == EOF:
+                    self.inner.eof(pipe, direction, now)
+                else:
+                    self.inner.data(pipe, direction, memoryview(item), now)
+            elif item == EOF:
+                pipe.shut_write(direction)
             else:
                 pipe.write(direction, item)
+            if pipe.finished:
+                return
         if wake is not None and self._armed.get(direction) != wake:
             self._armed[direction] = wake
             self.box.loop.call_at(wake, lambda tap: tap.pump(direction), owner=self)
@@ -223,7 +253,11 @@ class ToxicBox:
         client = self.host_of(pack_ip(pipe.client.host))
         server = self.host_of(pack_ip(pipe.server.host))
         rng = random.Random(f"{self.seed}:{pipe.client}:{pipe.server}")
-        tap = ToxicTap(self, inner, self._link(client, server), self._link(server, client), rng)
+        # A replay writes recorded bytes: toxics act on them as they are written. Otherwise they
+        # act on what the sender sent before the session sees it, so a recording holds what the
+        # receiver got, when it got it.
+        on_input = not isinstance(inner, (ReplayTap, ExchangeTap))
+        tap = ToxicTap(self, inner, self._link(client, server), self._link(server, client), rng, on_input)
         tap.key = pipe.key
         self.taps[pipe.key] = tap
         return tap
