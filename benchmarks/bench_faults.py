@@ -11,6 +11,9 @@ Two parts, each a ratio against a baseline measured in the same run:
   supervisor makes it, with no fault set (the inactive table: one attribute
   read), then with a fault set on another link (the packet is judged and let
   through), then with 1% loss on its own link;
+* per read, in-process: a proxied connection's read handed to its tap, then
+  through the toxics' wrapper with no toxic set (as live and recording use
+  it, and as replay does, through its pipe facade);
 * live (root): a UDP request/answer round trip (p50 of N) and a Python bulk
   TCP transfer between two hosts, with no fault set, then with a fault set on
   a link between two other hosts (so every packet pays the judging but none
@@ -87,6 +90,31 @@ def per_packet(number: int) -> dict[str, float]:
     results["fault on another link"] = min(timeit.repeat(checked, number=number, repeat=5)) / number
     stage.table.set(1, 0, LinkFaults(loss=0.01))
     results["1% loss on this link"] = min(timeit.repeat(checked, number=number, repeat=5)) / number
+    return results
+
+
+def per_read(number: int) -> dict[str, float]:
+    import random
+
+    from pytest_netplayground.core.events import Direction
+    from pytest_netplayground.core.toxics import Toxics
+    from pytest_netplayground.runtime.pipes import Tap
+    from pytest_netplayground.runtime.toxic_tap import ToxicTap
+
+    class FakePipe:
+        finished = False
+
+        def write(self, direction, data):
+            pass
+
+    pipe, inner, data, c2s = FakePipe(), Tap(), memoryview(b"x" * 1024), Direction.C2S
+    results = {}
+    for label, tap in (
+        ("tap alone", inner),
+        ("toxics wrapper, live/record", ToxicTap(None, inner, Toxics(), Toxics(), random.Random(0), on_input=True)),
+        ("toxics wrapper, replay", ToxicTap(None, inner, Toxics(), Toxics(), random.Random(0), on_input=False)),
+    ):
+        results[label] = min(timeit.repeat(lambda t=tap: t.data(pipe, c2s, data, 0.0), number=number, repeat=5)) / number
     return results
 
 
@@ -265,6 +293,10 @@ def main() -> None:
     print("per packet (1 KiB TCP segment, host to proxy):")
     for label, seconds in costs.items():
         print(f"  {label:28s} {seconds * 1e9:8.0f} ns   x{seconds / base:.3f}")
+    reads = per_read(20_000 if args.quick else 200_000)
+    print("per read handed to a connection's tap (no toxic set):")
+    for label, seconds in reads.items():
+        print(f"  {label:28s} {seconds * 1e9:8.0f} ns   +{(seconds - reads['tap alone']) * 1e9:.0f} ns")
     if args.no_live or os.geteuid() != 0:
         return
     numbers = live(500 if args.quick else 5000, (100 if args.quick else 1000) * 1 << 20)
