@@ -196,8 +196,12 @@ class FaultStage:
         return f"{src}->{dst}"
 
     def state(self) -> dict:
-        return {"seed": self.table.seed, "links": self.table.describe() + self.toxics.describe(), "applied": list(self.applied),
-                "dropped": dict(self.table.dropped)}
+        return {
+            "seed": self.table.seed,
+            "links": self.table.describe() + self.toxics.describe(),
+            "applied": list(self.applied),
+            "dropped": dict(self.table.dropped),
+        }
 
     def _connections(self, request: requests.Connections) -> tuple[object, list[int]]:
         wanted = set(request.hosts)
