@@ -172,11 +172,13 @@ def _toxics_rootless() -> dict:
         while len(got) < 256:
             got += client.recv(65536)
             reads += 1
+        connection.half_close("c2s")
+        half_closed = server.recv(10)
         connection.limit_data(100, direction="s2c")
         server.sendall(b"l" * 500)
         limited, error = _read_until_end(client)
     return {"stalled": stalled, "released": released, "reads": reads, "sliced": got,
-            "limited": len(limited), "error": error}
+            "half_closed": half_closed, "limited": len(limited), "error": error}
 
 
 def test_toxics_work_for_an_unprivileged_user():
@@ -186,6 +188,7 @@ def test_toxics_work_for_an_unprivileged_user():
     result = run_unprivileged(_toxics_rootless)
     assert result["stalled"] and result["released"] == b"held"
     assert result["sliced"] == b"s" * 256 and result["reads"] >= 8
+    assert result["half_closed"] == b"", "the server read end of file"
     assert (result["limited"], result["error"]) == (100, errno.ECONNRESET)
 
 
