@@ -19,6 +19,8 @@ FAULT_FLAGS = {
     "duplicate": "probability a packet arrives twice (1%%)",
     "reorder": "probability a packet skips the latency, overtaking others (5%%)",
     "corrupt": "probability a byte of a packet is flipped (1%%)",
+    "limit_data": "bytes a new TCP connection may carry each way before both sides are reset (1000)",
+    "slicer": "TCP writes cut into pieces: SIZE[,DELAY[,VARIATION]] (64,1ms)",
 }
 
 
@@ -29,7 +31,7 @@ def add_fault_options(parser: argparse.ArgumentParser) -> None:
         "hosts by name or address; each flag may be repeated",
     )
     for name, meaning in FAULT_FLAGS.items():
-        group.add_argument(f"--{name}", action="append", metavar="LINK=VALUE", help=meaning)
+        group.add_argument(f"--{name.replace('_', '-')}", action="append", metavar="LINK=VALUE", help=meaning)
     group.add_argument("--seed", metavar="N", help="seed of the faults' random choices (default: chosen and printed)")
 
 

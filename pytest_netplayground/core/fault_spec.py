@@ -18,6 +18,7 @@ import attrs
 
 from ..errors import ConfigError
 from .faults import LinkFaults, link_faults
+from .toxics import Toxics, toxic_names, toxics
 from .validation import one_of
 
 __all__ = ["LinkDirection", "FaultSpec", "fault_specs", "flags_to_faults", "parse_link", "seed"]
@@ -43,6 +44,8 @@ class FaultSpec:
     b: str
     direction: LinkDirection
     faults: LinkFaults
+    #: For the proxied TCP connections made over the link: the bytes sent from one host to the other.
+    toxics: Toxics = Toxics()
 
     def pairs(self) -> list[tuple[str, str]]:
         """The (source, destination) directions it covers."""
@@ -55,7 +58,10 @@ class FaultSpec:
 
     def describe(self) -> str:
         arrow = {"both": "<->", "a->b": "->", "b->a": "<-"}[self.direction.value]
-        return f"{self.a}{arrow}{self.b}: {self.faults.describe()}"
+        words = [] if self.faults.is_clear and not self.toxics.is_clear else [self.faults.describe()]
+        if not self.toxics.is_clear:
+            words.append(self.toxics.describe())
+        return f"{self.a}{arrow}{self.b}: {' '.join(words)}"
 
 
 def parse_link(text: object) -> tuple[str, str, LinkDirection]:
@@ -90,11 +96,13 @@ def _spec(link: object, values: object, where: str) -> FaultSpec:
     a, b, way = parse_link(link)
     if "direction" in values:
         way = direction(values.pop("direction"))
+    names = toxic_names()
     try:
-        faults = link_faults(values)
+        poisons = toxics({key: value for key, value in values.items() if key in names})
+        faults = link_faults({key: value for key, value in values.items() if key not in names})
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    return FaultSpec(a, b, way, faults)
+    return FaultSpec(a, b, way, faults, poisons)
 
 
 def fault_specs(value: object) -> tuple[FaultSpec, ...]:

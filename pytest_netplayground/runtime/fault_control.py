@@ -11,6 +11,7 @@ from typing import ClassVar
 import attrs
 
 from ..core.faults import LinkFaults
+from ..core.toxics import Toxics
 
 _int = attrs.validators.instance_of(int)
 
@@ -77,6 +78,46 @@ class FaultState:
     op: ClassVar[str] = "fault_state"
 
 
+def _directions(value: object) -> tuple[str, ...]:
+    items = tuple(value)  # type: ignore[arg-type]
+    if not items or not all(item in ("c2s", "s2c") for item in items):
+        raise ValueError(f"expected directions 'c2s' and/or 's2c', got {items!r}")
+    return items
+
+
+@attrs.frozen
+class SetToxics:
+    """Give the connection with this key these toxics in these directions (clear ones: none)."""
+
+    op: ClassVar[str] = "set_toxics"
+    key: bytes = attrs.field(validator=attrs.validators.instance_of(bytes))
+    directions: tuple[str, ...] = attrs.field(converter=_directions)
+    toxics: Toxics = attrs.field(validator=attrs.validators.instance_of(Toxics))
+
+
+@attrs.frozen
+class HalfClose:
+    """End one direction of the connection with this key: its receiver reads end of file."""
+
+    op: ClassVar[str] = "half_close"
+    key: bytes = attrs.field(validator=attrs.validators.instance_of(bytes))
+    direction: str = attrs.field(validator=attrs.validators.in_(("c2s", "s2c")))
+
+
+@attrs.frozen
+class SetLinkToxics:
+    """The toxics connections made later start with, for the bytes host ``src`` sends to ``dst``."""
+
+    op: ClassVar[str] = "set_link_toxics"
+    src: int = attrs.field(validator=_int)
+    dst: int = attrs.field(validator=_int)
+    toxics: Toxics = attrs.field(validator=attrs.validators.instance_of(Toxics))
+
+
 FAULT_REQUESTS: dict[str, type] = {
-    kind.op: kind for kind in (SetLink, ClearFaults, Partition, Heal, Connections, ResetConnection, FaultState)
+    kind.op: kind
+    for kind in (
+        SetLink, ClearFaults, Partition, Heal, Connections, ResetConnection, FaultState,
+        SetToxics, HalfClose, SetLinkToxics,
+    )
 }

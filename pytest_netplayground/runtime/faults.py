@@ -26,6 +26,7 @@ from ..core.router import Router, Verdict
 from ..core.shaper import flip_byte
 from ..errors import ConfigError
 from . import fault_control as requests
+from .toxic_tap import ToxicBox
 
 if TYPE_CHECKING:
     from .loop import Loop
@@ -82,6 +83,7 @@ class FaultStage:
         self.names: dict[str, int] = {EVERY: ANY}
         self.host_names: list[str] = []
         self.proxy: "Proxy | None" = None
+        self.toxics = ToxicBox(loop, seed, router.host_of)
 
     # -- the packet path -----------------------------------------------------------------
 
@@ -144,6 +146,8 @@ class FaultStage:
                 continue
             for src, dst in pairs:
                 self.table.set(src, dst, spec.faults)
+                if not spec.toxics.is_clear:
+                    self.toxics.links[(src, dst)] = spec.toxics
             self.applied.append(spec.describe())
         self.pending = still
 
@@ -152,28 +156,52 @@ class FaultStage:
     def handlers(self) -> dict[type, Callable]:
         return {
             requests.SetLink: self._set_link,
-            requests.ClearFaults: lambda request: (self.table.clear(), []),
+            requests.ClearFaults: self._clear,
             requests.Partition: lambda r: (self.table.partition(frozenset(r.one), frozenset(r.other)), []),
             requests.Heal: lambda request: (self.table.heal(request.ident), []),
             requests.Connections: self._connections,
             requests.ResetConnection: self._reset,
             requests.FaultState: lambda request: (self.state(), []),
+            **self.toxics.handlers(),
+            requests.SetLinkToxics: self._set_link_toxics,
         }
 
-    def _set_link(self, request: requests.SetLink) -> tuple[object, list[int]]:
-        known = len(self.router.hosts)
-        for index in (request.src, request.dst):
-            if index != ANY and not 0 <= index < known:
-                raise ConfigError(f"no host {index} in this sandbox (it has {known})")
-        self.table.set(request.src, request.dst, request.faults)
-        if not request.faults.is_clear:
-            src, dst = (EVERY if i == ANY else self.host_names[i] for i in (request.src, request.dst))
-            self.applied.append(f"{src}->{dst}: {request.faults.describe()}")
+    def _clear(self, request: requests.ClearFaults) -> tuple[object, list[int]]:
+        self.table.clear()
+        self.toxics.clear()
         return None, []
 
+    def _set_link(self, request: requests.SetLink) -> tuple[object, list[int]]:
+        self._known(request.src, request.dst)
+        self.table.set(request.src, request.dst, request.faults)
+        if not request.faults.is_clear:
+            self.applied.append(f"{self._link_name(request)}: {request.faults.describe()}")
+        return None, []
+
+    def _set_link_toxics(self, request: requests.SetLinkToxics) -> tuple[object, list[int]]:
+        self._known(request.src, request.dst)
+        self.toxics.set_link(request)
+        if not request.toxics.is_clear:
+            self.applied.append(f"{self._link_name(request)}: {request.toxics.describe()}")
+        return None, []
+
+    def _known(self, *indices: int) -> None:
+        known = len(self.router.hosts)
+        for index in indices:
+            if index != ANY and not 0 <= index < known:
+                raise ConfigError(f"no host {index} in this sandbox (it has {known})")
+
+    def _link_name(self, request) -> str:
+        src, dst = (EVERY if i == ANY else self.host_names[i] for i in (request.src, request.dst))
+        return f"{src}->{dst}"
+
     def state(self) -> dict:
-        return {"seed": self.table.seed, "links": self.table.describe(), "applied": list(self.applied),
-                "dropped": dict(self.table.dropped)}
+        return {
+            "seed": self.table.seed,
+            "links": self.table.describe() + self.toxics.describe(),
+            "applied": list(self.applied),
+            "dropped": dict(self.table.dropped),
+        }
 
     def _connections(self, request: requests.Connections) -> tuple[object, list[int]]:
         wanted = set(request.hosts)

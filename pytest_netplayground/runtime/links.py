@@ -18,6 +18,7 @@ from ..core.fault_spec import EVERY, LinkDirection
 from ..core.fault_spec import direction as to_direction
 from ..core.fault_table import ANY
 from ..core.faults import LinkFaults, link_faults
+from ..core.toxics import Toxics, toxic_names, toxics
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -60,15 +61,19 @@ class Link:
     def set(self, direction: str = "both", **faults) -> "Link":
         """Give the link these faults (see :class:`~..core.faults.LinkFaults` for names and units),
         replacing those it had in the directions given."""
-        value = link_faults(faults)
+        names = toxic_names()
+        poisons = toxics({key: value for key, value in faults.items() if key in names})
+        value = link_faults({key: value for key, value in faults.items() if key not in names})
         for src, dst in self._pairs(direction):
             self.sandbox._call("set_link", src=src, dst=dst, faults=value)
+            self.sandbox._call("set_link_toxics", src=src, dst=dst, toxics=poisons)
         return self
 
     def clear(self, direction: str = "both") -> "Link":
         """A perfect wire again, in the directions given."""
         for src, dst in self._pairs(direction):
             self.sandbox._call("set_link", src=src, dst=dst, faults=LinkFaults())
+            self.sandbox._call("set_link_toxics", src=src, dst=dst, toxics=Toxics())
         return self
 
 
@@ -106,6 +111,43 @@ class Connection:
         """Reset it: the client and the server both see a reset (ECONNRESET).
         False when it had already ended."""
         return bool(self.sandbox._call("reset_connection", key=self.key))
+
+    def set(self, direction: str = "both", **values) -> bool:
+        """Give it these toxics (``stall``, ``limit_data``, ``slicer``), replacing those it had
+        in the directions given (``"c2s"``, ``"s2c"`` or ``"both"``). False when it had ended."""
+        value = toxics(values)
+        return bool(self.sandbox._call("set_toxics", key=self.key, directions=_ways(direction), toxics=value))
+
+    def stall(self, direction: str = "both") -> bool:
+        """Hold the bytes each side sends (the connection stays open) until :meth:`clear`."""
+        return self.set(direction, stall=True)
+
+    def limit_data(self, count: int, direction: str = "both") -> bool:
+        """Let ``count`` more bytes through (in each direction given), then reset both sides."""
+        return self.set(direction, limit_data=count)
+
+    def slice(self, size: int, delay: object = 0.0, variation: int = 0, direction: str = "both") -> bool:
+        """Write what each side sends in pieces of ``size`` bytes, ``delay`` seconds apart."""
+        return self.set(direction, slicer=(size, delay, variation))
+
+    def half_close(self, direction: str = "s2c") -> bool:
+        """End one direction (``"s2c"``: the client reads end of file, the server's later bytes
+        are dropped; ``"c2s"``: the server reads end of file)."""
+        (way,) = _ways(direction, both=False)
+        return bool(self.sandbox._call("half_close", key=self.key, direction=way))
+
+    def clear(self, direction: str = "both") -> bool:
+        """No toxics any more; held bytes go on."""
+        return self.set(direction)
+
+
+def _ways(direction: object, both: bool = True) -> tuple[str, ...]:
+    if direction == "both" and both:
+        return ("c2s", "s2c")
+    if direction in ("c2s", "s2c"):
+        return (direction,)
+    allowed = "'c2s', 's2c' or 'both'" if both else "'c2s' or 's2c'"
+    raise ConfigError(f"direction: expected {allowed}, got {direction!r}")
 
 
 def partition(sandbox: "Sandbox", one: Iterable, other: Iterable) -> Partition:

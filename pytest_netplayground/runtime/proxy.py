@@ -68,6 +68,8 @@ class Proxy:
     closing: Callable[[], bool]
     # With ``tls="intercept"``: the :class:`~.tls_tap.Interceptor` that wraps every connection's tap.
     tls: object = None
+    # The :class:`~.toxic_tap.ToxicBox` that wraps every connection's tap, inside TLS (toxics act on plaintext).
+    toxics: object = None
     pipes: dict[bytes, Pipe] = attrs.field(init=False, factory=dict)
     connecting: dict[int, Pipe] = attrs.field(init=False, factory=dict)
     listeners: dict[tuple[str, int], socket.socket] = attrs.field(init=False, factory=dict)
@@ -198,6 +200,8 @@ class Proxy:
 
     def _set_tap(self, pipe: Pipe, server_live: bool) -> None:
         tap = self.session.tap_for(pipe, server_live=server_live)
+        if self.toxics is not None:
+            tap = self.toxics.wrap(tap, pipe)
         pipe.tap = tap if self.tls is None else self.tls.wrap(tap, pipe, self.session)
 
     def _ensure_listener(self, address: str, port: int) -> None:

@@ -105,6 +105,7 @@ class Supervisor:
         self.session.udp_bound = lambda end: self.processes.udp_bound(self.router.host_of(pack_ip(end.host)), end.port)
         self.session.send_packet = _packet_sender(self.router, self.network.host_tun)
         self.faults.proxy = self.proxy
+        self.proxy.toxics = self.faults.toxics
         self.session.fault_state = lambda: (self.faults.table.seed, tuple(self.faults.applied))
         self.faults.forward = make_forwarder(
             self.router, self.network, self.proxy.open_server_leg, self.session.on_datagram, time.monotonic
