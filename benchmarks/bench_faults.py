@@ -34,9 +34,9 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time

@@ -9,7 +9,14 @@ import pytest
 
 from tests.support.leaks import running
 from tests.test_faults_live import _send_and_receive, _udp_pair
-from tests.test_record_replay import REQUEST, RESPONSE, SERVER, read_to_eof, record_request_response, two_hosts
+from tests.test_record_replay import (
+    REQUEST,
+    RESPONSE,
+    SERVER,
+    read_to_eof,
+    record_request_response,
+    two_hosts,
+)
 
 pytestmark = pytest.mark.root
 

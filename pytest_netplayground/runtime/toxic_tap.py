@@ -132,6 +132,9 @@ class ToxicTap(Tap):
     def reset(self, pipe, direction, now):
         self.inner.reset(self.facade(pipe), direction, now)
 
+    def write_failed(self, pipe, direction, now):
+        self.inner.write_failed(self.facade(pipe), direction, now)
+
     def drained(self, pipe, direction, now):
         drained = getattr(self.inner, "drained", None)
         if drained is not None:
