@@ -23,12 +23,13 @@ import attrs
 
 from ..core.addressing import Endpoint
 from ..core.events import Direction
-from ..core.tls_hello import NEED_MORE, ClientHello, parse_client_hello
+from ..core.tls_hello import NEED_MORE, NOT_TLS, ClientHello, Upgrade, parse_client_hello, parse_upgrade_request
 from ..errors import TlsError, TlsUntrusted
 from .pipes import Pipe, Tap
 from .tls_authority import CertificateAuthority
 from .tls_bridge import TlsBridge, client_context
 from .tls_trust import trust_plan
+from .tls_upgrade import UpgradeWatch
 
 C2S, S2C = Direction.C2S, Direction.S2C
 
@@ -144,16 +145,36 @@ def report(interceptor: Interceptor | None) -> dict:
 
 class _TlsPipe:
     """What the inner tap sees as its pipe once TLS is terminated: writes and closes go
-    through the bridge of their side; everything else is the real pipe's."""
+    through the bridge of their side; everything else is the real pipe's.
+
+    Before TLS begins (``plain``: a connection that asked to upgrade) the upgrade's own bytes
+    (the request, the server's answer) go to the real pipe as they are; what comes after them
+    waits until TLS begins (then it is encrypted) or will not (then it goes as it is).
+    """
 
     def __init__(self, tap: "TlsTap", pipe: Pipe):
         self._tap = tap
         self._pipe = pipe
+        self.plain = True
+        self.waiting: list[tuple[Direction, bytes | None]] = []
+        self.sent = {C2S: 0, S2C: 0}  # plain bytes written, per direction
 
     def __getattr__(self, name: str):
         return getattr(self._pipe, name)
 
     def write(self, direction: Direction, data) -> None:
+        if self.plain:
+            room = self._tap.plain_room(direction, self.sent[direction])
+            if room is not None:
+                data = bytes(data)
+                if room:
+                    self._pipe.write(direction, data[:room])
+                    self.sent[direction] += min(room, len(data))
+                if len(data) > room:
+                    self.waiting.append((direction, data[room:]))
+                return
+            self._pipe.write(direction, data)
+            return
         bridge = self._tap.bridge(direction)
         if bridge is None or bridge.error is not None or bridge.close_sent:
             return
@@ -164,7 +185,10 @@ class _TlsPipe:
         self._tap.flush(direction)
 
     def shut_write(self, direction: Direction) -> None:
-        bridge = self._tap.bridge(direction)
+        if self.plain and self._tap.plain_room(direction, self.sent[direction]) is not None:
+            self.waiting.append((direction, None))
+            return
+        bridge = None if self.plain else self._tap.bridge(direction)
         if bridge is not None:
             try:
                 bridge.close()
@@ -176,12 +200,27 @@ class _TlsPipe:
     def abort(self) -> None:
         self._pipe.abort()
 
+    def release(self, encrypting: bool) -> None:
+        """TLS began (``encrypting``: writes are encrypted from now on) or will not: those that
+        waited go first."""
+        self.plain = not encrypting
+        waiting, self.waiting = self.waiting, []
+        for direction, data in waiting:
+            if data is None:
+                self.shut_write(direction)
+            else:
+                self.write(direction, data)
+
     def check_finished(self, now: float) -> None:
         self._pipe.check_finished(now)
 
 
-class TlsTap(Tap):
-    """See the module docstring. States: sniff, upstream (the server's handshake), tls, gone."""
+class TlsTap(UpgradeWatch, Tap):
+    """See the module docstring. States: sniff, upstream (the server's handshake), tls, gone;
+    upgrade and await for TLS after a plaintext upgrade request (see :class:`UpgradeWatch`)."""
+
+    sniff_patience = SNIFF_PATIENCE
+    handshake_patience = HANDSHAKE_PATIENCE
 
     def __init__(self, interceptor: Interceptor, inner: Tap, recorded_alpn: str | None):
         self.interceptor = interceptor
@@ -227,6 +266,11 @@ class TlsTap(Tap):
                 return
             self.first += data
             verdict = parse_client_hello(bytes(self.first))
+            if verdict is NOT_TLS and self.first[:1] == b"\0":  # perhaps PostgreSQL's SSLRequest
+                verdict = parse_upgrade_request(bytes(self.first))
+                if isinstance(verdict, Upgrade) and not self.interceptor.passed(pipe.client, pipe.server):
+                    self._upgrade_begins(verdict, now)
+                    return
             if verdict is NEED_MORE:
                 return
             if not isinstance(verdict, ClientHello) or self.interceptor.passed(pipe.client, pipe.server):
@@ -239,6 +283,8 @@ class TlsTap(Tap):
                 self.first += data
             else:
                 self._upstream_handshake(bytes(data), now)
+        elif self.state in ("upgrade", "await"):
+            self._upgrade_data(direction, bytes(data), now)
 
     def eof(self, pipe, direction, now):
         if self.state == "tls":
@@ -255,6 +301,8 @@ class TlsTap(Tap):
             self._pass(now)
         elif self.state == "upstream":
             self._give_up("eof", direction, now, "the server" if direction is S2C else "the client")
+        elif self.state in ("upgrade", "await"):
+            self._upgrade_end("eof", direction, now)
 
     def reset(self, pipe, direction, now):
         if self.state == "tls":
@@ -270,6 +318,8 @@ class TlsTap(Tap):
             self._pass(now)
         elif self.state == "upstream":
             self._give_up("reset", direction, now, "the server" if direction is S2C else "the client")
+        elif self.state in ("upgrade", "await"):
+            self._upgrade_end("reset", direction, now)
 
     def drained(self, pipe, direction, now):
         drained = getattr(self.inner, "drained", None)
@@ -277,7 +327,7 @@ class TlsTap(Tap):
             drained(self.facade, direction, now)
 
     def closed(self, pipe, now):
-        if self.state == "tls":
+        if self.state == "tls" or (self.facade is not None and self.state != "gone"):
             self.inner.closed(self.facade, now)
         elif self.state != "gone":
             self.state = "gone"
@@ -357,6 +407,10 @@ class TlsTap(Tap):
             self.interceptor.problem(problem)
         self.state = "gone"
         pipe.tap = self.inner
+        if self.facade is not None:  # attached since its upgrade request: the waiting writes go plain
+            self.facade.release(encrypting=False)
+            getattr(self.inner, kind)(self.facade, direction, now)
+            return
         self.inner.attach(pipe, now)
         getattr(self.inner, kind)(pipe, direction, now)
 
@@ -373,11 +427,14 @@ class TlsTap(Tap):
             return
         self.state = "tls"
         self.interceptor.intercepted += 1
-        self.facade = _TlsPipe(self, pipe)
-        self.inner.attach(self.facade, now)
+        if self.facade is None:
+            self.facade = _TlsPipe(self, pipe)
+            self.facade.plain = False
+            self.inner.attach(self.facade, now)
         started = getattr(self.inner, "tls_started", None)
         if started is not None:
             started(hello.server_name, alpn, now)
+        self.facade.release(encrypting=True)
         first, self.first = bytes(self.first), bytearray()
         self._ciphertext(C2S, first, now)
         if self.state == "tls" and self.upstream is not None:
