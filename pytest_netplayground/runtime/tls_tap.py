@@ -307,9 +307,12 @@ class TlsTap(UpgradeWatch, Tap):
     def reset(self, pipe, direction, now):
         if self.state == "tls":
             bridge = self.downstream if direction is C2S else self.upstream
-            if bridge is not None and bridge.peer_closed and not bridge.truncated:
-                # Its TLS ended with close_notify: the conversation is whole. The reset is only its
-                # kernel's word that our close_notify was still unread when it closed (curl does this).
+            if bridge is not None and (
+                (bridge.peer_closed and not bridge.truncated) or (bridge.handshake_done and bridge.close_sent)
+            ):
+                # Its TLS ended with close_notify, or ours had gone to it: the conversation is whole.
+                # The reset is only its kernel's word that our close_notify was still unread when it
+                # closed (curl does this; so does Python's ssl, closing without its own close_notify).
                 self._end(direction, now)
                 return
             self.inner.reset(self.facade, direction, now)
