@@ -47,12 +47,16 @@ def _server_certificate(directory: Path) -> list[str]:
     return ["ssl=on", f"ssl_cert_file={paths['cert']}", f"ssl_key_file={paths['key']}"]
 
 
-def _psql(sb) -> subprocess.CompletedProcess:
+def _psql(sb, ssl: str = "sslmode=require", bundle_as_root: bool = False) -> subprocess.CompletedProcess:
+    """psql in the client host; ``bundle_as_root``: its root certificate for verify-ca/full is the
+    host's own SSL_CERT_FILE (the sandbox's bundle), as docs/tls.rst advises."""
     env = {**os.environ, "PGPASSWORD": servers.POSTGRES_PASSWORD, "PGCONNECT_TIMEOUT": "20"}
     env.pop("PGSSLROOTCERT", None)
-    conninfo = f"host={SERVER} port={servers.POSTGRES_PORT} user=postgres sslmode=require gssencmode=disable"
+    conninfo = f"host={SERVER} port={servers.POSTGRES_PORT} user=postgres {ssl} gssencmode=disable"
     argv = [servers.require("psql"), "-X", "-At", "-c", QUERY, "-c", "select ssl from pg_stat_ssl "
             "where pid = pg_backend_pid()", conninfo]
+    if bundle_as_root:
+        argv = ["sh", "-c", 'PGSSLROOTCERT="$SSL_CERT_FILE" exec "$@"', "psql", *argv]
     try:
         return sb.host("client").run(argv, timeout=40, env=env)
     except subprocess.TimeoutExpired:
@@ -142,3 +146,50 @@ def test_psql_with_sslmode_require_replays_with_postgres_present(recording, ca_d
     assert "s2c: bytes differ" in text, text
     assert "TLS handshake" not in text and "c2s" not in text, text
     assert sb.tls_notes == (), sb.tls_notes
+
+
+def test_psql_verify_full_trusts_the_sandbox_ca_through_ssl_cert_file(tmp_path, ca_dir):
+    """verify-full checks the proxy's certificate (for the server's address: libpq sends no
+    SNI for an address) against the sandbox's bundle, named by the client host's SSL_CERT_FILE."""
+    servers.postgres_bin("postgres")
+    with servers.postgres_directory() as directory:
+        settings = _server_certificate(directory)
+        with _sandbox("live", None, ca_dir, tls="intercept") as sb:
+            sb.add_host("server")
+            sb.add_host("client")
+            servers.start_postgres(sb.host("server"), directory, settings=settings)
+            verified = _psql(sb, "sslmode=verify-full", bundle_as_root=True)
+            # Without the sandbox's bundle the same check fails: the server's own CA is not the proxy's.
+            refused = _psql(sb, f"sslmode=verify-full sslrootcert={directory / 'own-ca' / 'ca.pem'}")
+    assert verified.returncode == 0, verified.stderr
+    assert verified.stdout == b"said inside TLS\nt\n"
+    assert refused.returncode != 0
+    assert b"certificate verify failed" in refused.stderr, refused.stderr
+    assert any("refused the sandbox CA's certificate for 10.0.0.1" in note for note in sb.tls_notes), sb.tls_notes
+
+
+@pytest.mark.timeout(180)
+def test_psql_against_a_server_without_tls_goes_on_as_plain_bytes(tmp_path, ca_dir):
+    """sslmode=prefer (libpq's default) against a server with ssl off: SSLRequest, N, then the
+    startup in the clear; recorded without a tls note and replayed with the server absent."""
+    servers.postgres_bin("postgres")
+    cassette = tmp_path / "pg-plain.netplay"
+    with servers.postgres_directory() as directory:
+        with _sandbox("record", cassette, ca_dir, tls="intercept") as sb:
+            sb.add_host("server")
+            sb.add_host("client")
+            servers.start_postgres(sb.host("server"), directory)
+            recorded = _psql(sb, "sslmode=prefer")
+    assert recorded.returncode == 0, recorded.stderr
+    assert recorded.stdout == b"said inside TLS\nf\n"  # pg_stat_ssl: this session is not TLS
+    records = _records(cassette)
+    assert not [r for r in records if r.get("ev") == "tls"]
+    data = [r for r in records if r.get("ev") == "data"]
+    assert [(r["dir"], _payload(r)) for r in data[:2]] == [("c2s", SSL_REQUEST), ("s2c", b"N")]
+    assert QUERY.encode() in b"".join(_payload(r) for r in data if r["dir"] == "c2s")
+    with _sandbox("replay", cassette, ca_dir, stall_timeout=2.0) as sb:
+        sb.add_host("server")
+        sb.add_host("client")
+        replayed = _psql(sb, "sslmode=prefer")
+    assert (replayed.returncode, replayed.stdout) == (0, recorded.stdout), replayed.stderr
+    assert sb.divergences.ok, sb.divergences.format()
