@@ -157,23 +157,17 @@ class _TlsPipe:
         self._pipe = pipe
         self.plain = True
         self.waiting: list[tuple[Direction, bytes | None]] = []
-        self.sent = {C2S: 0, S2C: 0}  # plain bytes written, per direction
 
     def __getattr__(self, name: str):
         return getattr(self._pipe, name)
 
     def write(self, direction: Direction, data) -> None:
         if self.plain:
-            room = self._tap.plain_room(direction, self.sent[direction])
-            if room is not None:
-                data = bytes(data)
-                if room:
-                    self._pipe.write(direction, data[:room])
-                    self.sent[direction] += min(room, len(data))
-                if len(data) > room:
-                    self.waiting.append((direction, data[room:]))
+            if self._tap.plain_waits(direction):
+                self.waiting.append((direction, bytes(data)))
                 return
             self._pipe.write(direction, data)
+            self._tap.plain_wrote(direction, data)
             return
         bridge = self._tap.bridge(direction)
         if bridge is None or bridge.error is not None or bridge.close_sent:
@@ -185,7 +179,7 @@ class _TlsPipe:
         self._tap.flush(direction)
 
     def shut_write(self, direction: Direction) -> None:
-        if self.plain and self._tap.plain_room(direction, self.sent[direction]) is not None:
+        if self.plain and self._tap.plain_waits(direction):
             self.waiting.append((direction, None))
             return
         bridge = None if self.plain else self._tap.bridge(direction)
@@ -262,7 +256,7 @@ class TlsTap(UpgradeWatch, Tap):
         elif self.state == "sniff":
             self.held.append(("data", direction, bytes(data)))
             if direction is S2C:
-                self._pass(now)  # the server spoke first: not TLS, which the client begins
+                self._watch_begins(now)  # the server spoke first: TLS may come after a STARTTLS
                 return
             self.first += data
             verdict = parse_client_hello(bytes(self.first))
@@ -285,6 +279,8 @@ class TlsTap(UpgradeWatch, Tap):
                 self._upstream_handshake(bytes(data), now)
         elif self.state in ("upgrade", "await"):
             self._upgrade_data(direction, bytes(data), now)
+        elif self.state == "watch":
+            self._watch_data(direction, bytes(data), now)
 
     def eof(self, pipe, direction, now):
         if self.state == "tls":
@@ -301,7 +297,7 @@ class TlsTap(UpgradeWatch, Tap):
             self._pass(now)
         elif self.state == "upstream":
             self._give_up("eof", direction, now, "the server" if direction is S2C else "the client")
-        elif self.state in ("upgrade", "await"):
+        elif self.state in ("watch", "upgrade", "await"):
             self._upgrade_end("eof", direction, now)
 
     def reset(self, pipe, direction, now):
@@ -321,7 +317,7 @@ class TlsTap(UpgradeWatch, Tap):
             self._pass(now)
         elif self.state == "upstream":
             self._give_up("reset", direction, now, "the server" if direction is S2C else "the client")
-        elif self.state in ("upgrade", "await"):
+        elif self.state in ("watch", "upgrade", "await"):
             self._upgrade_end("reset", direction, now)
 
     def drained(self, pipe, direction, now):
@@ -343,7 +339,7 @@ class TlsTap(UpgradeWatch, Tap):
 
     def _patience_over(self) -> None:
         if self.state == "sniff" and self.pipe is not None and not self.pipe.finished:
-            self._pass(self.interceptor.loop.now())
+            self._watch_begins(self.interceptor.loop.now())
 
     def _pass(self, now: float) -> None:
         """Not TLS (or not ours to open): the inner tap takes the connection as it is."""
