@@ -3,7 +3,9 @@
 With ``tls="intercept"`` every connection's tap (live, record or replay) is
 wrapped in a :class:`TlsTap`. It holds the client's first bytes until they
 show whether TLS begins (a ClientHello) or not. Not TLS: it steps aside and
-the connection goes on byte for byte. TLS: it opens TLS to the real server
+the connection goes on byte for byte, unless TLS may still follow (a
+PostgreSQL SSLRequest, a server that speaks first and may be asked for
+STARTTLS: see :mod:`.tls_upgrade`). TLS: it opens TLS to the real server
 first (offering the client's ALPN list), then answers the client as the server
 with a certificate of the sandbox CA for the name it asked for and the
 protocol the server chose; with no server (a replay standing in) it answers at
