@@ -324,8 +324,8 @@ class TlsTap(UpgradeWatch, Tap):
 
     def drained(self, pipe, direction, now):
         drained = getattr(self.inner, "drained", None)
-        if drained is not None and self.state == "tls":
-            drained(self.facade, direction, now)
+        if drained is not None and self.facade is not None and self.state != "gone":
+            drained(self.facade, direction, now)  # TLS, or the plaintext before an upgrade
 
     def closed(self, pipe, now):
         if self.state == "tls" or (self.facade is not None and self.state != "gone"):
