@@ -413,3 +413,51 @@ def test_openssl_s_client_and_s_server_recorded_and_replayed(files, tmp_path):
             replayed = s_client(client, "")  # OpenSSL's default verify paths this time
         assert (replayed.returncode, replayed.stdout) == (0, recorded.stdout), (present, replayed.stderr)
         assert sandbox.divergences.ok, (present, sandbox.divergences.format(), sandbox.tls_notes)
+
+
+# A client that connects, says nothing for longer than the proxy waits for a ClientHello
+# (as a connection pool does), then speaks TLS.
+LATE_CLIENT = """
+import socket, ssl, sys, time
+raw = socket.create_connection(("server", %d), timeout=10)
+time.sleep(1.5)
+with ssl.create_default_context().wrap_socket(raw, server_hostname="server") as conn:
+    conn.sendall(b"GET /late HTTP/1.1\\r\\nHost: server\\r\\n\\r\\n")
+    data = b""
+    while True:
+        try:
+            chunk = conn.recv(4096)
+        except ssl.SSLError:
+            break
+        if not chunk:
+            break
+        data += chunk
+sys.stdout.write(data.decode())
+""" % PORT
+
+
+@pytest.mark.root
+@pytest.mark.needs("ss")
+@NEEDS_BUNDLE
+def test_a_client_that_starts_tls_late_is_still_intercepted(files, tmp_path):
+    cassette = tmp_path / "late.netplay"
+
+    def late(sandbox, serve: bool) -> subprocess.CompletedProcess:
+        server, client = _hosts(sandbox)
+        if serve:
+            _serve(server, files)
+        return client.run([sys.executable, "-c", LATE_CLIENT], timeout=30, text=True)
+
+    with _sandbox(files, tls="intercept", mode="record", cassette=cassette) as sandbox:
+        recorded = late(sandbox, serve=True)
+    assert recorded.returncode == 0, recorded.stderr
+    assert recorded.stdout.endswith(BODY)
+    records = _records(cassette)
+    assert [r["sni"] for r in records if r.get("ev") == "tls"] == ["server"]
+    sent = [r["text"] for r in records if r.get("ev") == "data" and r["dir"] == "c2s"]
+    assert sent == ["GET /late HTTP/1.1\r\nHost: server\r\n\r\n"]
+    for serve in (False, True):
+        with _sandbox(files, mode="replay", cassette=cassette) as sandbox:
+            replayed = late(sandbox, serve)
+        assert (replayed.returncode, replayed.stdout) == (0, recorded.stdout), (serve, replayed.stderr)
+        assert sandbox.divergences.ok, (serve, sandbox.divergences.format(), sandbox.tls_notes)

@@ -361,6 +361,8 @@ class TlsTap(UpgradeWatch, Tap):
         """A ClientHello: open TLS to the real server first, or, with none, answer the client now."""
         self.hello = hello
         pipe = self.pipe
+        if self.facade is not None:  # attached in the clear: nothing more goes so until TLS
+            self.gated = {C2S: True, S2C: True}
         if pipe.server_leg is None:
             alpn = self.recorded_alpn if self.recorded_alpn in hello.alpn else None
             self._terminate(alpn, now)

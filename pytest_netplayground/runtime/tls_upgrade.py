@@ -47,6 +47,7 @@ class UpgradeWatch:
 
     upgrade: Upgrade | None = None
     accepted: bool | None = None  # the live server's answer to the request, once known
+    opening = False  # nobody has said anything yet: the client's first bytes may still be TLS
 
     def _plain_begins(self, now: float) -> None:
         """The inner tap takes the connection's plaintext through the facade, plain for now."""
@@ -72,6 +73,9 @@ class UpgradeWatch:
         but a STARTTLS may come. What was held goes to the inner tap."""
         self._plain_begins(now)
         self.state = "watch"
+        self.opening = not self.held
+        # Until the client's first bytes show what they are, a replay's recorded client bytes wait.
+        self.gated[C2S] = self.opening
         held, self.held, self.first = self.held, [], bytearray()
         for kind, direction, data in held:
             if self.state != "watch" or self.pipe.finished:
@@ -84,8 +88,16 @@ class UpgradeWatch:
     def _watch_data(self, direction: Direction, data: bytes, now: float) -> None:
         if direction is S2C:
             self.turn.clear()
+            if self.opening and self.first:  # an unfinished ClientHello, and the server speaks
+                self._opening_late()
+            if self.opening:
+                self._opened()
             self._server_said(data, now)
             return
+        if self.opening:
+            data = self._opening(data, now)
+            if not data:
+                return
         self.turn += data
         self.watched += len(data)
         verdict = parse_upgrade_request(bytes(self.turn))
@@ -94,6 +106,40 @@ class UpgradeWatch:
         self.inner.data(self.facade, direction, memoryview(data), now)
         if self.state == "watch" and self.watched > WATCH_LIMIT and not self.pipe.finished:
             self._upgrade_over(now)
+
+    def _opening(self, data: bytes, now: float) -> bytes:
+        """The client's first bytes after a silence: a ClientHello or an SSLRequest is handled as
+        if it had come at once (a client that connects early and speaks later: a connection
+        pool); anything else is returned, to be watched as usual."""
+        self.first += data
+        verdict = parse_client_hello(bytes(self.first))
+        if verdict is NEED_MORE:
+            self.interceptor.loop.call_at(now + self.sniff_patience, lambda tap: tap._opening_late(), owner=self)
+            return b""
+        if isinstance(verdict, ClientHello) and not self.interceptor.passed(self.pipe.client, self.pipe.server):
+            self.opening = False
+            self._begin(verdict, now)
+            return b""
+        self._opened()
+        first, self.first = bytes(self.first), bytearray()
+        verdict = parse_upgrade_request(first)
+        if isinstance(verdict, Upgrade) and verdict.protocol == "postgres":
+            self.upgrade, self.state = verdict, "upgrade"
+            self.inner.data(self.facade, C2S, memoryview(first), now)
+            return b""
+        return first
+
+    def _opening_late(self) -> None:
+        if self.state == "watch" and self.opening and self.first and not self.pipe.finished:
+            self._opened()
+            first, self.first = bytes(self.first), bytearray()
+            self._watch_data(C2S, first, self.interceptor.loop.now())
+
+    def _opened(self) -> None:
+        """The connection's start is no TLS: the recorded client bytes that waited go."""
+        self.opening = False
+        self.gated[C2S] = False
+        self.facade.release(encrypting=False)
 
     def _upgrade_data(self, direction: Direction, data: bytes, now: float) -> None:
         if direction is S2C:
