@@ -36,7 +36,7 @@ from .tls_upgrade import UpgradeWatch
 C2S, S2C = Direction.C2S, Direction.S2C
 
 #: Seconds the client's first bytes may take to show whether its connection starts with TLS;
-#: a connection still undecided then (a client that waits for the server) goes on as bytes.
+#: then the session's tap takes the connection, which is still watched (see tls_upgrade).
 SNIFF_PATIENCE = 1.0
 #: Seconds the real server may take to finish its TLS handshake with the proxy.
 HANDSHAKE_PATIENCE = 10.0

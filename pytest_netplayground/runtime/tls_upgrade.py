@@ -40,8 +40,9 @@ PLAIN_STATES = ("watch", "upgrade", "await", "upstream")
 
 
 class UpgradeWatch:
-    """Mixed into the TLS tap. States: ``watch`` (the server spoke first; the client's turns
-    are watched for STARTTLS), ``upgrade`` (the request went through; the server's answer and
+    """Mixed into the TLS tap. States: ``watch`` (the server spoke first, or the client said
+    nothing for a while: the client's first bytes may still be a ClientHello, its turns are
+    watched for STARTTLS), ``upgrade`` (the request went through; the server's answer and
     the client's ClientHello are watched for) and ``await`` (the ClientHello came before the
     live server's yes: it is held until the answer)."""
 
