@@ -174,6 +174,8 @@ class _TlsPipe:
         bridge = self._tap.bridge(direction)
         if bridge is None or bridge.error is not None or bridge.close_sent:
             return
+        if direction is C2S and S2C in self._tap.ended:
+            return  # the server ended its TLS: servers then close, and bytes sent would draw a reset
         try:
             bridge.write_plaintext(bytes(data))
         except TlsError:
@@ -185,7 +187,9 @@ class _TlsPipe:
             self.waiting.append((direction, None))
             return
         bridge = None if self.plain else self._tap.bridge(direction)
-        if bridge is not None:
+        # A server that ended its TLS already is not sent a close_notify: it may have closed its
+        # socket, which would answer a reset (a plain half-close sends nothing, so it cannot).
+        if bridge is not None and not (direction is C2S and S2C in self._tap.ended):
             try:
                 bridge.close()
             except TlsError:
