@@ -185,6 +185,11 @@ def test_a_changed_https_request_is_reported_as_plaintext(files, tmp_path):
     assert not sandbox.divergences.ok
     assert "X-Run: other" in text or "other" in text, text
     assert "TLS handshake" not in text
+    # Reported where the plaintext request differs: the first byte of the header's value.
+    recorded = next(r["text"] for r in _records(cassette) if r.get("ev") == "data" and r["dir"] == "c2s")
+    (mismatch,) = [item for item in sandbox.divergences.items if type(item).__name__ == "ByteMismatch"]
+    assert (mismatch.direction.value, mismatch.offset) == ("c2s", recorded.index("X-Run: first") + len("X-Run: "))
+    assert f"c2s: bytes differ at offset {mismatch.offset}" in text
 
 
 @pytest.mark.root
@@ -325,3 +330,134 @@ def test_http2_over_tls_is_recorded_with_its_alpn_and_replayed(files, tmp_path):
     assert again.returncode == 0, again.stderr
     assert again.stdout == "over h2\n2"
     assert sandbox.divergences.ok, sandbox.divergences.format()
+
+
+REQUESTS = (
+    "import requests, sys; r = requests.get(f'https://server:{%d}/', timeout=10); "
+    "print(r.status_code, r.headers['Content-Length'], r.text, sep='|', end='')" % PORT
+)
+
+
+@pytest.mark.root
+@pytest.mark.needs("ss")
+@NEEDS_BUNDLE
+def test_python_requests_is_recorded_and_replayed_with_the_server_absent_and_present(files, tmp_path):
+    pytest.importorskip("requests", reason="requests is not installed in this Python")
+    cassette = tmp_path / "requests.netplay"
+
+    def get(sandbox, serve: bool) -> subprocess.CompletedProcess:
+        server, client = _hosts(sandbox)
+        if serve:
+            _serve(server, files)
+        # requests trusts REQUESTS_CA_BUNDLE, which the sandbox points at its bundle.
+        return client.run([sys.executable, "-c", REQUESTS], timeout=30, text=True)
+
+    with _sandbox(files, tls="intercept", mode="record", cassette=cassette) as sandbox:
+        recorded = get(sandbox, serve=True)
+    assert (recorded.returncode, recorded.stdout) == (0, f"200|{len(BODY)}|{BODY}"), recorded.stderr
+    records = _records(cassette)
+    assert [r["sni"] for r in records if r.get("ev") == "tls"] == ["server"]
+    sent = next(r["text"] for r in records if r.get("ev") == "data" and r["dir"] == "c2s")
+    assert sent.startswith("GET / HTTP/1.1\r\n") and "User-Agent: python-requests/" in sent
+    for serve in (False, True):
+        with _sandbox(files, mode="replay", cassette=cassette) as sandbox:
+            replayed = get(sandbox, serve)
+        assert (replayed.returncode, replayed.stdout) == (0, recorded.stdout), (serve, replayed.stderr)
+        assert sandbox.divergences.ok, (serve, sandbox.divergences.format(), sandbox.tls_notes)
+
+
+# s_client verifies the sandbox's certificate (-verify_return_error: a failure ends it): from the
+# bundle SSL_CERT_FILE names, or from OpenSSL's default paths, which the sandbox's bundle covers.
+S_CLIENT = (
+    "printf 'hello from s_client\\nCLOSE\\n' | openssl s_client -connect server:%d -servername server "
+    "-quiet -verify_return_error {trust}" % PORT
+)
+
+
+@pytest.mark.root
+@pytest.mark.needs("openssl", "ss")
+@NEEDS_BUNDLE
+def test_openssl_s_client_and_s_server_recorded_and_replayed(files, tmp_path):
+    cassette = tmp_path / "openssl.netplay"
+    s_server = [
+        "openssl", "s_server", "-accept", str(PORT), "-cert", str(files / "server.pem"),
+        "-key", str(files / "server-key.pem"), "-rev", "-quiet",
+    ]
+
+    def s_client(client, trust: str) -> subprocess.CompletedProcess:
+        return client.run(["sh", "-c", S_CLIENT.format(trust=trust)], timeout=30, text=True)
+
+    def serve(server):
+        process = server.spawn(s_server)
+        deadline = time.monotonic() + 10
+        while not _listening(server):
+            assert process.poll() is None and time.monotonic() < deadline, "s_server did not start"
+            time.sleep(0.05)
+
+    with _sandbox(files, tls="intercept", mode="record", cassette=cassette) as sandbox:
+        server, client = _hosts(sandbox)
+        serve(server)
+        recorded = s_client(client, '-CAfile "$SSL_CERT_FILE"')
+    assert (recorded.returncode, recorded.stdout) == (0, "tneilc_s morf olleh\n"), recorded.stderr
+    records = _records(cassette)
+    assert [r["sni"] for r in records if r.get("ev") == "tls"] == ["server"]
+    said = [(r["dir"], r["text"]) for r in records if r.get("ev") == "data"]
+    assert ("c2s", "hello from s_client\n") in said or ("c2s", "hello from s_client\nCLOSE\n") in said, said
+    assert ("s2c", "tneilc_s morf olleh\n") in said, said
+
+    for present in (False, True):
+        with _sandbox(files, mode="replay", cassette=cassette) as sandbox:
+            server, client = _hosts(sandbox)
+            if present:
+                serve(server)
+            replayed = s_client(client, "")  # OpenSSL's default verify paths this time
+        assert (replayed.returncode, replayed.stdout) == (0, recorded.stdout), (present, replayed.stderr)
+        assert sandbox.divergences.ok, (present, sandbox.divergences.format(), sandbox.tls_notes)
+
+
+# A client that connects, says nothing for longer than the proxy waits for a ClientHello
+# (as a connection pool does), then speaks TLS.
+LATE_CLIENT = """
+import socket, ssl, sys, time
+raw = socket.create_connection(("server", %d), timeout=10)
+time.sleep(1.5)
+with ssl.create_default_context().wrap_socket(raw, server_hostname="server") as conn:
+    conn.sendall(b"GET /late HTTP/1.1\\r\\nHost: server\\r\\n\\r\\n")
+    data = b""
+    while True:
+        try:
+            chunk = conn.recv(4096)
+        except ssl.SSLError:
+            break
+        if not chunk:
+            break
+        data += chunk
+sys.stdout.write(data.decode())
+""" % PORT
+
+
+@pytest.mark.root
+@pytest.mark.needs("ss")
+@NEEDS_BUNDLE
+def test_a_client_that_starts_tls_late_is_still_intercepted(files, tmp_path):
+    cassette = tmp_path / "late.netplay"
+
+    def late(sandbox, serve: bool) -> subprocess.CompletedProcess:
+        server, client = _hosts(sandbox)
+        if serve:
+            _serve(server, files)
+        return client.run([sys.executable, "-c", LATE_CLIENT], timeout=30, text=True)
+
+    with _sandbox(files, tls="intercept", mode="record", cassette=cassette) as sandbox:
+        recorded = late(sandbox, serve=True)
+    assert recorded.returncode == 0, recorded.stderr
+    assert recorded.stdout.endswith(BODY)
+    records = _records(cassette)
+    assert [r["sni"] for r in records if r.get("ev") == "tls"] == ["server"]
+    sent = [r["text"] for r in records if r.get("ev") == "data" and r["dir"] == "c2s"]
+    assert sent == ["GET /late HTTP/1.1\r\nHost: server\r\n\r\n"]
+    for serve in (False, True):
+        with _sandbox(files, mode="replay", cassette=cassette) as sandbox:
+            replayed = late(sandbox, serve)
+        assert (replayed.returncode, replayed.stdout) == (0, recorded.stdout), (serve, replayed.stderr)
+        assert sandbox.divergences.ok, (serve, sandbox.divergences.format(), sandbox.tls_notes)

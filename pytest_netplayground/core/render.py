@@ -180,10 +180,15 @@ def render_connection(
     closed = False
     if opened is not None:
         lines.append(f"{_INDENT}{_seconds(opened.t)}  opened")
+    upgraded = tls is not None  # TLS begun after plaintext (an upgrade): marked where it began
     for event in events:
         if first_t is None:
             first_t = event.t
         last_t = event.t
+        if upgraded and event.t >= tls.t:
+            upgraded = False
+            if sent[Direction.C2S] or sent[Direction.S2C]:
+                lines.append(f"{_INDENT}{_seconds(tls.t)}  TLS begins: what follows was said inside it")
         stamp = f"{_INDENT}{_seconds(event.t)}"
         if isinstance(event, Data):
             arrow = _ARROW[event.direction]

@@ -3,7 +3,9 @@
 With ``tls="intercept"`` every connection's tap (live, record or replay) is
 wrapped in a :class:`TlsTap`. It holds the client's first bytes until they
 show whether TLS begins (a ClientHello) or not. Not TLS: it steps aside and
-the connection goes on byte for byte. TLS: it opens TLS to the real server
+the connection goes on byte for byte, unless TLS may still follow (a
+PostgreSQL SSLRequest, a server that speaks first and may be asked for
+STARTTLS: see :mod:`.tls_upgrade`). TLS: it opens TLS to the real server
 first (offering the client's ALPN list), then answers the client as the server
 with a certificate of the sandbox CA for the name it asked for and the
 protocol the server chose; with no server (a replay standing in) it answers at
@@ -23,17 +25,18 @@ import attrs
 
 from ..core.addressing import Endpoint
 from ..core.events import Direction
-from ..core.tls_hello import NEED_MORE, ClientHello, parse_client_hello
+from ..core.tls_hello import NEED_MORE, NOT_TLS, ClientHello, Upgrade, parse_client_hello, parse_upgrade_request
 from ..errors import TlsError, TlsUntrusted
 from .pipes import Pipe, Tap
 from .tls_authority import CertificateAuthority
 from .tls_bridge import TlsBridge, client_context
 from .tls_trust import trust_plan
+from .tls_upgrade import UpgradeWatch
 
 C2S, S2C = Direction.C2S, Direction.S2C
 
 #: Seconds the client's first bytes may take to show whether its connection starts with TLS;
-#: a connection still undecided then (a client that waits for the server) goes on as bytes.
+#: then the session's tap takes the connection, which is still watched (see tls_upgrade).
 SNIFF_PATIENCE = 1.0
 #: Seconds the real server may take to finish its TLS handshake with the proxy.
 HANDSHAKE_PATIENCE = 10.0
@@ -144,19 +147,35 @@ def report(interceptor: Interceptor | None) -> dict:
 
 class _TlsPipe:
     """What the inner tap sees as its pipe once TLS is terminated: writes and closes go
-    through the bridge of their side; everything else is the real pipe's."""
+    through the bridge of their side; everything else is the real pipe's.
+
+    Before TLS begins (``plain``: a connection that asked to upgrade) the upgrade's own bytes
+    (the request, the server's answer) go to the real pipe as they are; what comes after them
+    waits until TLS begins (then it is encrypted) or will not (then it goes as it is).
+    """
 
     def __init__(self, tap: "TlsTap", pipe: Pipe):
         self._tap = tap
         self._pipe = pipe
+        self.plain = True
+        self.waiting: list[tuple[Direction, bytes | None]] = []
 
     def __getattr__(self, name: str):
         return getattr(self._pipe, name)
 
     def write(self, direction: Direction, data) -> None:
+        if self.plain:
+            if self._tap.plain_waits(direction):
+                self.waiting.append((direction, bytes(data)))
+                return
+            self._pipe.write(direction, data)
+            self._tap.plain_wrote(direction, data)
+            return
         bridge = self._tap.bridge(direction)
         if bridge is None or bridge.error is not None or bridge.close_sent:
             return
+        if direction is C2S and S2C in self._tap.ended:
+            return  # the server ended its TLS: servers then close, and bytes sent would draw a reset
         try:
             bridge.write_plaintext(bytes(data))
         except TlsError:
@@ -164,8 +183,13 @@ class _TlsPipe:
         self._tap.flush(direction)
 
     def shut_write(self, direction: Direction) -> None:
-        bridge = self._tap.bridge(direction)
-        if bridge is not None:
+        if self.plain and self._tap.plain_waits(direction):
+            self.waiting.append((direction, None))
+            return
+        bridge = None if self.plain else self._tap.bridge(direction)
+        # A server that ended its TLS already is not sent a close_notify: it may have closed its
+        # socket, which would answer a reset (a plain half-close sends nothing, so it cannot).
+        if bridge is not None and not (direction is C2S and S2C in self._tap.ended):
             try:
                 bridge.close()
             except TlsError:
@@ -176,12 +200,27 @@ class _TlsPipe:
     def abort(self) -> None:
         self._pipe.abort()
 
+    def release(self, encrypting: bool) -> None:
+        """TLS began (``encrypting``: writes are encrypted from now on) or will not: those that
+        waited go first."""
+        self.plain = not encrypting
+        waiting, self.waiting = self.waiting, []
+        for direction, data in waiting:
+            if data is None:
+                self.shut_write(direction)
+            else:
+                self.write(direction, data)
+
     def check_finished(self, now: float) -> None:
         self._pipe.check_finished(now)
 
 
-class TlsTap(Tap):
-    """See the module docstring. States: sniff, upstream (the server's handshake), tls, gone."""
+class TlsTap(UpgradeWatch, Tap):
+    """See the module docstring. States: sniff, upstream (the server's handshake), tls, gone;
+    upgrade and await for TLS after a plaintext upgrade request (see :class:`UpgradeWatch`)."""
+
+    sniff_patience = SNIFF_PATIENCE
+    handshake_patience = HANDSHAKE_PATIENCE
 
     def __init__(self, interceptor: Interceptor, inner: Tap, recorded_alpn: str | None):
         self.interceptor = interceptor
@@ -223,10 +262,15 @@ class TlsTap(Tap):
         elif self.state == "sniff":
             self.held.append(("data", direction, bytes(data)))
             if direction is S2C:
-                self._pass(now)  # the server spoke first: not TLS, which the client begins
+                self._watch_begins(now)  # the server spoke first: TLS may come after a STARTTLS
                 return
             self.first += data
             verdict = parse_client_hello(bytes(self.first))
+            if verdict is NOT_TLS and self.first[:1] == b"\0":  # perhaps PostgreSQL's SSLRequest
+                verdict = parse_upgrade_request(bytes(self.first))
+                if isinstance(verdict, Upgrade) and not self.interceptor.passed(pipe.client, pipe.server):
+                    self._upgrade_begins(verdict, now)
+                    return
             if verdict is NEED_MORE:
                 return
             if not isinstance(verdict, ClientHello) or self.interceptor.passed(pipe.client, pipe.server):
@@ -239,6 +283,10 @@ class TlsTap(Tap):
                 self.first += data
             else:
                 self._upstream_handshake(bytes(data), now)
+        elif self.state in ("upgrade", "await"):
+            self._upgrade_data(direction, bytes(data), now)
+        elif self.state == "watch":
+            self._watch_data(direction, bytes(data), now)
 
     def eof(self, pipe, direction, now):
         if self.state == "tls":
@@ -255,13 +303,18 @@ class TlsTap(Tap):
             self._pass(now)
         elif self.state == "upstream":
             self._give_up("eof", direction, now, "the server" if direction is S2C else "the client")
+        elif self.state in ("watch", "upgrade", "await"):
+            self._upgrade_end("eof", direction, now)
 
     def reset(self, pipe, direction, now):
         if self.state == "tls":
             bridge = self.downstream if direction is C2S else self.upstream
-            if bridge is not None and bridge.peer_closed and not bridge.truncated:
-                # Its TLS ended with close_notify: the conversation is whole. The reset is only its
-                # kernel's word that our close_notify was still unread when it closed (curl does this).
+            if bridge is not None and (
+                (bridge.peer_closed and not bridge.truncated) or (bridge.handshake_done and bridge.close_sent)
+            ):
+                # Its TLS ended with close_notify, or ours had gone to it: the conversation is whole.
+                # The reset is only its kernel's word that our close_notify was still unread when it
+                # closed (curl does this; so does Python's ssl, closing without its own close_notify).
                 self._end(direction, now)
                 return
             self.inner.reset(self.facade, direction, now)
@@ -270,6 +323,8 @@ class TlsTap(Tap):
             self._pass(now)
         elif self.state == "upstream":
             self._give_up("reset", direction, now, "the server" if direction is S2C else "the client")
+        elif self.state in ("watch", "upgrade", "await"):
+            self._upgrade_end("reset", direction, now)
 
     def write_failed(self, pipe, direction, now):
         if self.state == "tls":
@@ -279,11 +334,11 @@ class TlsTap(Tap):
 
     def drained(self, pipe, direction, now):
         drained = getattr(self.inner, "drained", None)
-        if drained is not None and self.state == "tls":
-            drained(self.facade, direction, now)
+        if drained is not None and self.facade is not None and self.state != "gone":
+            drained(self.facade, direction, now)  # TLS, or the plaintext before an upgrade
 
     def closed(self, pipe, now):
-        if self.state == "tls":
+        if self.state == "tls" or (self.facade is not None and self.state != "gone"):
             self.inner.closed(self.facade, now)
         elif self.state != "gone":
             self.state = "gone"
@@ -296,7 +351,7 @@ class TlsTap(Tap):
 
     def _patience_over(self) -> None:
         if self.state == "sniff" and self.pipe is not None and not self.pipe.finished:
-            self._pass(self.interceptor.loop.now())
+            self._watch_begins(self.interceptor.loop.now())
 
     def _pass(self, now: float) -> None:
         """Not TLS (or not ours to open): the inner tap takes the connection as it is."""
@@ -316,6 +371,8 @@ class TlsTap(Tap):
         """A ClientHello: open TLS to the real server first, or, with none, answer the client now."""
         self.hello = hello
         pipe = self.pipe
+        if self.facade is not None:  # attached in the clear: nothing more goes so until TLS
+            self.gated = {C2S: True, S2C: True}
         if pipe.server_leg is None:
             alpn = self.recorded_alpn if self.recorded_alpn in hello.alpn else None
             self._terminate(alpn, now)
@@ -363,6 +420,10 @@ class TlsTap(Tap):
             self.interceptor.problem(problem)
         self.state = "gone"
         pipe.tap = self.inner
+        if self.facade is not None:  # attached since its upgrade request: the waiting writes go plain
+            self.facade.release(encrypting=False)
+            getattr(self.inner, kind)(self.facade, direction, now)
+            return
         self.inner.attach(pipe, now)
         getattr(self.inner, kind)(pipe, direction, now)
 
@@ -379,11 +440,14 @@ class TlsTap(Tap):
             return
         self.state = "tls"
         self.interceptor.intercepted += 1
-        self.facade = _TlsPipe(self, pipe)
-        self.inner.attach(self.facade, now)
+        if self.facade is None:
+            self.facade = _TlsPipe(self, pipe)
+            self.facade.plain = False
+            self.inner.attach(self.facade, now)
         started = getattr(self.inner, "tls_started", None)
         if started is not None:
             started(hello.server_name, alpn, now)
+        self.facade.release(encrypting=True)
         first, self.first = bytes(self.first), bytearray()
         self._ciphertext(C2S, first, now)
         if self.state == "tls" and self.upstream is not None:

@@ -153,12 +153,13 @@ def postgres_directory() -> Iterator[Path]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def start_postgres(host, directory: Path, auth: str = "trust", port: int = POSTGRES_PORT):
+def start_postgres(host, directory: Path, auth: str = "trust", port: int = POSTGRES_PORT, settings=()):
     """A fresh PostgreSQL cluster in ``directory`` (see :func:`postgres_directory`).
 
     ``auth`` is how TCP clients log in as ``postgres``: ``trust`` (no password)
     or ``md5`` (the password :data:`POSTGRES_PASSWORD`, stored as an MD5 hash
     so that the server really asks for an MD5 answer to a random salt).
+    ``settings``: more server settings, ``name=value`` each (e.g. ``ssl=on``).
     """
     if auth not in ("trust", "md5"):
         raise ValueError(f"auth must be trust or md5, not {auth!r}")
@@ -181,7 +182,8 @@ def start_postgres(host, directory: Path, auth: str = "trust", port: int = POSTG
     os.chown(sockets, pwd.getpwnam("postgres").pw_uid, pwd.getpwnam("postgres").pw_gid)
     process = host.spawn(
         [postgres, "-D", str(data), "-k", str(sockets), "-p", str(port),
-         "-c", "listen_addresses=*", "-c", "password_encryption=md5", "-c", "fsync=off"],
+         "-c", "listen_addresses=*", "-c", "password_encryption=md5", "-c", "fsync=off",
+         *(arg for setting in settings for arg in ("-c", setting))],
         **as_postgres,
     )
     _started(host, process, port)
