@@ -22,6 +22,7 @@ def _modules_loaded():
 
     import pytest_netplayground.runtime.supervisor  # noqa: F401
     import pytest_netplayground.runtime.tls_authority  # noqa: F401
+    import pytest_netplayground.runtime.tls_interceptor  # noqa: F401
     import pytest_netplayground.runtime.tls_tap  # noqa: F401
 
 

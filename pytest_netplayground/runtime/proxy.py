@@ -66,7 +66,7 @@ class Proxy:
     session: Session
     processes: Processes
     closing: Callable[[], bool]
-    # With ``tls="intercept"``: the :class:`~.tls_tap.Interceptor` that wraps every connection's tap.
+    # With ``tls="intercept"``: the :class:`~.tls_interceptor.Interceptor` that wraps every connection's tap.
     tls: object = None
     # The :class:`~.toxic_tap.ToxicBox` that wraps every connection's tap, inside TLS (toxics act on plaintext).
     toxics: object = None

@@ -26,7 +26,7 @@ from ..core.names import NameTable
 from ..core.router import Router, Verdict
 from ..core.router6 import Router6
 from ..errors import NetplayError, SandboxError
-from . import control, hostfs, netns, sessions, tls_tap
+from . import control, hostfs, netns, sessions, tls_interceptor
 from .faults import FaultStage, Never, make_forwarder
 from .loop import Loop
 from .network import Network
@@ -81,7 +81,7 @@ class Supervisor:
         self.verbose = verbose
         self.loop = Loop()
         self.names = NameTable()
-        files, environment, interceptor = tls_tap.interception(tls, self.loop, self.names.entries)
+        files, environment, interceptor = tls_interceptor.interception(tls, self.loop, self.names.entries)
         self.host_files = hostfs.HostFiles(files)
         self.outbox = Outbox(channel, self.loop, self._control_readable, self._caller_gone)
         self.stopping = False
@@ -339,7 +339,7 @@ class Supervisor:
         self.processes.stop(self.kill_signal, self.grace)
         self._settle()
         self.proxy.close()
-        self.result = {**self.session.finish(self.cassette_action), **tls_tap.report(self.proxy.tls)}
+        self.result = {**self.session.finish(self.cassette_action), **tls_interceptor.report(self.proxy.tls)}
         self.host_files.close()
 
 
