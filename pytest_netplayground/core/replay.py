@@ -289,10 +289,9 @@ class ConnectionReplay:
                 self._found.extend(check.divergences())
             args = (self.opened.conn, self.opened.key, self.ordinal, direction)
             recorded_reset = check.stream.reset
-            if self._live_reset[direction] and not recorded_reset:
-                self._found.append(UnexpectedReset(*args))
-            elif recorded_reset and not self._live_reset[direction] and direction in self.checked:
-                self._found.append(MissingReset(*args))
+            # A reset is part of what its sender sends: reported only where that sender is checked.
+            if direction in self.checked and self._live_reset[direction] != recorded_reset:
+                self._found.append((UnexpectedReset if self._live_reset[direction] else MissingReset)(*args))
             check.stream.close()
         # Nothing more is read: let the script go now (a cassette reader holds
         # the file open until its iterator ends) rather than at collection.

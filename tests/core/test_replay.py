@@ -421,6 +421,22 @@ def test_live_reset_without_a_recorded_one_is_unexpected():
     assert r.divergences == (UnexpectedReset(7, OPENED.key, 2, C2S),)
 
 
+def test_a_reset_by_a_sender_that_is_not_checked_is_not_reported():
+    r = ConnectionReplay(
+        OPENED,
+        lambda: iter(http_exchange()),
+        config=ReplayConfig(),
+        server_live=True,
+        start=START,
+        ordinal=2,
+        checked=[C2S],  # only the client's sending is compared (``check=["client"]``)
+    )
+    feed(r, C2S, REQUEST)
+    r.live_reset(S2C, START)  # a live server that ended early
+    r.close(START)
+    assert not [d for d in r.divergences if isinstance(d, UnexpectedReset)]
+
+
 def test_recorded_reset_without_a_live_one_is_missing():
     events = [data(0.1, C2S, b"x"), reset(0.2, C2S), closed(0.2)]
     r = replay(events, server_live=False)
