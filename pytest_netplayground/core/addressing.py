@@ -86,23 +86,25 @@ def _check_usable(net: ipaddress.IPv4Network, original: object) -> None:
         raise ConfigError(
             f"subnet {original!r} is too large: use a prefix length of 8 or more, like '10.0.0.0/24'"
         )
-    alias = _inverse_network(net)
-    for forbidden, what in _FORBIDDEN:
-        if net.overlaps(forbidden):
+    check_ranges(net, original, "subnet", _FORBIDDEN, "choose a private range like '10.0.0.0/24'")
+
+
+def check_ranges(net, original: object, setting: str, forbidden: list, advice: str) -> None:
+    """Refuse a network (IPv4 or IPv6) that, or whose proxy alias range, overlaps a ``forbidden`` range."""
+    alias = inverse_network(net)
+    for network, what in forbidden:
+        if net.overlaps(network):
+            raise ConfigError(f"{setting} {original!r} overlaps {what}; {advice}")
+        if alias.overlaps(network):
             raise ConfigError(
-                f"subnet {original!r} overlaps {what}; choose a private range like '10.0.0.0/24'"
-            )
-        if alias.overlaps(forbidden):
-            raise ConfigError(
-                f"subnet {original!r} cannot be used: its proxy alias range {alias} overlaps "
-                f"{what}; choose a private range like '10.0.0.0/24'"
+                f"{setting} {original!r} cannot be used: its proxy alias range {alias} overlaps {what}; {advice}"
             )
 
 
-def _inverse_network(net: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
-    inverted = (~int(net.network_address)) & 0xFFFFFFFF
-    mask = int(net.netmask)
-    return ipaddress.IPv4Network((inverted & mask, net.prefixlen))
+def inverse_network(net):
+    """The proxy's alias range of a network, IPv4 or IPv6: its bitwise inverse."""
+    inverted = ~int(net.network_address) & ((1 << net.max_prefixlen) - 1)
+    return type(net)((inverted & int(net.netmask), net.prefixlen))
 
 
 @attrs.frozen
@@ -141,7 +143,7 @@ class Subnet:
 
     @property
     def alias_network(self) -> ipaddress.IPv4Network:
-        return _inverse_network(self.network)
+        return inverse_network(self.network)
 
     def __str__(self) -> str:
         return str(self.network)

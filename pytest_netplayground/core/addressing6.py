@@ -14,9 +14,9 @@ import ipaddress
 import attrs
 
 from ..errors import ConfigError
-from .addressing import parse_network
+from .addressing import check_ranges, inverse_network, parse_network
 
-__all__ = ["Subnet6", "default_subnet6", "inverse_network6"]
+__all__ = ["Subnet6", "default_subnet6"]
 
 _FORBIDDEN = [
     (ipaddress.IPv6Network("::/96"), "the unspecified, loopback and IPv4-compatible range ::/96"),
@@ -49,23 +49,7 @@ def _check_usable(net: ipaddress.IPv6Network, original: object) -> None:
         raise ConfigError(
             f"subnet6 {original!r} is too large: use a prefix length of 48 or more, like 'fd00:1::/64'"
         )
-    alias = inverse_network6(net)
-    for forbidden, what in _FORBIDDEN:
-        if net.overlaps(forbidden):
-            raise ConfigError(
-                f"subnet6 {original!r} overlaps {what}; choose a unique local range like 'fd00:1::/64'"
-            )
-        if alias.overlaps(forbidden):
-            raise ConfigError(
-                f"subnet6 {original!r} cannot be used: its proxy alias range {alias} overlaps {what}; "
-                "choose a unique local range like 'fd00:1::/64'"
-            )
-
-
-def inverse_network6(net: ipaddress.IPv6Network) -> ipaddress.IPv6Network:
-    """The proxy's alias range of a prefix: its bitwise inverse, as for IPv4."""
-    inverted = ~int(net.network_address) & ((1 << 128) - 1)
-    return ipaddress.IPv6Network((inverted & int(net.netmask), net.prefixlen))
+    check_ranges(net, original, "subnet6", _FORBIDDEN, "choose a unique local range like 'fd00:1::/64'")
 
 
 @attrs.frozen
@@ -104,7 +88,7 @@ class Subnet6:
     @property
     def alias_network(self) -> ipaddress.IPv6Network:
         """Where the proxy's aliases of the hosts' IPv6 addresses live (routed as local there)."""
-        return inverse_network6(self.network)
+        return inverse_network(self.network)
 
     def __str__(self) -> str:
         return str(self.network)
