@@ -11,8 +11,9 @@ recorded datagrams (and refusals) of the other side go to it instead.
 With the server absent only the server's side is played: its replies, and the
 refusals of client datagrams its host answered with ICMP port unreachable, go
 to the client. With the server running, the recorded client datagrams go to it
-in place of the live client's, and the recorded replies to the client in place
-of the live server's.
+in place of the live client's (but for those its host refused when recording:
+the server never got them), and the recorded replies to the client in place of
+the live server's.
 
 Pacing, as for TCP connections: ``causal`` sends a recorded datagram once its
 receiver has sent as many datagrams as its recorded counterpart had before it
@@ -104,14 +105,23 @@ class UdpFlowReplay:
     refused_since: float | None = None
     awaiting_bind: bool = False
     recorded: dict[Direction, list[bytes]] = attrs.field(init=False)
+    # Positions of the recorded client datagrams that the server's host refused:
+    # the server never got them, so a running one does not get them on replay.
+    refused: set[int] = attrs.field(init=False)
     found: list[UdpDiverged] = attrs.field(factory=list)
 
     def __attrs_post_init__(self) -> None:
         self.head_since = self.start
         self.recorded = {C2S: [], S2C: []}
-        for step in self.steps:
+        self.refused = set()
+        last_request = None
+        for position, step in enumerate(self.steps):
             if isinstance(step, Datagram):
                 self.recorded[step.direction].append(step.data)
+                if step.direction is C2S:
+                    last_request = position
+            elif step.direction is C2S and last_request is not None:
+                self.refused.add(last_request)
 
     def _diverged(self, what: str, direction: Direction, index: int, *more, actual: bytes = b"") -> None:
         found = UdpDiverged(self.client.host, self.server, self.flow.flow, what, index, *more)
@@ -154,13 +164,17 @@ class UdpFlowReplay:
         self.refused_since = None
         return [SendDatagram(C2S, self.last_request)]
 
-    def _plays(self, step: Step) -> bool:
-        """Whether ``step`` is sent: toward the client always, toward the server when it runs."""
-        return self.server_live or _toward(step) is S2C
+    def _plays(self, position: int) -> bool:
+        """Whether the step at ``position`` is sent: toward the client always, toward the
+        server when it runs and its host did not refuse it when recording."""
+        step = self.steps[position]
+        if _toward(step) is S2C:
+            return True
+        return self.server_live and position not in self.refused
 
     def _gate(self, step: Step) -> Direction | None:
-        """The live sender whose datagrams ``step`` waits for under causal pacing, if any."""
-        if not self._plays(step) or self.config.pacing is not Pacing.CAUSAL:
+        """The live sender whose datagrams ``step`` (the next one) waits for under causal pacing, if any."""
+        if not self._plays(self.position) or self.config.pacing is not Pacing.CAUSAL:
             return None
         side = _toward(step).reverse
         if side is S2C and self.server_stalled:
@@ -172,7 +186,7 @@ class UdpFlowReplay:
         return self.start + (step.t - self.flow.t) / self.config.speed
 
     def _may_go(self, step: Step, now: float) -> bool:
-        if not self._plays(step) or self.config.pacing is Pacing.FLOOD:
+        if not self._plays(self.position) or self.config.pacing is Pacing.FLOOD:
             return True
         if self.config.pacing is Pacing.RECORDED:
             return now >= self.deadline(step)
@@ -196,10 +210,11 @@ class UdpFlowReplay:
                     self.server_stalled = True
                     continue
                 break
+            plays = self._plays(self.position)
             self.position += 1
             if isinstance(step, Datagram):
                 self.played[step.direction] += 1
-            if self._plays(step):
+            if plays:
                 self.head_since = now
                 if isinstance(step, Datagram):
                     actions.append(SendDatagram(step.direction, step.data))
@@ -214,7 +229,7 @@ class UdpFlowReplay:
         if self.position >= len(self.steps):
             return None
         step = self.steps[self.position]
-        if self.config.pacing is Pacing.RECORDED and self._plays(step):
+        if self.config.pacing is Pacing.RECORDED and self._plays(self.position):
             return self.deadline(step)
         side = self._gate(step)
         if side is None:

@@ -217,6 +217,17 @@ def test_a_recorded_refusal_is_played_to_the_client_after_its_datagram(server_li
         assert r.finish() == []
 
 
+def test_a_running_server_never_gets_the_request_its_host_refused_when_recording():
+    # It was not bound then; on replay it may be, and must not answer that request twice.
+    r = UdpReplays.of(REFUSED_FLOWS, REFUSED_STEPS)
+    replay = r.bind(LIVE, DNS, b"q", server_live=True, now=0.0)
+    assert ask(replay, b"q") == [("refuse", C2S), (C2S, b"q")]
+    replay.live_datagram(C2S, b"q", 0.1)  # the client asks again, as it did
+    replay.live_datagram(S2C, b"a", 0.2)
+    assert sent(replay.poll(0.2)) == [(S2C, b"a")]
+    assert replay.finish() == []
+
+
 def test_refusal_records_round_trip_and_show():
     record = Refusal(0.25, 3, C2S)
     line = encode_record(record)
