@@ -59,6 +59,7 @@ _AFTER_PROTO = MAGIC_VNI + bytes([DATAGRAM_VERSION]) + _OPTION  # bytes 4..12
 _COUNTER = struct.Struct(">Q")
 _LENGTH = struct.Struct(">I")
 _COUNTER_LIMIT = 1 << 64
+_SMALLEST = HEADER_SIZE + TAG_SIZE
 
 
 def _header_prefix(proto: int, session: bytes) -> bytes:
@@ -75,34 +76,55 @@ def datagram_session(datagram: bytes) -> bytes | None:
 
 @attrs.define
 class ReplayWindow:
-    """Which of the last ``size`` counters were already accepted, as a bitmap below the highest.
+    """Which of the last ``size`` counters were already accepted: one flag per counter, in a ring.
 
     ``check`` says whether a counter may be accepted without changing anything (so a
     forged datagram cannot move the window); ``accept`` records it once authenticated.
+    The ring is indexed by the counter modulo ``size`` (a power of two); moving the
+    top up clears the slots it passes, so an in-order packet costs a few small steps.
     """
 
-    size: int = REPLAY_WINDOW
+    size: int = attrs.field(default=REPLAY_WINDOW)
     highest: int = -1
-    bitmap: int = 0  # bit i set: counter highest - i was accepted
+    seen: bytearray = attrs.field(init=False, repr=False)
+    _mask: int = attrs.field(init=False, repr=False)
+
+    @size.validator
+    def _power_of_two(self, attribute, value: int) -> None:
+        if value < 1 or value & (value - 1):
+            raise ValueError(f"a replay window is a power of two, not {value}")
+
+    def __attrs_post_init__(self) -> None:
+        self.seen = bytearray(self.size)
+        self._mask = self.size - 1
 
     def check(self, counter: int) -> str | None:
         """None if ``counter`` is new and recent enough, else the reason to drop it."""
         if counter > self.highest:
             return None
-        behind = self.highest - counter
-        if behind >= self.size:
+        if self.highest - counter >= self.size:
             return "too old"
-        if (self.bitmap >> behind) & 1:
+        if self.seen[counter & self._mask]:
             return "replayed"
         return None
 
     def accept(self, counter: int) -> None:
-        if counter > self.highest:
-            ahead = counter - self.highest
-            self.bitmap = 1 if ahead >= self.size else ((self.bitmap << ahead) | 1) & ((1 << self.size) - 1)
+        ahead = counter - self.highest
+        if ahead == 1:  # in order: the slot held the counter that just left the window
+            self.seen[counter & self._mask] = 1
             self.highest = counter
-        else:
-            self.bitmap |= 1 << (self.highest - counter)
+            return
+        if ahead > 1:
+            self._clear(self.highest + 1, min(ahead - 1, self.size))
+            self.highest = counter
+        self.seen[counter & self._mask] = 1
+
+    def _clear(self, first: int, count: int) -> None:
+        """Forget the slots of ``count`` counters from ``first`` on (skipped by a jump ahead)."""
+        start = first & self._mask
+        head = min(count, self.size - start)
+        self.seen[start : start + head] = bytes(head)
+        self.seen[: count - head] = bytes(count - head)
 
 
 @attrs.define
@@ -126,13 +148,14 @@ class DatagramChannel:
     _seal_aead: ChaCha20Poly1305 = attrs.field(init=False, repr=False)
     _open_aead: ChaCha20Poly1305 = attrs.field(init=False, repr=False)
     _send_prefix: bytes = attrs.field(init=False, repr=False)
-    _receive_prefix: bytes = attrs.field(init=False, repr=False)
+    _receive_prefixes: frozenset = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self._seal_aead = ChaCha20Poly1305(self.send_key)
         self._open_aead = ChaCha20Poly1305(self.receive_key)
         self._send_prefix = _header_prefix(PROTO_SEALED, self.send_session)
-        self._receive_prefix = _header_prefix(PROTO_SEALED, self.receive_session)
+        protos = (PROTO_IPV4, PROTO_IPV6) if self.insecure_plaintext else (PROTO_SEALED,)
+        self._receive_prefixes = frozenset(_header_prefix(proto, self.receive_session) for proto in protos)
 
     @property
     def overhead(self) -> int:
@@ -155,20 +178,21 @@ class DatagramChannel:
 
     def open(self, datagram: bytes) -> bytes | None:
         """The IP packet a datagram carries, or None (dropped and counted) if it is not one to deliver."""
-        if len(datagram) < HEADER_SIZE + TAG_SIZE:
+        if len(datagram) < _SMALLEST:
             self.dropped["short"] += 1
             return None
-        datagram = bytes(datagram)
-        if self.insecure_plaintext or datagram[:16] != self._receive_prefix:
-            reason = self._misfit(datagram)
+        if type(datagram) is not bytes:
+            datagram = bytes(datagram)
+        if datagram[:16] not in self._receive_prefixes:
+            self.dropped[self._misfit(datagram)] += 1
+            return None
+        counter = _COUNTER.unpack_from(datagram, 16)[0]
+        window = self.window
+        if counter <= window.highest:
+            reason = window.check(counter)
             if reason is not None:
                 self.dropped[reason] += 1
                 return None
-        counter = _COUNTER.unpack_from(datagram, 16)[0]
-        reason = self.window.check(counter)
-        if reason is not None:
-            self.dropped[reason] += 1
-            return None
         try:
             if self.insecure_plaintext:
                 self._open_aead.decrypt(datagram[12:24], datagram[-TAG_SIZE:], datagram[:-TAG_SIZE])
@@ -178,21 +202,17 @@ class DatagramChannel:
         except InvalidTag:
             self.dropped["auth"] += 1
             return None
-        self.window.accept(counter)
+        window.accept(counter)
         self.delivered += 1
         return packet
 
-    def _misfit(self, datagram: bytes) -> str | None:
-        """Why a datagram's header is not this session's: "malformed" or "session" (None if it fits)."""
+    def _misfit(self, datagram: bytes) -> str:
+        """Why a datagram's header is not this session's: "malformed" or "session"."""
         if datagram[:2] != _GENEVE_START or datagram[4:12] != _AFTER_PROTO:
             return "malformed"
-        proto = int.from_bytes(datagram[2:4], "big")
-        allowed = (PROTO_IPV4, PROTO_IPV6) if self.insecure_plaintext else (PROTO_SEALED,)
-        if proto not in allowed:
+        if datagram[2:4] not in {prefix[2:4] for prefix in self._receive_prefixes}:
             return "malformed"
-        if datagram[12:16] != self.receive_session:
-            return "session"
-        return None
+        return "session"
 
 
 @attrs.define
