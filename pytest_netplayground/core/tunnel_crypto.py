@@ -53,7 +53,7 @@ MAGIC = b"NPTUNNEL"
 
 HELLO, AGENT_HELLO, PROOF, OK, REJECT = 1, 2, 3, 4, 5
 _HEAD = len(MAGIC) + 2  # magic, version, type
-_SIZES = {
+MESSAGE_SIZES = {
     HELLO: _HEAD + 1 + NONCE_SIZE,
     AGENT_HELLO: _HEAD + 1 + NONCE_SIZE + PROOF_SIZE,
     PROOF: _HEAD + PROOF_SIZE,
@@ -277,7 +277,7 @@ class Handshake:
         if len(buf) < _HEAD:
             return None
         version, kind = buf[len(MAGIC)], buf[len(MAGIC) + 1]
-        if kind not in _SIZES:
+        if kind not in MESSAGE_SIZES:
             raise self._garbage(f"unknown handshake message type {kind}")
         if kind != REJECT and version != VERSION:
             raise TunnelProtocolError(
@@ -285,7 +285,7 @@ class Handshake:
                 f"speaks {VERSION}: run the same netplay release on both machines",
                 reply=_reject(REJECT_VERSION),
             )
-        size = _SIZES[kind]
+        size = MESSAGE_SIZES[kind]
         if len(buf) < size:
             return None
         message = bytes(buf[:size])
@@ -385,8 +385,8 @@ def session_from_transcript(key: bytes, hello: bytes, agent_hello: bytes, role: 
     """
     key = _check_key(key)
     if (
-        len(hello) != _SIZES[HELLO]
-        or len(agent_hello) != _SIZES[AGENT_HELLO]
+        len(hello) != MESSAGE_SIZES[HELLO]
+        or len(agent_hello) != MESSAGE_SIZES[AGENT_HELLO]
         or hello[: len(MAGIC) + 2] != MAGIC + bytes([VERSION, HELLO])
         or agent_hello[: len(MAGIC) + 2] != MAGIC + bytes([VERSION, AGENT_HELLO])
     ):
