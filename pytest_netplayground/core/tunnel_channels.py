@@ -30,6 +30,7 @@ __all__ = [
     "ReplayWindow",
     "TAG_SIZE",
     "datagram_session",
+    "inner_mtu",
 ]
 
 #: Bytes of a datagram's header. It is laid out as a Geneve header (RFC 8926)
@@ -65,6 +66,11 @@ _SMALLEST = HEADER_SIZE + TAG_SIZE
 def _header_prefix(proto: int, session: bytes) -> bytes:
     """The first 16 bytes of every datagram of one session and payload kind (all but the counter)."""
     return _GENEVE_START + proto.to_bytes(2, "big") + _AFTER_PROTO + session
+
+
+def inner_mtu(path_mtu: int, *, ipv6: bool = False) -> int:
+    """The largest host packet whose datagram crosses a path of ``path_mtu`` unfragmented (IPv6 underlay or not)."""
+    return path_mtu - (40 if ipv6 else 20) - 8 - HEADER_SIZE - TAG_SIZE
 
 
 def datagram_session(datagram: bytes) -> bytes | None:
@@ -264,7 +270,8 @@ class ControlChannel:
         while len(self._buffer) >= _LENGTH.size:
             (size,) = _LENGTH.unpack_from(self._buffer)
             if size < TAG_SIZE or size > MAX_CONTROL_MESSAGE + TAG_SIZE:
-                self._fail(f"frame {self.received} announces {size} bytes, outside {TAG_SIZE}..{MAX_CONTROL_MESSAGE + TAG_SIZE}")
+                largest = MAX_CONTROL_MESSAGE + TAG_SIZE
+                self._fail(f"frame {self.received} announces {size} bytes, outside {TAG_SIZE}..{largest}")
             end = _LENGTH.size + size
             if len(self._buffer) < end:
                 break

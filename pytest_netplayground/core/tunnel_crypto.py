@@ -32,12 +32,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..errors import TunnelKeyError, TunnelKeyMismatch, TunnelProtocolError
-from .tunnel_channels import ControlChannel, DatagramChannel
+from .tunnel_channels import ControlChannel, DatagramChannel, datagram_session, inner_mtu
 
 __all__ = [
     "ControlChannel",
     "DatagramChannel",
     "Handshake",
+    "datagram_session",
+    "inner_mtu",
     "KEY_SIZE",
     "SessionKeys",
     "make_key_text",
@@ -307,7 +309,10 @@ class Handshake:
         other = f"the {self._other()}{self._from()}"
         if reason == REJECT_KEY:
             if self.role == "agent":
-                what = f"a supervisor{self._from()} with a different tunnel key tried to connect (it rejected this agent's proof)"
+                what = (
+                    f"a supervisor{self._from()} with a different tunnel key tried to connect "
+                    "(it rejected this agent's proof)"
+                )
             else:
                 what = f"{other} holds a different tunnel key (it rejected this supervisor's proof)"
             raise TunnelKeyMismatch(f"{what}: use the same key file on both machines; {_MAKE}")

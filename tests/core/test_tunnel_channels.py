@@ -13,6 +13,7 @@ from pytest_netplayground.core.tunnel_channels import (
     TAG_SIZE,
     ReplayWindow,
     datagram_session,
+    inner_mtu,
 )
 from pytest_netplayground.errors import TunnelAuthError, TunnelError
 
@@ -314,3 +315,11 @@ def test_replay_window_agrees_with_a_plain_model(size):
             window.accept(counter)
             accepted.add(counter)
             highest = max(highest, counter)
+
+
+def test_inner_mtu_fills_the_path_exactly():
+    s, _ = session()
+    for path_mtu, ipv6, outer in ((1500, False, 20 + 8), (1500, True, 40 + 8), (9000, False, 20 + 8)):
+        size = inner_mtu(path_mtu, ipv6=ipv6)
+        assert outer + len(s.datagrams().seal(ip_packet(size))) == path_mtu
+    assert inner_mtu(1500) == 1432 and inner_mtu(1500, ipv6=True) == 1412
