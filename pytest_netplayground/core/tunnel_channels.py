@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import struct
+import threading
 
 import attrs
 from cryptography.exceptions import InvalidTag
@@ -139,7 +140,9 @@ class DatagramChannel:
 
     ``open`` never raises on what arrives: a datagram that is short, malformed, of
     another session, replayed, too old or fails authentication is dropped and
-    counted in ``dropped`` by reason. One thread may seal while another opens.
+    counted in ``dropped`` by reason. Any number of threads may seal (each
+    datagram takes the next counter under a lock: a counter used twice would
+    reuse a nonce); one thread opens.
     """
 
     send_key: bytes = attrs.field(repr=False)
@@ -153,6 +156,7 @@ class DatagramChannel:
     sent: int = 0
     _seal_aead: ChaCha20Poly1305 = attrs.field(init=False, repr=False)
     _open_aead: ChaCha20Poly1305 = attrs.field(init=False, repr=False)
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, repr=False)
     _send_prefix: bytes = attrs.field(init=False, repr=False)
     _receive_prefixes: frozenset = attrs.field(init=False, repr=False)
 
@@ -170,10 +174,11 @@ class DatagramChannel:
 
     def seal(self, packet: bytes) -> bytes:
         """One IP packet -> one UDP payload: header, then the sealed packet (or the packet and a tag)."""
-        counter = self.sent
-        if counter >= _COUNTER_LIMIT:
-            raise TunnelError("the tunnel sent 2**64 datagrams in one session: reconnect to start a new one")
-        self.sent = counter + 1
+        with self._lock:
+            counter = self.sent
+            if counter >= _COUNTER_LIMIT:
+                raise TunnelError("the tunnel sent 2**64 datagrams in one session: reconnect to start a new one")
+            self.sent = counter + 1
         if self.insecure_plaintext:
             proto = PROTO_IPV6 if packet[:1] and packet[0] >> 4 == 6 else PROTO_IPV4
             header = _header_prefix(proto, self.send_session) + _COUNTER.pack(counter)
@@ -229,6 +234,8 @@ class ControlChannel:
     plaintext mode, the message and a tag); the length is the associated data and
     the nonce is the frame's number in its direction. Any frame that fails makes
     ``feed`` raise TunnelAuthError, now and on every later call: the stream must close.
+    Frames must reach the stream in the order they were sealed: a writer shared by
+    threads seals and writes under one lock.
     """
 
     send_key: bytes = attrs.field(repr=False)

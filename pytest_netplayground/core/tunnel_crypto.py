@@ -64,6 +64,9 @@ MESSAGE_SIZES = {
 }
 _NAMES = {HELLO: "HELLO", AGENT_HELLO: "AGENT_HELLO", PROOF: "PROOF", OK: "OK", REJECT: "REJECT"}
 
+#: The message each state waits for (a REJECT may always come instead).
+_DUE = {"start": HELLO, "hello sent": AGENT_HELLO, "agent hello sent": PROOF, "proof sent": OK}
+
 FLAG_PLAINTEXT = 0x01
 _KNOWN_FLAGS = FLAG_PLAINTEXT
 
@@ -287,6 +290,9 @@ class Handshake:
                 f"speaks {VERSION}: run the same netplay release on both machines",
                 reply=_reject(REJECT_VERSION),
             )
+        due = _DUE[self._state]
+        if kind not in (due, REJECT):
+            raise self._garbage(f"it sent {_NAMES[kind]} where {_NAMES[due]} was due")
         size = MESSAGE_SIZES[kind]
         if len(buf) < size:
             return None
@@ -298,11 +304,6 @@ class Handshake:
         kind = message[len(MAGIC) + 1]
         if kind == REJECT:
             self._rejected(message[_HEAD], message[len(MAGIC)])
-        expected = {"hello sent": AGENT_HELLO, "proof sent": OK, "start": HELLO, "agent hello sent": PROOF}
-        if kind != expected[self._state]:
-            raise self._garbage(
-                f"it sent {_NAMES[kind]} where {_NAMES[expected[self._state]]} was due"
-            )
         return getattr(self, f"_on_{_NAMES[kind].lower()}")(message)
 
     def _rejected(self, reason: int, version: int) -> None:
