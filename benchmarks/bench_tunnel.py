@@ -12,6 +12,9 @@ of SIZE bytes (in one process, one core, rounds alternating, the median kept):
   and the packet sliced back out (two copies, what any framing costs);
 * sealed: ``DatagramChannel.seal`` then ``open`` (ChaCha20-Poly1305, replay window);
 * plaintext: the same in ``--insecure-plaintext`` mode (authenticated, not encrypted);
+* chacha only, aes-gcm only: the bare AEAD calls (encrypt then decrypt, no header checks,
+  no replay window), to show what the cipher library costs and what the tunnel adds, and
+  what AES-GCM would cost instead on this CPU;
 * udp loopback: for scale, one ``sendto`` and one ``recv`` of the sealed datagram over a UDP
   socket pair on 127.0.0.1 (the system calls each end makes per packet anyway).
 
@@ -32,6 +35,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305  # noqa: E402
 
 from pytest_netplayground.core.tunnel_crypto import Handshake  # noqa: E402
 
@@ -62,6 +67,17 @@ def make_run_tunnel(plaintext: bool):
     return run
 
 
+def make_run_raw(cipher):
+    def run(packet: bytes, count: int) -> None:
+        aead, header = cipher(os.urandom(32)), bytes(24)
+        for i in range(count):
+            nonce = header[:4] + struct.pack(">Q", i)
+            inner = aead.decrypt(nonce, aead.encrypt(nonce, packet, header), header)
+        assert inner == packet
+
+    return run
+
+
 def run_udp(packet: bytes, count: int) -> None:
     sender, receiver = session(False)
     datagram = sender.seal(packet)
@@ -84,6 +100,8 @@ CASES = {
     "copy": run_copy,
     "sealed": make_run_tunnel(False),
     "plaintext": make_run_tunnel(True),
+    "chacha only": make_run_raw(ChaCha20Poly1305),
+    "aes-gcm only": make_run_raw(AESGCM),
     "udp loopback": run_udp,
 }
 
