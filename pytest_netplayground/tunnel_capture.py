@@ -49,14 +49,27 @@ def decode_tunnel_capture(
     *,
     port: int = 50000,
     allow_truncated: bool = False,
+    control_log: str | os.PathLike | None = None,
 ) -> DecodeResult:
-    """Write the IP packets the tunnel on ``port`` carried in ``capture`` to ``output``, opened with ``key``."""
+    """Write the IP packets the tunnel on ``port`` carried in ``capture`` to ``output``, opened with ``key``.
+
+    With ``control_log``, also write there one line per control message: time, direction,
+    size and the message's first line (the control protocol's header), escaped where not text.
+    """
     if len(key) != KEY_SIZE:
         raise ValueError(f"a tunnel key is {KEY_SIZE} bytes")
     capture, output = Path(capture), Path(output)
     decoder = TunnelDecoder(key, port)
-    for packet in read_capture(capture, allow_truncated=allow_truncated):
-        decoder.control(packet)
+    log = _open_log(control_log)
+    try:
+        for packet in read_capture(capture, allow_truncated=allow_truncated):
+            for direction, message in decoder.control(packet):
+                if log is not None:
+                    log.write(_log_line(packet.t, direction, message))
+    finally:
+        if log is not None:
+            log.close()
+    decoder.finish()
     partial = output.with_name(output.name + ".part")
     count = 0
     try:
@@ -75,7 +88,28 @@ def decode_tunnel_capture(
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    return DecodeResult(output, count, dict(decoder.notes), dict(decoder.dropped))
+    notes = dict(decoder.notes)
+    for direction, messages in sorted(decoder.control_messages.items()):
+        notes[f"control messages {direction}"] = messages
+    return DecodeResult(output, count, notes, dict(decoder.dropped))
+
+
+def _open_log(path: str | os.PathLike | None):
+    if path is None:
+        return None
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as exc:
+        raise CaptureError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _log_line(t: float, direction: str, message: bytes) -> str:
+    """``TIME DIRECTION SIZE FIRST-LINE``: the first line as text where it is, with escapes where not."""
+    head, newline, rest = message.partition(b"\n")
+    text = head[:400].decode("utf-8", "backslashreplace").encode("unicode_escape").decode("ascii")
+    more = f" (+{len(rest)} bytes)" if newline and rest else ""
+    cut = "..." if len(head) > 400 else ""
+    return f"{t:.6f} {direction:<13} {len(message):>7} {text}{cut}{more}\n"
 
 
 def _writer(path: Path):

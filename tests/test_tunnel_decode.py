@@ -128,7 +128,9 @@ def test_decode_gives_the_inner_packets_both_ways(tmp_path, key_file, plaintext)
     result = decode_tunnel_capture(write(tmp_path, wire), key, output)
     assert [bytes(p) for p in rdpcap(str(output))] == expected
     assert result.packets == len(expected)
-    assert result.notes["sessions"] == 1
+    assert result.notes == {"sessions": 1, "control messages to agent": 1} | (
+        {"plaintext sessions": 1} if plaintext else {}
+    )
     assert result.dropped == {"replayed": 1, "malformed": 1, "auth": 1}
     assert not (tmp_path / "inner.pcap.part").exists()
 
@@ -147,7 +149,7 @@ def test_several_sessions_and_a_wrong_key_one(tmp_path, key_file):
         wire.udp("s" if i % 3 else "a", sender.seal(packet))
     result = decode_tunnel_capture(write(tmp_path, wire), key, tmp_path / "out.pcap")
     assert [bytes(p) for p in rdpcap(str(tmp_path / "out.pcap"))] == packets
-    assert result.notes == {"sessions": 2, "wrong key": 1}
+    assert result.notes == {"sessions": 2, "wrong key": 1, "control messages to agent": 2}
 
 
 def test_datagrams_without_their_handshake_are_counted(tmp_path, key_file):
@@ -209,3 +211,46 @@ def test_tshark_reads_the_plaintext_mode_as_geneve(tmp_path, key_file):
         capture_output=True, text=True, timeout=60,
     ).stdout.splitlines()
     assert shown == ["0x4e5054\t192.0.2.1,10.0.0.2\t80\t", "0x4e5054\t192.0.2.2,10.0.0.9\t\t8"]
+
+
+def test_control_messages_are_logged_in_order_both_ways(tmp_path, key_file):
+    key = key_of(key_file)
+    s = Handshake.supervisor(key)
+    a = Handshake.agent(key)
+    wire = Wire()
+    wire.tcp("s", flags="S")
+    wire.tcp("a", flags="SA")
+    hello = s.initial()
+    wire.tcp("s", hello)
+    agent_hello = a.receive(hello)
+    wire.tcp("a", agent_hello)
+    proof = s.receive(agent_hello)
+    wire.tcp("s", proof)
+    ok = a.receive(proof)
+    first = a.keys.control().seal(b'{"op":"ready"}\n')  # in the same segment as OK
+    wire.tcp("a", ok + first)
+    s.receive(ok + first)
+    big = s.keys.control().seal(b'{"op":"spawn","argv":["sh"]}\n' + bytes(5000))
+    wire.tcp("s", big, segment=536, shuffle=random.Random(2))  # split and out of order
+    wire.tcp("a", a.keys.control().seal(b"\xff\x00 not text"))
+    log = tmp_path / "control.log"
+    result = decode_tunnel_capture(write(tmp_path, wire), key, tmp_path / "out.pcap", control_log=log)
+    lines = log.read_text().splitlines()
+    assert [line.split(None, 3)[1:] for line in lines] == [
+        ["to", "supervisor", "15 {\"op\":\"ready\"}"],
+        ["to", "agent", '5029 {"op":"spawn","argv":["sh"]} (+5000 bytes)'],
+        ["to", "supervisor", "11 \\xff\\x00 not text"],
+    ]
+    assert result.notes == {"sessions": 1, "control messages to agent": 1, "control messages to supervisor": 2}
+
+
+def test_a_forged_control_frame_stops_that_direction_only(tmp_path, key_file):
+    key = key_of(key_file)
+    wire = Wire()
+    to_agent, _ = connect(wire, key)
+    wire.tcp("s", b"\x00\x00\x00\x11" + bytes(17))  # a frame no key made
+    wire.udp("s", to_agent.seal(inner_packets(1)[0]))
+    result = decode_tunnel_capture(write(tmp_path, wire), key, tmp_path / "out.pcap")
+    assert result.notes["control streams that fail authentication"] == 1
+    assert result.notes["control messages to agent"] == 1  # the one before it
+    assert result.packets == 1

@@ -17,6 +17,11 @@ def add_tunnel_decode_command(sub) -> None:
     )
     parser.add_argument("-o", "--output", required=True, help="pcap file to write")
     parser.add_argument(
+        "--control-log",
+        metavar="FILE",
+        help="also write the decrypted control messages to FILE, one line each (time, direction, size, header)",
+    )
+    parser.add_argument(
         "--truncated", action="store_true", help="decode a capture cut short mid-record up to the cut"
     )
 
@@ -27,7 +32,12 @@ def cmd_tunnel_decode(args) -> int:
 
     key = read_key_file(args.key_file)
     result = decode_tunnel_capture(
-        args.capture, key, args.output, port=args.port, allow_truncated=args.truncated
+        args.capture,
+        key,
+        args.output,
+        port=args.port,
+        allow_truncated=args.truncated,
+        control_log=args.control_log,
     )
     say(result.summary())
     return 0

@@ -1,14 +1,14 @@
-"""Opening a captured tunnel with its key: the inner IP packets of the datagrams.
+"""Opening a captured tunnel with its key: the inner IP packets of the datagrams, the control messages.
 
 A capture of the tunnel holds the control connection (TCP) and the datagrams
 (UDP), both on the agent's port. The session keys come from the handshake at
 the start of each control connection: its first message each way (HELLO to the
 agent, AGENT_HELLO back) carry the nonces and the agent's proof, so with the
-key both sides' datagram keys can be derived and the proof says whether the
-key is the right one. Datagrams are then routed by the session id in their
-header and opened as the receiving side would, replay window included (a
-capture taken on several interfaces shows each datagram more than once; the
-copies count as replayed).
+key both sides' keys can be derived, and the proof says whether the key is the
+right one. The control frames after the handshake are opened in stream order;
+datagrams are routed by the session id in their header and opened as the
+receiving side would, replay window included (a capture taken on several
+interfaces shows each datagram more than once; the copies count as replayed).
 """
 
 from __future__ import annotations
@@ -17,49 +17,97 @@ import collections
 
 import attrs
 
-from ..errors import TunnelError, TunnelKeyMismatch
+from ..errors import TunnelAuthError, TunnelError, TunnelKeyMismatch
 from .capture_decode import TCP, UDP, CapturedPacket
 from .tcp_reassembly import HalfStream
-from .tunnel_channels import DatagramChannel, datagram_session
-from .tunnel_crypto import AGENT_HELLO, HELLO, MESSAGE_SIZES, session_from_transcript
+from .tunnel_channels import ControlChannel, DatagramChannel, datagram_session
+from .tunnel_crypto import AGENT_HELLO, HELLO, MESSAGE_SIZES, OK, PROOF, SessionKeys, session_from_transcript
 
-__all__ = ["TunnelDecoder"]
+__all__ = ["TO_AGENT", "TO_SUPERVISOR", "TunnelDecoder"]
 
-_SYN = 0x02
-_TO_AGENT, _TO_SUPERVISOR = "to agent", "to supervisor"
-_NEEDED = {_TO_AGENT: MESSAGE_SIZES[HELLO], _TO_SUPERVISOR: MESSAGE_SIZES[AGENT_HELLO]}
+_SYN, _ACK = 0x02, 0x10
+TO_AGENT, TO_SUPERVISOR = "to agent", "to supervisor"
+#: Bytes of handshake each way: the first message (read for the keys), then the one to skip.
+_FIRST = {TO_AGENT: MESSAGE_SIZES[HELLO], TO_SUPERVISOR: MESSAGE_SIZES[AGENT_HELLO]}
+_HANDSHAKE = {
+    TO_AGENT: _FIRST[TO_AGENT] + MESSAGE_SIZES[PROOF],
+    TO_SUPERVISOR: _FIRST[TO_SUPERVISOR] + MESSAGE_SIZES[OK],
+}
 
 
 @attrs.define
 class _Connection:
-    """The first bytes each way of one control connection, reassembled."""
+    """One control connection: each direction reassembled, then its handshake and frames read."""
 
+    notes: collections.Counter
+    key: bytes = attrs.field(repr=False)
     halves: dict[str, HalfStream] = attrs.field(factory=dict)
-    first: dict[str, bytearray] = attrs.field(factory=lambda: {_TO_AGENT: bytearray(), _TO_SUPERVISOR: bytearray()})
-    from_syn: bool = False
+    read: dict[str, bytearray] = attrs.field(factory=lambda: {TO_AGENT: bytearray(), TO_SUPERVISOR: bytearray()})
+    views: tuple[SessionKeys, SessionKeys] | None = None  # the supervisor's and the agent's
+    readers: dict[str, ControlChannel] = attrs.field(factory=dict)
+    failed: bool = False  # no keys: the handshake is not there or not with this key
+    broken: set[str] = attrs.field(factory=set)  # directions whose frames stopped authenticating
 
-    def add(self, direction: str, packet: CapturedPacket) -> None:
+    def add(self, direction: str, packet: CapturedPacket) -> list[tuple[str, bytes]]:
+        """A segment of ``direction``; the control messages it completed (either way, once the keys are known)."""
         if packet.flags & _SYN:
             self.halves[direction] = HalfStream(base=(packet.seq + 1) & 0xFFFF_FFFF)
-            self.from_syn = True
-            return
+            return []
         half = self.halves.get(direction)
         if half is None:
             half = self.halves[direction] = HalfStream(base=packet.seq)
-        got = self.first[direction]
-        if len(got) < _NEEDED[direction]:
-            got += half.add(packet.seq, packet.payload)
+        self.read[direction] += half.add(packet.seq, packet.payload)
+        directions = [direction]
+        if self.views is None and not self.failed:
+            self._derive()
+            directions = [TO_AGENT, TO_SUPERVISOR]  # frames may have waited for the keys
+        if self.views is None or self.failed:
+            return []
+        return [(way, message) for way in directions for message in self._messages(way)]
 
-    def handshake(self) -> tuple[bytes, bytes] | None:
-        hello, agent_hello = (bytes(self.first[d][: _NEEDED[d]]) for d in (_TO_AGENT, _TO_SUPERVISOR))
-        if len(hello) < _NEEDED[_TO_AGENT] or len(agent_hello) < _NEEDED[_TO_SUPERVISOR]:
-            return None
-        return hello, agent_hello
+    def _derive(self) -> None:
+        first = {d: bytes(self.read[d][: _FIRST[d]]) for d in self.read}
+        if any(len(first[d]) < _FIRST[d] for d in first):
+            return
+        try:
+            self.views = tuple(
+                session_from_transcript(self.key, first[TO_AGENT], first[TO_SUPERVISOR], role)
+                for role in ("supervisor", "agent")
+            )
+        except TunnelKeyMismatch:
+            self.notes["wrong key"] += 1
+            self.failed = True
+            return
+        except TunnelError:
+            self.notes["no handshake"] += 1
+            self.failed = True
+            return
+        self.notes["sessions"] += 1
+        if self.views[0].insecure_plaintext:
+            self.notes["plaintext sessions"] += 1
+        # frames to the agent are opened as the agent opens them, and the other way round
+        self.readers = {TO_AGENT: self.views[1].control(), TO_SUPERVISOR: self.views[0].control()}
+
+    def _messages(self, direction: str) -> list[bytes]:
+        data = self.read[direction]
+        if len(data) <= _HANDSHAKE[direction] or direction in self.broken:
+            return []
+        frames = bytes(data[_HANDSHAKE[direction] :])
+        del data[_HANDSHAKE[direction] :]
+        try:
+            return self.readers[direction].feed(frames)
+        except TunnelAuthError:
+            self.notes["control streams that fail authentication"] += 1
+            self.broken.add(direction)
+            return []
+
+    def started(self) -> bool:
+        return any(self.read.values())
 
 
 @attrs.define
 class TunnelDecoder:
-    """Feed it a capture's packets twice: ``control`` for the first pass, ``open`` for the second.
+    """Feed it a capture's packets twice: ``control`` in the first pass, ``open`` in the second.
 
     ``notes`` counts what happened to the control connections ("sessions" found,
     "wrong key", "no handshake" for a connection whose start the capture lacks);
@@ -70,57 +118,37 @@ class TunnelDecoder:
     key: bytes = attrs.field(repr=False)
     port: int
     notes: collections.Counter = attrs.field(factory=collections.Counter)
+    control_messages: collections.Counter = attrs.field(factory=collections.Counter)
     _connections: dict[tuple, _Connection] = attrs.field(factory=dict, repr=False)
-    _all_connections: list[_Connection] = attrs.field(factory=list, repr=False)
-    _channels: dict[bytes, list[DatagramChannel]] = attrs.field(factory=dict, repr=False)
+    _all: list[_Connection] = attrs.field(factory=list, repr=False)
     _unrouted: collections.Counter = attrs.field(factory=collections.Counter, repr=False)
-    _ready: bool = False
+    _routes: dict[bytes, list[DatagramChannel]] | None = attrs.field(default=None, repr=False)
 
-    def control(self, packet: CapturedPacket) -> None:
-        """First pass: a packet of the capture (only TCP to or from the port is looked at)."""
+    def control(self, packet: CapturedPacket) -> list[tuple[str, bytes]]:
+        """First pass: a packet of the capture; the control messages it completed, with their direction."""
         if packet.proto != TCP or self.port not in (packet.sport, packet.dport):
-            return
+            return []
         to_agent = packet.dport == self.port
         agent = (packet.dst, packet.dport) if to_agent else (packet.src, packet.sport)
         supervisor = (packet.src, packet.sport) if to_agent else (packet.dst, packet.dport)
-        key = (agent, supervisor)
-        connection = self._connections.get(key)
-        if connection is None or (packet.flags & _SYN and not packet.flags & 0x10 and connection.first[_TO_AGENT]):
-            connection = self._connections[key] = _Connection()  # a new connection on the same ports
-            self._all_connections.append(connection)
-        connection.add(_TO_AGENT if to_agent else _TO_SUPERVISOR, packet)
-
-    def _derive(self) -> None:
-        """The keys of every handshake seen in the first pass."""
-        self._ready = True
-        for connection in self._all_connections:
-            transcript = connection.handshake()
-            if transcript is None:
-                self.notes["no handshake"] += 1
-                continue
-            try:
-                views = [session_from_transcript(self.key, *transcript, role) for role in ("supervisor", "agent")]
-            except TunnelKeyMismatch:
-                self.notes["wrong key"] += 1
-                continue
-            except TunnelError:
-                self.notes["no handshake"] += 1
-                continue
-            self.notes["sessions"] += 1
-            if views[0].insecure_plaintext:
-                self.notes["plaintext sessions"] += 1
-            for view in views:
-                channel = view.datagrams()
-                self._channels.setdefault(channel.receive_session, []).append(channel)
+        connection = self._connections.get((agent, supervisor))
+        fresh_syn = packet.flags & _SYN and not packet.flags & _ACK
+        if connection is None or (fresh_syn and connection.started()):  # a new connection on the same ports
+            connection = self._connections[(agent, supervisor)] = _Connection(self.notes, self.key)
+            self._all.append(connection)
+        messages = connection.add(TO_AGENT if to_agent else TO_SUPERVISOR, packet)
+        for direction, _ in messages:
+            self.control_messages[direction] += 1
+        return messages
 
     def open(self, packet: CapturedPacket) -> bytes | None:
         """Second pass: the inner IP packet of a tunnel datagram, or None (not one, or dropped and counted)."""
-        if not self._ready:
-            self._derive()
         if packet.proto != UDP or self.port not in (packet.sport, packet.dport):
             return None
         session = datagram_session(packet.payload)
-        channels = self._channels.get(session, []) if session is not None else []
+        if self._routes is None:
+            self.finish()
+        channels = self._routes.get(session, []) if session is not None else []
         if not channels:
             self._unrouted["malformed" if session is None else "no session"] += 1
             return None
@@ -133,14 +161,29 @@ class TunnelDecoder:
                 channel.dropped["auth"] -= 1  # not this session's: the last one decides
         return channels[-1].open(packet.payload)
 
+    def finish(self) -> None:
+        """After the first pass: count the connections whose handshake never completed, route the sessions."""
+        if self._routes is not None:
+            return
+        self._routes = {}
+        for connection in self._all:
+            if connection.views is None and not connection.failed:
+                self.notes["no handshake"] += 1
+                connection.failed = True
+            for view in connection.views or ():
+                channel = view.datagrams()
+                self._routes.setdefault(channel.receive_session, []).append(channel)
+
+    def _channels(self) -> list[DatagramChannel]:
+        return [channel for channels in (self._routes or {}).values() for channel in channels]
+
     @property
     def dropped(self) -> collections.Counter:
         total = collections.Counter(self._unrouted)
-        for channels in self._channels.values():
-            for channel in channels:
-                total.update(channel.dropped)
+        for channel in self._channels():
+            total.update(channel.dropped)
         return total
 
     @property
     def delivered(self) -> int:
-        return sum(channel.delivered for channels in self._channels.values() for channel in channels)
+        return sum(channel.delivered for channel in self._channels())
