@@ -106,7 +106,10 @@ def _open_log(path: str | os.PathLike | None):
 def _log_line(t: float, direction: str, message: bytes) -> str:
     """``TIME DIRECTION SIZE FIRST-LINE``: the first line as text where it is, with escapes where not."""
     head, newline, rest = message.partition(b"\n")
-    text = head[:400].decode("utf-8", "backslashreplace").encode("unicode_escape").decode("ascii")
+    text = "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+        for c in head[:400].decode("utf-8", "backslashreplace")
+    )
     more = f" (+{len(rest)} bytes)" if newline and rest else ""
     cut = "..." if len(head) > 400 else ""
     return f"{t:.6f} {direction:<13} {len(message):>7} {text}{cut}{more}\n"
