@@ -8,8 +8,9 @@ import subprocess
 
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
 from scapy.packet import Raw
-from scapy.utils import rdpcap, wrpcap
+from scapy.utils import RawPcapReader, rdpcap, wrpcap
 
 from pytest_netplayground.cli import main
 from pytest_netplayground.core.tunnel_crypto import Handshake, parse_key
@@ -19,6 +20,10 @@ from pytest_netplayground.tunnel_capture import decode_tunnel_capture
 
 SUPERVISOR, AGENT = ("192.0.2.1", 40000), ("192.0.2.2", 50000)
 UDP_SUPERVISOR = 41000
+
+
+def _ip(src: str, dst: str):
+    return IPv6(src=src, dst=dst) if ":" in src else IP(src=src, dst=dst)
 
 
 class Wire:
@@ -38,7 +43,7 @@ class Wire:
         other = "a" if who == "s" else "s"
         (src, sport), (dst, dport) = self.ends[who], self.ends[other]
         if "S" in flags:
-            self._add(IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags=flags, seq=self.seq[who]))
+            self._add(_ip(src, dst) / TCP(sport=sport, dport=dport, flags=flags, seq=self.seq[who]))
             self.seq[who] += 1
             return
         pieces = [(self.seq[who] + i, data[i : i + segment]) for i in range(0, len(data), segment)]
@@ -46,14 +51,14 @@ class Wire:
         if shuffle is not None:
             shuffle.shuffle(pieces)
         for seq, piece in pieces:
-            ip = IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags=flags, seq=seq, ack=self.seq[other])
+            ip = _ip(src, dst) / TCP(sport=sport, dport=dport, flags=flags, seq=seq, ack=self.seq[other])
             self._add(ip / Raw(piece))
 
     def udp(self, who: str, payload: bytes):
         (supervisor, _), agent = self.ends["s"], self.ends["a"]
         ends = [(supervisor, UDP_SUPERVISOR), agent]
         (src, sport), (dst, dport) = ends if who == "s" else ends[::-1]
-        self._add(IP(src=src, dst=dst) / UDP(sport=sport, dport=dport) / Raw(payload))
+        self._add(_ip(src, dst) / UDP(sport=sport, dport=dport) / Raw(payload))
 
 
 def connect(wire: Wire, key: bytes, agent_key: bytes | None = None, plaintext: bool = False, segment=1460, rng=None):
@@ -254,3 +259,15 @@ def test_a_forged_control_frame_stops_that_direction_only(tmp_path, key_file):
     assert result.notes["control streams that fail authentication"] == 1
     assert result.notes["control messages to agent"] == 1  # the one before it
     assert result.packets == 1
+
+
+def test_decode_over_an_ipv6_underlay(tmp_path, key_file):
+    key = key_of(key_file)
+    wire = Wire(supervisor=("2001:db8::1", 40000), agent=("2001:db8::2", 50000))
+    to_agent, to_supervisor = connect(wire, key)
+    packets = inner_packets(4, seed=9)
+    for i, packet in enumerate(packets):
+        wire.udp("s" if i % 2 else "a", (to_agent if i % 2 else to_supervisor).seal(packet))
+    result = decode_tunnel_capture(write(tmp_path, wire), key, tmp_path / "out.pcap")
+    assert [data for data, _ in RawPcapReader(str(tmp_path / "out.pcap"))] == packets
+    assert result.notes["sessions"] == 1 and result.dropped == {}
