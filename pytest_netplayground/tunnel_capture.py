@@ -62,14 +62,20 @@ def decode_tunnel_capture(
     decoder = TunnelDecoder(key, port)
     log = _open_log(control_log)
     try:
-        for packet in read_capture(capture, allow_truncated=allow_truncated):
-            for direction, message in decoder.control(packet):
-                if log is not None:
-                    log.write(_log_line(packet.t, direction, message))
-    finally:
-        if log is not None:
-            log.close()
-    decoder.finish()
+        try:
+            for packet in read_capture(capture, allow_truncated=allow_truncated):
+                for direction, message in decoder.control(packet):
+                    if log is not None:
+                        log.write(_log_line(packet.t, direction, message))
+        finally:
+            if log is not None:
+                log.close()
+        decoder.finish()
+        _check_found(decoder, capture, port)
+    except BaseException:
+        if control_log is not None:
+            Path(control_log).unlink(missing_ok=True)
+        raise
     partial = output.with_name(output.name + ".part")
     count = 0
     try:
@@ -83,7 +89,6 @@ def decode_tunnel_capture(
                     count += 1
         finally:
             writer.close()
-        _check_found(decoder, capture, port)
         os.replace(partial, output)
     except BaseException:
         partial.unlink(missing_ok=True)

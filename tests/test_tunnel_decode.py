@@ -173,8 +173,8 @@ def test_wrong_key_is_one_clear_error_and_no_output(tmp_path, key_file):
     to_agent, _ = connect(wire, key_of(key_file))
     wire.udp("s", to_agent.seal(inner_packets(1)[0]))
     with pytest.raises(TunnelKeyMismatch, match="another key"):
-        decode_tunnel_capture(write(tmp_path, wire), bytes(32), tmp_path / "out.pcap")
-    assert list(tmp_path.glob("out.pcap*")) == []
+        decode_tunnel_capture(write(tmp_path, wire), bytes(32), tmp_path / "out.pcap", control_log=tmp_path / "c.log")
+    assert list(tmp_path.glob("out.pcap*")) == [] and not (tmp_path / "c.log").exists()
 
 
 def test_capture_without_handshake_says_what_to_capture(tmp_path, key_file):
