@@ -271,3 +271,24 @@ def test_decode_over_an_ipv6_underlay(tmp_path, key_file):
     result = decode_tunnel_capture(write(tmp_path, wire), key, tmp_path / "out.pcap")
     assert [data for data, _ in RawPcapReader(str(tmp_path / "out.pcap"))] == packets
     assert result.notes["sessions"] == 1 and result.dropped == {}
+
+
+def test_a_datagram_cut_by_the_snap_length_is_counted_as_such(tmp_path, key_file):
+    key = key_of(key_file)
+    wire = Wire()
+    to_agent, _ = connect(wire, key)
+    wire.udp("s", to_agent.seal(inner_packets(3)[2]))
+    wire.udp("s", to_agent.seal(inner_packets(2)[1]))
+    path = write(tmp_path, wire)
+    frames = list(rdpcap(str(path)))
+    cut = tmp_path / "cut.pcap"
+    wrpcap(str(cut), frames[:-2] + [frames[-2].__class__(bytes(frames[-2])[:60])] + frames[-1:], linktype=101)
+    with open(cut, "r+b") as handle:  # keep the record's original length: a snapped record
+        data = bytearray(handle.read())
+        record = len(data) - len(bytes(frames[-1])) - 16 - 60 - 16
+        original = len(bytes(frames[-2]))
+        data[record + 12 : record + 16] = original.to_bytes(4, "little")
+        handle.seek(0)
+        handle.write(data)
+    result = decode_tunnel_capture(cut, key, tmp_path / "out.pcap")
+    assert result.packets == 1 and result.dropped == {"cut short in the capture": 1}

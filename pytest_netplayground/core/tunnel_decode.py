@@ -148,6 +148,9 @@ class TunnelDecoder:
         session = datagram_session(packet.payload)
         if self._routes is None:
             self.finish()
+        if packet.snapped:  # the capture kept part of it (snaplen), or it is an IP fragment
+            self._unrouted["cut short in the capture"] += 1
+            return None
         channels = self._routes.get(session, []) if session is not None else []
         if not channels:
             self._unrouted["malformed" if session is None else "no session"] += 1
