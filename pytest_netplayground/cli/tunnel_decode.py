@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+
 from .setup import say
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (1-65535)")
+    return int(text)
 
 
 def add_tunnel_decode_command(sub) -> None:
@@ -13,7 +21,7 @@ def add_tunnel_decode_command(sub) -> None:
     parser.add_argument("capture", help="pcap or pcapng of the tunnel's TCP and UDP (tcpdump -w, Wireshark)")
     parser.add_argument("--key-file", required=True, metavar="FILE", help="the tunnel's key file")
     parser.add_argument(
-        "--port", type=int, default=50000, help="the agent's port (its --listen port; default 50000)"
+        "--port", type=_port, default=50000, help="the agent's port (its --listen port; default 50000)"
     )
     parser.add_argument("-o", "--output", required=True, help="pcap file to write")
     parser.add_argument(
