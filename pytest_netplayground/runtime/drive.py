@@ -1,0 +1,183 @@
+"""The Python API of driving: play a cassette's clients against live servers in a sandbox.
+
+The servers run in the sandbox's hosts (:func:`drive_hosts` makes the hosts
+the recorded servers lived in, moved by ``mapping``); :func:`drive` plans the
+connections (:mod:`..core.drive_plan`), has the supervisor play them, and
+returns the :class:`~..core.drive_report.DriveReport`. With ``noise_runs``
+it first plays every connection that many times more and ignores what
+differs between those answers.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..cassette import Cassette
+from ..core import defaults
+from ..core.addressing import Subnet
+from ..core.drive_noise import learn_from_answers
+from ..core.drive_plan import DriveOptions, plan_drive
+from ..core.drive_report import DriveReport
+from ..core.events import Data, Outcome
+from ..core.noise import Noise, ignore_rules
+from ..core.replay import ReplayConfig
+from ..errors import ConfigError, NetplayTimeout
+from ..learning import RunSpacing
+
+__all__ = ["drive", "drive_hosts", "recorded_servers"]
+
+
+def _noise_runs(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value == 1:
+        raise ConfigError(f"noise_runs is 0 (learn nothing) or a number of runs of at least 2, not {value!r}")
+    return value
+
+
+def recorded_servers(
+    cassette: str | os.PathLike, options: DriveOptions = DriveOptions(), clients: bool = False
+) -> list:
+    """The addresses of the cassette's servers (and clients, with ``clients``), moved by
+    ``options.mapping``, in address order."""
+    with _open(cassette) as index:
+        ends = [(entry.opened.server, entry.opened.client) for entry in index.connections.values()]
+    hosts = {options.moved(end.host) for pair in ends for end in (pair if clients else pair[:1])}
+    return sorted(hosts, key=lambda address: (":" in address, _sort_key(address)))
+
+
+def _sort_key(address: str):
+    import ipaddress
+
+    return int(ipaddress.ip_address(address))
+
+
+class _open:
+    """A cassette's index, the file closed after."""
+
+    def __init__(self, path) -> None:
+        self.cassette = Cassette(os.fspath(path), tolerate_truncation=True)
+
+    def __enter__(self):
+        return self.cassette.index()
+
+    def __exit__(self, *exc) -> None:
+        self.cassette.close()
+
+
+def drive_hosts(sandbox, cassette: str | os.PathLike, options: DriveOptions = DriveOptions()) -> dict:
+    """Make hosts until every recorded address (moved by the mapping) has one, the clients'
+    too (the router delivers the servers' answers only to addresses a host owns, and the
+    proxy takes them there); the hosts by address. The addresses must be in the subnet."""
+    subnet: Subnet = sandbox.subnet
+    wanted = recorded_servers(cassette, options, clients=True)
+    found = {}
+    for address in wanted:
+        index = _index_in(subnet, address)
+        if index is None:
+            raise ConfigError(
+                f"the server address {address} of {cassette} is not in the sandbox's subnet {subnet}: "
+                "drive in the subnet it was recorded in, or move it with a mapping"
+            )
+        while len(sandbox.hosts) <= index:
+            sandbox.add_host()
+        found[address] = sandbox.hosts[index]
+    return found
+
+
+def _index_in(subnet: Subnet, address: str) -> int | None:
+    """The index of the host that gets ``address``, or None outside the subnet."""
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if ip.version != 4 or ip not in subnet.network:
+        return None
+    index = int(ip) - int(subnet.network.network_address) - 1
+    return index if 0 <= index < subnet.capacity else None
+
+
+def _wait_for_servers(sandbox, plan, timeout: float) -> None:
+    """Wait (up to ``timeout`` in all) for each planned server whose host runs something to listen."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    seen = set()
+    for planned in plan:
+        server = planned.server
+        if server in seen or planned.opened.outcome is not Outcome.ESTABLISHED:
+            continue
+        seen.add(server)
+        host = next((h for h in sandbox.hosts if server.host in (h.address, h.address6)), None)
+        if host is None or not any(p.poll() is None for p in sandbox.processes if p.host is host):
+            continue
+        try:
+            host.wait_for_port(server.port, max(0.0, deadline - time.monotonic()))
+        except NetplayTimeout:
+            continue  # the drive reports it refused
+
+
+def drive(
+    sandbox,
+    cassette: str | os.PathLike,
+    options: DriveOptions | None = None,
+    *,
+    ignore: object = (),
+    noise_runs: int = 0,
+    stall_timeout: float = defaults.STALL_TIMEOUT,
+    settle: float = defaults.SETTLE,
+    listen_timeout: float = 5.0,
+    **option_values,
+) -> DriveReport:
+    """Play the clients of ``cassette`` against the servers running in ``sandbox``; see the module docstring.
+
+    ``options`` (or its fields as keywords: ``pacing``, ``speed``, ``rate``,
+    ``multiply``, ``sample``, ``mapping``) say which connections go, from where
+    and when; ``ignore`` takes replay's ignore rules; a server whose host runs a
+    process is waited for up to ``listen_timeout`` seconds before the drive starts.
+    """
+    if options is None:
+        options = DriveOptions(**option_values)
+    elif option_values:
+        raise ConfigError("give drive either options or their fields as keywords, not both")
+    noise_runs = _noise_runs(noise_runs)
+    path = os.path.abspath(os.fspath(cassette))
+    cassette_file = Cassette(path, tolerate_truncation=True)
+    try:
+        index = cassette_file.index()
+        opened = {entry.opened.conn: entry.opened for entry in index.connections.values()}
+        recorded = {conn: [e for e in cassette_file.iter_connection(conn) if isinstance(e, Data)] for conn in opened}
+        learned_before = index.noise
+    finally:
+        cassette_file.close()
+    plan = plan_drive(list(opened.values()), options)
+    sandbox.start()
+    _wait_for_servers(sandbox, plan, listen_timeout)
+    base = ReplayConfig(pacing=options.pacing, speed=options.speed, stall_timeout=stall_timeout, settle=settle)
+    learned = ()
+    if noise_runs:
+        single = [planned for planned in plan_drive(list(opened.values()), _one_copy(options))]
+        spacing = RunSpacing()
+        runs = []
+        for _ in range(noise_runs):
+            spacing.next_run()
+            runs.append(_call(sandbox, path, single, base, collect=True)["answers"])
+        spacing.next_run()
+        learned = learn_from_answers(opened, recorded, runs)
+    noise = Noise(ignore=ignore_rules(ignore), learned=tuple(learned_before) + tuple(learned))
+    config = ReplayConfig(
+        pacing=options.pacing, speed=options.speed, stall_timeout=stall_timeout, settle=settle, noise=noise
+    )
+    outcome = _call(sandbox, path, plan, config, collect=False)
+    return DriveReport(outcome["results"])
+
+
+def _one_copy(options: DriveOptions) -> DriveOptions:
+    import attrs
+
+    return attrs.evolve(options, multiply=1)
+
+
+def _call(sandbox, path: str, plan, config: ReplayConfig, collect: bool) -> dict:
+    value, _ = sandbox._channel.call("drive", cassette=path, plan=tuple(plan), config=config, collect=collect)
+    return value
