@@ -221,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("cassette")
     export.add_argument("-o", "--output", required=True, help="pcap file to write")
     _add_import(sub)
+    from .drive import add_drive_parser
+
+    add_drive_parser(sub)
     return parser
 
 
