@@ -206,3 +206,27 @@ def test_the_python_api_drives_a_server_started_in_the_sandbox(recorded):
         report = drive_api(sb, cassette, sample=0.1, pacing="flood", ignore=["s2c:Date: [^\\r]*"])
     assert report.ok, report.format()
     assert len(report.results) == len(logged(log)) > 0
+
+
+def test_the_netplay_drive_fixture_drives_a_cassette_in_its_directory(recorded, pytester):
+    tmp, cassette = recorded
+    directory = pytester.path / "cassettes" / "test_driving"
+    directory.mkdir(parents=True)
+    shutil.copy(cassette, directory / "http.traffic")
+    command = server_command(tmp, tmp / "site", tmp / "fixture.log")
+    pytester.makepyfile(
+        test_driving=f"""
+def test_the_server_answers_as_recorded(netplay_drive):
+    hosts = netplay_drive.hosts("http.traffic")
+    hosts["10.0.0.1"].spawn(["/bin/sh", "-c", {command!r}])
+    report = netplay_drive("http.traffic", sample=0.1, ignore=["s2c:Date: [^\\\\r]*"])
+    assert report.results and report.ok, report.format()
+
+def test_a_difference_fails_the_test(netplay_drive):
+    report = netplay_drive("http.traffic", sample=0.1, pacing="flood")
+    assert report.ok, report.format()
+"""
+    )
+    result = pytester.runpytest_subprocess(timeout=120)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*refused (recorded: established)*"])

@@ -24,7 +24,7 @@ from ..core.replay import ReplayConfig
 from ..errors import ConfigError, NetplayTimeout
 from ..learning import RunSpacing
 
-__all__ = ["drive", "drive_hosts", "recorded_servers"]
+__all__ = ["Driver", "drive", "drive_hosts", "recorded_servers"]
 
 
 def _noise_runs(value: object) -> int:
@@ -134,7 +134,8 @@ def drive(
     ``options`` (or its fields as keywords: ``pacing``, ``speed``, ``rate``,
     ``multiply``, ``sample``, ``mapping``) say which connections go, from where
     and when; ``ignore`` takes replay's ignore rules; a server whose host runs a
-    process is waited for up to ``listen_timeout`` seconds before the drive starts.
+    process is waited for up to ``listen_timeout`` seconds before the drive starts. Hosts
+    missing for the recorded addresses are made first (:func:`drive_hosts`).
     """
     if options is None:
         options = DriveOptions(**option_values)
@@ -152,6 +153,7 @@ def drive(
         cassette_file.close()
     plan = plan_drive(list(opened.values()), options)
     sandbox.start()
+    drive_hosts(sandbox, path, options)  # the clients' addresses need hosts too (see there)
     _wait_for_servers(sandbox, plan, listen_timeout)
     base = ReplayConfig(pacing=options.pacing, speed=options.speed, stall_timeout=stall_timeout, settle=settle)
     learned = ()
@@ -181,3 +183,24 @@ def _one_copy(options: DriveOptions) -> DriveOptions:
 def _call(sandbox, path: str, plan, config: ReplayConfig, collect: bool) -> dict:
     value, _ = sandbox._channel.call("drive", cassette=path, plan=tuple(plan), config=config, collect=collect)
     return value
+
+
+class Driver:
+    """A live sandbox whose servers a test starts and drives cassettes' clients against
+    (what the ``netplay_drive`` fixture gives); relative cassette paths are under ``base``."""
+
+    def __init__(self, sandbox, base: str | os.PathLike | None = None):
+        self.sandbox = sandbox
+        self.base = base
+
+    def path(self, cassette: str | os.PathLike) -> str:
+        path = os.fspath(cassette)
+        return path if self.base is None or os.path.isabs(path) else os.path.join(os.fspath(self.base), path)
+
+    def hosts(self, cassette: str | os.PathLike, options: DriveOptions | None = None, **values) -> dict:
+        """The hosts of the cassette's addresses (see :func:`drive_hosts`), made as needed."""
+        return drive_hosts(self.sandbox, self.path(cassette), options or DriveOptions(**values))
+
+    def __call__(self, cassette: str | os.PathLike, options: DriveOptions | None = None, **settings) -> DriveReport:
+        """:func:`drive` in this sandbox."""
+        return drive(self.sandbox, self.path(cassette), options, **settings)
