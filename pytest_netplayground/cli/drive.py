@@ -86,7 +86,9 @@ def add_drive_parser(sub) -> None:
         metavar="S",
         help="wait up to S seconds for the servers to listen before driving (default 5)",
     )
-    parser.add_argument("-s", "--subnet", default=DEFAULT_SUBNET, help=f"the sandbox's subnet (default {DEFAULT_SUBNET})")
+    parser.add_argument(
+        "-s", "--subnet", help=f"the sandbox's subnet (default: the cassette's, else {DEFAULT_SUBNET})"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="show every connection's timings")
     parser.add_argument("--nolog", action="store_true", help="do not print the servers' output")
     parser.add_argument(
@@ -155,6 +157,18 @@ def cmd_drive(args) -> int:
     return 0 if report.ok else EXIT_DIFFERS
 
 
+def _subnets(args) -> dict:
+    """The subnet asked for, else the cassette's (its IPv6 prefix too), as recorded."""
+    from ..cassette import Cassette
+
+    cassette = Cassette(args.file, tolerate_truncation=True)
+    cassette.close()
+    header = cassette.header
+    if args.subnet is not None:
+        return {"subnet": args.subnet}
+    return {"subnet": header.subnet or DEFAULT_SUBNET, "subnet6": header.subnet6 or None}
+
+
 def _drive(args):
     from ..runtime.drive import drive, drive_hosts, recorded_servers
     from ..runtime.sandbox import Sandbox
@@ -166,7 +180,7 @@ def _drive(args):
             f"{len(args.commands)} commands for the {len(servers)} servers of {args.file} "
             f"({', '.join(servers)}): give one per server, in address order"
         )
-    sandbox = Sandbox(args.subnet)
+    sandbox = Sandbox(**_subnets(args))
     threads: list = []
     try:
         sandbox.start()

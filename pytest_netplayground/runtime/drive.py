@@ -14,7 +14,6 @@ import os
 
 from ..cassette import Cassette
 from ..core import defaults
-from ..core.addressing import Subnet
 from ..core.drive_noise import learn_from_answers
 from ..core.drive_plan import DriveOptions, plan_drive
 from ..core.drive_report import DriveReport
@@ -67,14 +66,14 @@ def drive_hosts(sandbox, cassette: str | os.PathLike, options: DriveOptions = Dr
     """Make hosts until every recorded address (moved by the mapping) has one, the clients'
     too (the router delivers the servers' answers only to addresses a host owns, and the
     proxy takes them there); the hosts by address. The addresses must be in the subnet."""
-    subnet: Subnet = sandbox.subnet
     wanted = recorded_servers(cassette, options, clients=True)
     found = {}
     for address in wanted:
-        index = _index_in(subnet, address)
+        index = _index_in(sandbox, address)
         if index is None:
             raise ConfigError(
-                f"the server address {address} of {cassette} is not in the sandbox's subnet {subnet}: "
+                f"the address {address} of {cassette} is not in the sandbox's subnets "
+                f"({sandbox.subnet}, {sandbox.subnet6}): "
                 "drive in the subnet it was recorded in, or move it with a mapping"
             )
         while len(sandbox.hosts) <= index:
@@ -83,15 +82,16 @@ def drive_hosts(sandbox, cassette: str | os.PathLike, options: DriveOptions = Dr
     return found
 
 
-def _index_in(subnet: Subnet, address: str) -> int | None:
-    """The index of the host that gets ``address``, or None outside the subnet."""
+def _index_in(sandbox, address: str) -> int | None:
+    """The index of the host that gets ``address`` (IPv4 or IPv6), or None outside the subnets."""
     import ipaddress
 
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return None
-    if ip.version != 4 or ip not in subnet.network:
+    subnet = sandbox.subnet if ip.version == 4 else sandbox.subnet6
+    if ip not in subnet.network:
         return None
     index = int(ip) - int(subnet.network.network_address) - 1
     return index if 0 <= index < subnet.capacity else None
