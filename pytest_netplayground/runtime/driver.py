@@ -12,6 +12,7 @@ connections at their planned times and gathers one
 from __future__ import annotations
 
 import errno
+import os
 import select
 import socket
 from typing import Callable
@@ -31,8 +32,9 @@ from .replayer import DECODED_LIMIT, _DecodedOnce
 C2S, S2C = Direction.C2S, Direction.S2C
 
 
-def _outcome_of(err: int) -> Outcome:
-    return _CONNECT_FAILURES.get(err, Outcome.REFUSED)
+def _outcome_of(err: int) -> Outcome | str:
+    """How a failed connect ended: an outcome a recording can hold, else the error in words."""
+    return _CONNECT_FAILURES.get(err) or f"could not connect: {os.strerror(err)}"
 
 
 class DriveTap(Tap):
@@ -42,7 +44,7 @@ class DriveTap(Tap):
     has had its turn: it closed, or went quiet for the settle time after
     answering at least as many bytes as recorded (the stall timeout if fewer),
     so flood and recorded pacing, which do not wait for answers, still get them.
-    A connection making no progress for twice the stall timeout is given up.
+    A connection making no progress for three times the stall timeout is given up.
     """
 
     def __init__(self, drive: "Drive", slot: int, replay: ConnectionReplay, opened_at: float):
@@ -152,7 +154,7 @@ class DriveTap(Tap):
         self.run(self.drive.loop.now())
 
     def _watchdog(self, now: float) -> None:
-        limit = 2 * self.replay.config.stall_timeout
+        limit = 3 * self.replay.config.stall_timeout
         pipe = self.pipe
         if pipe is None or pipe.finished:
             return
@@ -166,7 +168,7 @@ class DriveTap(Tap):
         self.replay.close(now)
         found = self.replay.divergences
         stalls = [item for item in found if isinstance(item, Stall)]
-        failure = self.failure or (f"stalled: {stalls[0].summary}" if stalls else None)
+        failure = f"stalled: {stalls[0].summary}" if stalls else self.failure
         others = tuple(item for item in found if not isinstance(item, Stall))
         self.drive.finished(self.slot, Timing(self.first, self.last), others, failure, self.answers)
         self.pipe = None
@@ -193,7 +195,7 @@ class Drive:
         self.pending: dict[int, tuple[int, socket.socket]] = {}
         start = loop.now()
         for slot, planned in enumerate(request.plan):
-            loop.call_at(start + planned.start, lambda slot=slot: self._open(slot))
+            loop.call_at(start + planned.start, lambda slot=slot: self._guarded(self._open, slot))
         if not request.plan:
             self._report()
 
@@ -219,6 +221,13 @@ class Drive:
         return size
 
     # -- opening ---------------------------------------------------------------------
+
+    def _guarded(self, step: Callable[[int], None], slot: int) -> None:
+        """Run ``step``; a failure it did not foresee fails its connection, not the sandbox."""
+        try:
+            step(slot)
+        except Exception as exc:  # noqa: BLE001 - reported in the connection's result
+            self._failed(slot, f"the drive failed to open it: {exc!r}", self.loop.now())
 
     def _open(self, slot: int) -> None:
         planned: PlannedConnection = self.request.plan[slot]
@@ -288,10 +297,13 @@ class Drive:
         pipe.server_leg = Leg(sock)
         pipe.start(self.loop.now())
 
-    def _connect_ended(self, slot: int, outcome: Outcome, opened_at: float) -> None:
+    def _connect_ended(self, slot: int, outcome: Outcome | str, opened_at: float) -> None:
         """A connection that ended at its opening: as recorded (refused, say) or a failure."""
         recorded = self.request.plan[slot].opened.outcome
-        failure = None if outcome is recorded else f"{outcome.value} (recorded: {recorded.value})"
+        if isinstance(outcome, Outcome):
+            failure = None if outcome is recorded else f"{outcome.value} (recorded: {recorded.value})"
+        else:
+            failure = f"{outcome} (recorded: {recorded.value})"
         self._result(slot, Timing(), (), failure, None)
 
     def _failed(self, slot: int, why: str, now: float) -> None:
