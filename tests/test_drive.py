@@ -68,8 +68,13 @@ def recorded(tmp_path_factory):
     cassette = tmp / "http.traffic"
     client = f"sleep 0.5; curl -s -o /dev/null 'http://10.0.0.1/f[0-{REQUESTS - 1}].txt'"
     result = netplay(
-        "record", "-f", str(cassette), "--exit-code-from", "2",
-        server_command(tmp, site, tmp / "record.log"), client,
+        "record",
+        "-f",
+        str(cassette),
+        "--exit-code-from",
+        "2",
+        server_command(tmp, site, tmp / "record.log"),
+        client,
     )
     assert result.returncode == 0, result.stderr
     opened = [e for e in Cassette(cassette).events() if isinstance(e, ConnectionOpened)]
@@ -119,9 +124,7 @@ def test_the_server_sees_the_recorded_client_address_and_port(recorded):
     tmp, cassette = recorded
     log = tmp / "peers.log"
     drive(tmp, cassette, tmp / "site", log, "--rate", "500", "--ignore", "s2c:Date: [^\\r]*")
-    recorded_peers = {
-        str(e.client) for e in Cassette(cassette).events() if isinstance(e, ConnectionOpened)
-    }
+    recorded_peers = {str(e.client) for e in Cassette(cassette).events() if isinstance(e, ConnectionOpened)}
     assert {peer for peer, _ in logged(log)} == recorded_peers
     assert report_of(tmp)["summary"]["identical"] == REQUESTS
 
@@ -162,7 +165,18 @@ def test_an_absent_server_fails_every_connection(recorded):
 def test_multiply_opens_each_connection_from_distinct_ports(recorded):
     tmp, cassette = recorded
     log = tmp / "multiply.log"
-    drive(tmp, cassette, tmp / "site", log, "--multiply", "10", "--sample", "0.2", "--ignore", "s2c:Date: [^\\r]*")
+    drive(
+        tmp,
+        cassette,
+        tmp / "site",
+        log,
+        "--multiply",
+        "10",
+        "--sample",
+        "0.2",
+        "--ignore",
+        "s2c:Date: [^\\r]*",
+    )
     played = [o for o in Cassette(cassette).events() if isinstance(o, ConnectionOpened) and chosen(o, 0.2)]
     peers = [peer for peer, _ in logged(log)]
     assert len(peers) == 10 * len(played)
@@ -186,7 +200,16 @@ def test_map_moves_the_server_to_another_host(recorded):
     tmp, cassette = recorded
     log = tmp / "moved.log"
     result = drive(
-        tmp, cassette, tmp / "site", log, "--map", "10.0.0.1=10.0.0.5", "--sample", "0.1", "--ignore", "s2c:Date: [^\\r]*"
+        tmp,
+        cassette,
+        tmp / "site",
+        log,
+        "--map",
+        "10.0.0.1=10.0.0.5",
+        "--sample",
+        "0.1",
+        "--ignore",
+        "s2c:Date: [^\\r]*",
     )
     assert result.returncode == 0, result.stdout + result.stderr
     connections = report_of(tmp)["connections"]

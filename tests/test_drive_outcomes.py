@@ -63,7 +63,9 @@ def test_answers_as_recorded_are_identical_and_a_changed_one_differs_at_its_offs
     server = sandbox.add_host()
     listener = server.listen(7000)
     peers: list = []
-    thread = serve(listener, 2, lambda request: request.replace(b"ping", b"pong").replace(b"pong 1", b"pong X"), peers)
+    thread = serve(
+        listener, 2, lambda request: request.replace(b"ping", b"pong").replace(b"pong 1", b"pong X"), peers
+    )
     report = drive(sandbox, cassette, stall_timeout=5)
     thread.join(5)
     listener.close()
@@ -77,7 +79,10 @@ def test_answers_as_recorded_are_identical_and_a_changed_one_differs_at_its_offs
 
 
 def test_a_connection_refused_as_recorded_is_identical_and_one_refused_now_fails(sandbox, tmp_path):
-    refused = [ConnectionOpened(0.01, 0, ("10.0.0.2", 40000), ("10.0.0.1", 9), outcome="refused"), Closed(0.01, 0)]
+    refused = [
+        ConnectionOpened(0.01, 0, ("10.0.0.2", 40000), ("10.0.0.1", 9), outcome="refused"),
+        Closed(0.01, 0),
+    ]
     cassette = write(tmp_path / "refused.traffic", refused + ping(1, 8000, t=0.02))
     report = drive(sandbox, cassette)
     as_recorded, now_refused = report.results

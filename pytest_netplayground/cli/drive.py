@@ -11,7 +11,7 @@ from ..core import defaults
 from ..core.addressing import DEFAULT_SUBNET
 from ..core.drive_plan import DriveOptions
 from ..errors import CassetteMissing, ConfigError
-from .options import NO_COMMAND, _checked, _NON_NEGATIVE, _POSITIVE
+from .options import _NON_NEGATIVE, _POSITIVE, NO_COMMAND, _checked
 
 EXIT_DIFFERS = 1
 EXIT_USAGE = 2
@@ -35,20 +35,37 @@ def add_drive_parser(sub) -> None:
     parser.add_argument("-f", "--file", required=True, help="cassette whose clients are played")
     pacing = parser.add_mutually_exclusive_group()
     pacing.add_argument(
-        "--speed", type=_POSITIVE, metavar="X", help="open connections and send requests at the recorded times, X times as fast"
+        "--speed",
+        type=_POSITIVE,
+        metavar="X",
+        help="open connections and send requests at the recorded times, X times as fast",
     )
-    pacing.add_argument("--flood", action="store_true", help="open every connection at once and send without waiting")
+    pacing.add_argument(
+        "--flood", action="store_true", help="open every connection at once and send without waiting"
+    )
     parser.add_argument(
         "--rate", type=_POSITIVE, metavar="N", help="open N connections a second, in recorded order"
     )
     parser.add_argument(
-        "--multiply", type=int, default=1, metavar="K", help="play each connection K times at once, from distinct ports"
+        "--multiply",
+        type=int,
+        default=1,
+        metavar="K",
+        help="play each connection K times at once, from distinct ports",
     )
     parser.add_argument(
-        "--sample", type=_POSITIVE, default=1.0, metavar="P", help="play a share P (0 < P <= 1) of the connections, the same on every run"
+        "--sample",
+        type=_POSITIVE,
+        default=1.0,
+        metavar="P",
+        help="play a share P (0 < P <= 1) of the connections, the same on every run",
     )
     parser.add_argument(
-        "--map", action="append", default=[], metavar="OLD=NEW", help="run the recorded server OLD at address NEW (repeatable)"
+        "--map",
+        action="append",
+        default=[],
+        metavar="OLD=NEW",
+        help="run the recorded server OLD at address NEW (repeatable)",
     )
     parser.add_argument("--json", metavar="FILE", help="write the report as JSON to FILE")
     parser.add_argument(

@@ -85,7 +85,9 @@ def learn_from_answers(
     learned = []
     for (conn, turn), spans in sorted(found.items()):
         live_turns = [t for t in split_turns(runs[0][conn]) if t.direction is Direction.S2C]
-        recorded_turns = [t for t in split_turns(list(recorded.get(conn, ()))) if t.direction is Direction.S2C]
+        recorded_turns = [
+            t for t in split_turns(list(recorded.get(conn, ()))) if t.direction is Direction.S2C
+        ]
         if turn >= len(live_turns) or turn >= len(recorded_turns):
             continue
         moved = move_spans(live_turns[turn].data, recorded_turns[turn].data, sorted(spans))

@@ -10,7 +10,11 @@ differs between those answers.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import time
+
+import attrs
 
 from ..cassette import Cassette
 from ..core import defaults
@@ -33,10 +37,11 @@ def _noise_runs(value: object) -> int:
 
 
 def recorded_servers(
-    cassette: str | os.PathLike, options: DriveOptions = DriveOptions(), clients: bool = False
+    cassette: str | os.PathLike, options: DriveOptions | None = None, clients: bool = False
 ) -> list:
     """The addresses of the cassette's servers (and clients, with ``clients``), moved by
     ``options.mapping``, in address order."""
+    options = options or DriveOptions()
     with _open(cassette) as index:
         ends = [(entry.opened.server, entry.opened.client) for entry in index.connections.values()]
     hosts = {options.moved(end.host) for pair in ends for end in (pair if clients else pair[:1])}
@@ -44,8 +49,6 @@ def recorded_servers(
 
 
 def _sort_key(address: str):
-    import ipaddress
-
     return int(ipaddress.ip_address(address))
 
 
@@ -62,7 +65,7 @@ class _open:
         self.cassette.close()
 
 
-def drive_hosts(sandbox, cassette: str | os.PathLike, options: DriveOptions = DriveOptions()) -> dict:
+def drive_hosts(sandbox, cassette: str | os.PathLike, options: DriveOptions | None = None) -> dict:
     """Make hosts until every recorded address (moved by the mapping) has one, the clients'
     too (the router delivers the servers' answers only to addresses a host owns, and the
     proxy takes them there); the hosts by address. The addresses must be in the subnet."""
@@ -84,8 +87,6 @@ def drive_hosts(sandbox, cassette: str | os.PathLike, options: DriveOptions = Dr
 
 def _index_in(sandbox, address: str) -> int | None:
     """The index of the host that gets ``address`` (IPv4 or IPv6), or None outside the subnets."""
-    import ipaddress
-
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -99,8 +100,6 @@ def _index_in(sandbox, address: str) -> int | None:
 
 def _wait_for_servers(sandbox, plan, timeout: float) -> None:
     """Wait (up to ``timeout`` in all) for each planned server whose host runs something to listen."""
-    import time
-
     deadline = time.monotonic() + timeout
     seen = set()
     for planned in plan:
@@ -143,46 +142,48 @@ def drive(
         raise ConfigError("give drive either options or their fields as keywords, not both")
     noise_runs = _noise_runs(noise_runs)
     path = os.path.abspath(os.fspath(cassette))
-    cassette_file = Cassette(path, tolerate_truncation=True)
-    try:
-        index = cassette_file.index()
+    with _open(path) as index:
         opened = {entry.opened.conn: entry.opened for entry in index.connections.values()}
-        recorded = {conn: [e for e in cassette_file.iter_connection(conn) if isinstance(e, Data)] for conn in opened}
-        learned_before = index.noise
-    finally:
-        cassette_file.close()
+        learned = tuple(index.noise)
     plan = plan_drive(list(opened.values()), options)
     sandbox.start()
     drive_hosts(sandbox, path, options)  # the clients' addresses need hosts too (see there)
     _wait_for_servers(sandbox, plan, listen_timeout)
-    base = ReplayConfig(pacing=options.pacing, speed=options.speed, stall_timeout=stall_timeout, settle=settle)
-    learned = ()
+    timing = {
+        "pacing": options.pacing,
+        "speed": options.speed,
+        "stall_timeout": stall_timeout,
+        "settle": settle,
+    }
     if noise_runs:
-        single = [planned for planned in plan_drive(list(opened.values()), _one_copy(options))]
-        spacing = RunSpacing()
-        runs = []
-        for _ in range(noise_runs):
-            spacing.next_run()
-            runs.append(_call(sandbox, path, single, base, collect=True)["answers"])
+        learned += _learn_noise(sandbox, path, opened, attrs.evolve(options, multiply=1), noise_runs, timing)
+    config = ReplayConfig(**timing, noise=Noise(ignore=ignore_rules(ignore), learned=learned))
+    return DriveReport(_call(sandbox, path, plan, config, collect=False)["results"])
+
+
+def _learn_noise(sandbox, path: str, opened: dict, options: DriveOptions, runs: int, timing: dict) -> tuple:
+    """Play every connection ``runs`` times, spaced so clocks move on; what their answers
+    disagree on, in the recording's terms."""
+    plan = plan_drive(list(opened.values()), options)
+    spacing = RunSpacing()
+    answers = []
+    for _ in range(runs):
         spacing.next_run()
-        learned = learn_from_answers(opened, recorded, runs)
-    noise = Noise(ignore=ignore_rules(ignore), learned=tuple(learned_before) + tuple(learned))
-    config = ReplayConfig(
-        pacing=options.pacing, speed=options.speed, stall_timeout=stall_timeout, settle=settle, noise=noise
-    )
-    outcome = _call(sandbox, path, plan, config, collect=False)
-    return DriveReport(outcome["results"])
-
-
-def _one_copy(options: DriveOptions) -> DriveOptions:
-    import attrs
-
-    return attrs.evolve(options, multiply=1)
+        answers.append(_call(sandbox, path, plan, ReplayConfig(**timing), collect=True)["answers"])
+    spacing.next_run()
+    cassette = Cassette(path, tolerate_truncation=True)
+    try:
+        recorded = {
+            conn: [e for e in cassette.iter_connection(conn) if isinstance(e, Data)] for conn in answers[0]
+        }
+    finally:
+        cassette.close()
+    return learn_from_answers(opened, recorded, answers)
 
 
 def _call(sandbox, path: str, plan, config: ReplayConfig, collect: bool) -> dict:
-    value, _ = sandbox._channel.call("drive", cassette=path, plan=tuple(plan), config=config, collect=collect)
-    return value
+    """The supervisor plays ``plan``; its reply comes once every connection has ended."""
+    return sandbox._call("drive", cassette=path, plan=tuple(plan), config=config, collect=collect)
 
 
 class Driver:
@@ -201,6 +202,8 @@ class Driver:
         """The hosts of the cassette's addresses (see :func:`drive_hosts`), made as needed."""
         return drive_hosts(self.sandbox, self.path(cassette), options or DriveOptions(**values))
 
-    def __call__(self, cassette: str | os.PathLike, options: DriveOptions | None = None, **settings) -> DriveReport:
+    def __call__(
+        self, cassette: str | os.PathLike, options: DriveOptions | None = None, **settings
+    ) -> DriveReport:
         """:func:`drive` in this sandbox."""
         return drive(self.sandbox, self.path(cassette), options, **settings)

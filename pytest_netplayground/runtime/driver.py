@@ -162,7 +162,9 @@ class DriveTap(Tap):
             self.failure = f"no progress for {limit:g} s: the server neither read nor answered"
             pipe.abort()
             return
-        self.drive.loop.call_at(self.activity + limit, lambda tap: tap._watchdog(tap.drive.loop.now()), owner=self)
+        self.drive.loop.call_at(
+            self.activity + limit, lambda tap: tap._watchdog(tap.drive.loop.now()), owner=self
+        )
 
     def closed(self, pipe, now):
         self.replay.close(now)
@@ -242,7 +244,9 @@ class Drive:
             sock.bind((self.addresses.alias(planned.client.host), planned.client.port))
         except OSError as exc:
             sock.close()
-            self._failed(slot, f"could not take the client's address {planned.client}: {exc.strerror}", opened_at)
+            self._failed(
+                slot, f"could not take the client's address {planned.client}: {exc.strerror}", opened_at
+            )
             return
         err = sock.connect_ex((planned.server.host, planned.server.port))
         if err not in (0, errno.EINPROGRESS):
@@ -250,7 +254,9 @@ class Drive:
             self._connect_ended(slot, _outcome_of(err), opened_at)
             return
         self.pending[sock.fileno()] = (slot, sock)
-        self.loop.watch(sock.fileno(), select.EPOLLOUT, lambda ev, s=sock: self._connected(slot, s, opened_at))
+        self.loop.watch(
+            sock.fileno(), select.EPOLLOUT, lambda ev, s=sock: self._connected(slot, s, opened_at)
+        )
         deadline = opened_at + self.request.config.stall_timeout
         self.loop.call_at(deadline, lambda s=sock: self._connect_timed_out(slot, s, opened_at))
 
@@ -293,7 +299,14 @@ class Drive:
             comparator_for=lambda direction, turn: noise.comparator(opened, direction, turn),
         )
         tap = DriveTap(self, slot, replay, opened_at)
-        pipe = Pipe(self.loop, encode_key(planned.client, planned.server), planned.client, planned.server, tap, self.read_buffer)
+        pipe = Pipe(
+            self.loop,
+            encode_key(planned.client, planned.server),
+            planned.client,
+            planned.server,
+            tap,
+            self.read_buffer,
+        )
         pipe.server_leg = Leg(sock)
         pipe.start(self.loop.now())
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pytest_netplayground.core.events import ConnectionOpened, Data, Direction
 from pytest_netplayground.core.drive_noise import learn_from_answers, move_spans
+from pytest_netplayground.core.events import ConnectionOpened, Data, Direction
 from pytest_netplayground.core.noise import Noise
 
 C2S, S2C = Direction.C2S, Direction.S2C
@@ -47,7 +47,10 @@ def test_what_differs_between_two_runs_is_learned_in_the_recordings_terms_and_hi
 
 def test_a_difference_the_runs_agree_on_is_still_reported():
     recorded = exchange(answer(b"Mon 09:00:00"))
-    runs = [{4: exchange(answer(b"Tue 10:00:01", b"HELLO"))}, {4: exchange(answer(b"Tue 10:00:03", b"HELLO"))}]
+    runs = [
+        {4: exchange(answer(b"Tue 10:00:01", b"HELLO"))},
+        {4: exchange(answer(b"Tue 10:00:03", b"HELLO"))},
+    ]
     learned = learn_from_answers({4: OPENED}, {4: recorded}, runs)
     judge = Noise(learned=learned).comparator(OPENED, S2C, 0)
     live = answer(b"Wed 11:11:11", b"HELLO")
