@@ -40,3 +40,17 @@ def test_a_missing_cassette_is_a_usage_error_naming_it(tmp_path):
 
 def test_a_command_is_required():
     assert drive("-f", "x.traffic").returncode == 2
+
+
+def test_a_cassette_recorded_inside_tls_is_refused_before_any_sandbox_starts(tmp_path):
+    from pytest_netplayground import ConfigError, Sandbox, drive
+    from pytest_netplayground.cassette import CassetteWriter
+    from pytest_netplayground.core.events import Header
+
+    path = tmp_path / "tls.traffic"
+    with CassetteWriter(path, Header("10.0.0.0/24", started=0.0, tool_version="0.1.0", tls="intercept")) as w:
+        w.commit(0.0)
+    sandbox = Sandbox()
+    with pytest.raises(ConfigError, match="recorded with TLS interception"):
+        drive(sandbox, path)
+    assert sandbox.closed is False and sandbox.hosts == []

@@ -145,6 +145,11 @@ def drive(
     with _open(path) as index:
         opened = {entry.opened.conn: entry.opened for entry in index.connections.values()}
         learned = tuple(index.noise)
+        if index.header.tls == "intercept":
+            raise ConfigError(
+                f"{path} was recorded with TLS interception: its clients' bytes are the plaintext "
+                "inside TLS, which drive cannot play to a TLS server yet; record without --tls intercept"
+            )
     plan = plan_drive(list(opened.values()), options)
     sandbox.start()
     drive_hosts(sandbox, path, options)  # the clients' addresses need hosts too (see there)
