@@ -166,15 +166,18 @@ def netplay_cassette_name(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def netplay_drive(netplay_cassette_dir):
-    """A live sandbox to drive recorded clients against servers the test starts in it:
-    ``netplay_drive.hosts(cassette)`` makes the recorded hosts, ``netplay_drive(cassette,
-    noise_runs=2, ...)`` returns the :class:`~.core.drive_report.DriveReport`. Relative
-    cassette paths are under this module's cassette directory."""
+    """Drives recorded clients against servers the test starts, in a live sandbox made in the
+    cassette's subnet: ``netplay_drive.hosts(cassette)`` makes the recorded hosts,
+    ``netplay_drive(cassette, noise_runs=2, ...)`` returns the
+    :class:`~.core.drive_report.DriveReport`. Relative cassette paths are under this module's
+    cassette directory."""
     from .runtime.drive import Driver
-    from .runtime.sandbox import Sandbox
 
-    with Sandbox() as sandbox:
-        yield Driver(sandbox, netplay_cassette_dir)
+    driver = Driver(base=netplay_cassette_dir)
+    try:
+        yield driver
+    finally:
+        driver.close()
 
 
 @pytest.fixture

@@ -192,12 +192,30 @@ def _call(sandbox, path: str, plan, config: ReplayConfig, collect: bool) -> dict
 
 
 class Driver:
-    """A live sandbox whose servers a test starts and drives cassettes' clients against
-    (what the ``netplay_drive`` fixture gives); relative cassette paths are under ``base``."""
+    """Drives cassettes' clients against servers a test starts (what the ``netplay_drive`` fixture
+    gives). Its live sandbox is made on first use, in the first cassette's subnets (the default
+    ones if :attr:`sandbox` is asked for first); relative cassette paths are under ``base``."""
 
-    def __init__(self, sandbox, base: str | os.PathLike | None = None):
-        self.sandbox = sandbox
+    def __init__(self, sandbox=None, base: str | os.PathLike | None = None):
+        self._sandbox = sandbox
         self.base = base
+
+    @property
+    def sandbox(self):
+        """The live sandbox (started): add hosts to it for the servers' own peers, a database say."""
+        return self._made()
+
+    def _made(self, cassette: str | None = None):
+        if self._sandbox is None:
+            from .sandbox import Sandbox
+
+            subnets: dict = {}
+            if cassette is not None:
+                header = Cassette(cassette, tolerate_truncation=True)
+                header.close()
+                subnets = {"subnet": header.header.subnet, "subnet6": header.header.subnet6 or None}
+            self._sandbox = Sandbox(**subnets)
+        return self._sandbox.start()
 
     def path(self, cassette: str | os.PathLike) -> str:
         path = os.fspath(cassette)
@@ -205,10 +223,17 @@ class Driver:
 
     def hosts(self, cassette: str | os.PathLike, options: DriveOptions | None = None, **values) -> dict:
         """The hosts of the cassette's addresses (see :func:`drive_hosts`), made as needed."""
-        return drive_hosts(self.sandbox, self.path(cassette), options or DriveOptions(**values))
+        path = self.path(cassette)
+        return drive_hosts(self._made(path), path, options or DriveOptions(**values))
 
     def __call__(
         self, cassette: str | os.PathLike, options: DriveOptions | None = None, **settings
     ) -> DriveReport:
         """:func:`drive` in this sandbox."""
-        return drive(self.sandbox, self.path(cassette), options, **settings)
+        path = self.path(cassette)
+        return drive(self._made(path), path, options, **settings)
+
+    def close(self) -> None:
+        """Stop the sandbox's processes and tear it down, if it was made."""
+        if self._sandbox is not None:
+            self._sandbox.close()
