@@ -61,6 +61,8 @@ class ConnectionResult:
     recorded: Timing = Timing()
     divergences: tuple[Divergence, ...] = attrs.field(default=(), converter=tuple)
     failure: str | None = None
+    #: Seconds after the drive started when this connection was opened (None: never was).
+    started: float | None = None
 
     @property
     def verdict(self) -> Verdict:
@@ -79,6 +81,8 @@ class ConnectionResult:
             "recorded_server": str(planned.opened.server),
             "verdict": self.verdict.value,
             "failure": self.failure,
+            "planned_start": planned.start,
+            "started": self.started,
             "divergences": [_divergence_json(d) for d in self.divergences],
             "live": self.live.to_json(),
             "recorded": self.recorded.to_json(),
@@ -171,6 +175,13 @@ class DriveReport:
                 lines.append(f"  {r.planned.label}: first {first}, last {last}")
         return "\n".join(lines)
 
+    def achieved_rate(self) -> float | None:
+        """Connections opened per second, from the first opening to the last (None: fewer than two)."""
+        starts = sorted(r.started for r in self.results if r.started is not None)
+        if len(starts) < 2 or starts[-1] <= starts[0]:
+            return None
+        return (len(starts) - 1) / (starts[-1] - starts[0])
+
     def _medians(self) -> list[str]:
         """The median live and recorded time to the last byte, over the connections that had both."""
         pairs = [(r.live.last_byte, r.recorded.last_byte) for r in self.results]
@@ -192,6 +203,7 @@ class DriveReport:
                 **{v.value: counts[v] for v in Verdict},
                 "by_port": {str(p): {v.value: n for v, n in c.items()} for p, c in self.by_port().items()},
                 "ok": self.ok,
+                "achieved_rate": self.achieved_rate(),
             },
             "connections": [r.to_json() for r in self.results],
         }

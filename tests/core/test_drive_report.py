@@ -91,6 +91,7 @@ def test_the_json_report_holds_every_connection_and_round_trips_through_json():
         "failed": 0,
         "by_port": {"80": {"identical": 1, "differs": 1, "failed": 0}},
         "ok": False,
+        "achieved_rate": None,
     }
     second = data["connections"][1]
     assert second["verdict"] == "differs"
@@ -99,3 +100,10 @@ def test_the_json_report_holds_every_connection_and_round_trips_through_json():
     assert second["divergences"][0]["actual"].startswith("HTTP/1.0 404")
     assert data["connections"][0]["live"] == {"first_byte": 0.01, "last_byte": 0.02}
     assert data["connections"][0]["server"] == str(Endpoint("10.0.0.1", 80))
+
+
+def test_the_achieved_rate_counts_openings_between_the_first_and_the_last():
+    results = [ConnectionResult(planned(i), started=i * 0.25) for i in range(5)]
+    assert DriveReport(results).achieved_rate() == pytest.approx(4.0)
+    assert DriveReport(results[:1]).achieved_rate() is None
+    assert DriveReport([ConnectionResult(planned(0))]).to_json()["connections"][0]["started"] is None
