@@ -126,7 +126,12 @@ def test_the_server_sees_the_recorded_client_address_and_port(recorded):
     drive(tmp, cassette, tmp / "site", log, "--rate", "500", "--ignore", "s2c:Date: [^\\r]*")
     recorded_peers = {str(e.client) for e in Cassette(cassette).events() if isinstance(e, ConnectionOpened)}
     assert {peer for peer, _ in logged(log)} == recorded_peers
-    assert report_of(tmp)["summary"]["identical"] == REQUESTS
+    report = report_of(tmp)
+    assert report["summary"]["identical"] == REQUESTS
+    # --rate 500: one opening every 2 ms in recorded order, none before its time.
+    connections = sorted(report["connections"], key=lambda c: c["planned_start"])
+    assert [c["planned_start"] for c in connections[:3]] == pytest.approx([0.0, 0.002, 0.004])
+    assert all(c["started"] >= c["planned_start"] - 1e-6 for c in connections)
 
 
 def test_a_server_answering_one_path_differently_is_reported_there_and_only_there(recorded):

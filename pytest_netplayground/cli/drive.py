@@ -166,6 +166,9 @@ def cmd_drive(args) -> int:
         sys.stderr.write(f"netplay drive: error: {exc}\n")
         return EXIT_USAGE
     sys.stdout.write(report.format(verbose=args.verbose) + "\n")
+    achieved = report.achieved_rate()
+    if args.rate is not None and achieved is not None:
+        sys.stdout.write(f"opened {achieved:.1f} connections a second (--rate {args.rate:g})\n")
     sys.stdout.flush()
     if args.json:
         with open(os.fspath(args.json), "w") as out:

@@ -195,7 +195,8 @@ class Drive:
         self._sources: dict[int, object] = {}
         self._answer_sizes: dict[int, int] = {}
         self.pending: dict[int, tuple[int, socket.socket]] = {}
-        start = loop.now()
+        self.opened_at: dict[int, float] = {}
+        self.t0 = start = loop.now()
         for slot, planned in enumerate(request.plan):
             loop.call_at(start + planned.start, lambda slot=slot: self._guarded(self._open, slot))
         if not request.plan:
@@ -239,7 +240,7 @@ class Drive:
         except OSError as exc:
             self._failed(slot, f"no socket for the client: {exc.strerror}", self.loop.now())
             return
-        opened_at = self.loop.now()
+        opened_at = self.opened_at[slot] = self.loop.now()
         try:
             sock.bind((self.addresses.alias(planned.client.host), planned.client.port))
         except OSError as exc:
@@ -332,7 +333,9 @@ class Drive:
             return
         planned = self.request.plan[slot]
         recorded = recorded_timing(planned.opened, self.steps(planned.opened.conn)())
-        self.results[slot] = ConnectionResult(planned, live, recorded, divergences, failure)
+        opened_at = self.opened_at.get(slot)
+        started = None if opened_at is None else round(opened_at - self.t0, 6)
+        self.results[slot] = ConnectionResult(planned, live, recorded, divergences, failure, started)
         if answers is not None and planned.copy == 0:
             self.answers[planned.opened.conn] = answers
         self.remaining -= 1
