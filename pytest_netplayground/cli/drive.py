@@ -168,7 +168,8 @@ def cmd_drive(args) -> int:
     sys.stdout.write(report.format(verbose=args.verbose) + "\n")
     achieved = report.achieved_rate()
     if args.rate is not None and achieved is not None:
-        sys.stdout.write(f"opened {achieved:.1f} connections a second (--rate {args.rate:g})\n")
+        copies = f" x --multiply {args.multiply}" if args.multiply > 1 else ""
+        sys.stdout.write(f"opened {achieved:.1f} connections a second (--rate {args.rate:g}{copies})\n")
     sys.stdout.flush()
     if args.json:
         with open(os.fspath(args.json), "w") as out:
