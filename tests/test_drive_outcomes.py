@@ -100,3 +100,20 @@ def test_a_server_that_never_answers_stalls_and_the_drive_still_ends(sandbox, tm
     assert result.verdict is Verdict.FAILED
     assert result.failure.startswith("stalled")
     assert result.live.first_byte is None
+
+
+def test_a_server_that_stops_reading_is_given_up(sandbox, tmp_path):
+    big = 16 << 20  # more than the kernel's buffers and the proxy's high-water mark hold
+    events = [
+        ConnectionOpened(0.01, 0, ("10.0.0.2", 40000), ("10.0.0.1", 7002)),
+        *(Data(0.02, 0, C2S, b"x" * (1 << 20)) for _ in range(big >> 20)),
+        Data(0.03, 0, S2C, b"ok"),
+        Closed(0.04, 0),
+    ]
+    cassette = write(tmp_path / "big.traffic", events)
+    listener = sandbox.add_host().listen(7002)  # never accepted, never read
+    report = drive(sandbox, cassette, stall_timeout=0.3)
+    listener.close()
+    (result,) = report.results
+    assert result.verdict is Verdict.FAILED
+    assert result.failure.startswith("no progress for 0.9 s: the server read none of")

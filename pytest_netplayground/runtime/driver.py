@@ -44,7 +44,7 @@ class DriveTap(Tap):
     has had its turn: it closed, or went quiet for the settle time after
     answering at least as many bytes as recorded (the stall timeout if fewer),
     so flood and recorded pacing, which do not wait for answers, still get them.
-    A connection making no progress for three times the stall timeout is given up.
+    A server that stops reading for three stall timeouts is given up (see :meth:`_watchdog`).
     """
 
     def __init__(self, drive: "Drive", slot: int, replay: ConnectionReplay, opened_at: float):
@@ -61,6 +61,7 @@ class DriveTap(Tap):
         self.activity = opened_at
         self.timer_at: float | None = None
         self.failure: str | None = None
+        self.backlog = 0  # bytes queued for the server at the last watchdog check
         self.answers: list[Data] | None = [] if drive.request.collect else None
 
     # -- what the live server does --------------------------------------------------
@@ -154,17 +155,20 @@ class DriveTap(Tap):
         self.run(self.drive.loop.now())
 
     def _watchdog(self, now: float) -> None:
-        limit = 3 * self.replay.config.stall_timeout
+        """Give up a connection whose server stopped reading: requests queued for it and
+        none of them taken, nor anything answered, for three stall timeouts. (Every
+        other wait of a drive has a deadline of its own; this one stops pulling.)"""
         pipe = self.pipe
         if pipe is None or pipe.finished:
             return
-        if now - self.activity >= limit:
-            self.failure = f"no progress for {limit:g} s: the server neither read nor answered"
+        limit = 3 * self.replay.config.stall_timeout
+        backlog = len(pipe.server_leg.out) if pipe.server_leg is not None else 0
+        before, self.backlog = self.backlog, backlog
+        if before and backlog >= before and self.activity <= now - limit:
+            self.failure = f"no progress for {limit:g} s: the server read none of {backlog} bytes queued"
             pipe.abort()
             return
-        self.drive.loop.call_at(
-            self.activity + limit, lambda tap: tap._watchdog(tap.drive.loop.now()), owner=self
-        )
+        self.drive.loop.call_at(now + limit, lambda tap: tap._watchdog(tap.drive.loop.now()), owner=self)
 
     def closed(self, pipe, now):
         self.replay.close(now)
