@@ -170,11 +170,13 @@ def _learn_noise(sandbox, path: str, opened: dict, options: DriveOptions, runs: 
     """Play every connection ``runs`` times, spaced so clocks move on; what their answers
     disagree on, in the recording's terms."""
     plan = plan_drive(list(opened.values()), options)
+    # Causal whatever the drive's pacing: each answer then falls in the turn it was recorded in.
+    config = ReplayConfig(**{**timing, "pacing": "causal"})
     spacing = RunSpacing()
     answers = []
     for _ in range(runs):
         spacing.next_run()
-        answers.append(_call(sandbox, path, plan, ReplayConfig(**timing), collect=True)["answers"])
+        answers.append(_call(sandbox, path, plan, config, collect=True)["answers"])
     spacing.next_run()
     cassette = Cassette(path, tolerate_truncation=True)
     try:
