@@ -213,12 +213,19 @@ def test_map_moves_the_server_to_another_host(recorded):
         "10.0.0.1=10.0.0.5",
         "--sample",
         "0.1",
+        "--speed",
+        "4",
         "--ignore",
         "s2c:Date: [^\\r]*",
     )
     assert result.returncode == 0, result.stdout + result.stderr
     connections = report_of(tmp)["connections"]
     assert connections and {c["server"] for c in connections} == {"10.0.0.5:80"}
+    # --speed 4: connections open at a quarter of their recorded distance from the first.
+    opened = {o.conn: o.t for o in Cassette(cassette).events() if isinstance(o, ConnectionOpened)}
+    first = min(opened[c["conn"]] for c in connections)
+    for c in connections:
+        assert c["planned_start"] == pytest.approx((opened[c["conn"]] - first) / 4)
     assert len(logged(log)) == len(connections)
 
 
