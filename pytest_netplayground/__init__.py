@@ -37,6 +37,10 @@ __all__ = [
     "CassetteError",
     "CassetteFormatError",
     "CassetteMissing",
+    "drive",
+    "drive_hosts",
+    "DriveOptions",
+    "DriveReport",
 ]
 
 
@@ -46,4 +50,12 @@ def __getattr__(name: str):
         from .runtime import sandbox
 
         return getattr(sandbox, name)
+    if name in ("drive", "drive_hosts"):
+        from .runtime import drive
+
+        return getattr(drive, name)
+    if name in ("DriveOptions", "DriveReport"):
+        from .core import drive_plan, drive_report
+
+        return getattr(drive_plan if name == "DriveOptions" else drive_report, name)
     raise AttributeError(name)

@@ -165,6 +165,22 @@ def netplay_cassette_name(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+def netplay_drive(netplay_cassette_dir):
+    """Drives recorded clients against servers the test starts, in a live sandbox made in the
+    cassette's subnet: ``netplay_drive.hosts(cassette)`` makes the recorded hosts,
+    ``netplay_drive(cassette, noise_runs=2, ...)`` returns the
+    :class:`~.core.drive_report.DriveReport`. Relative cassette paths are under this module's
+    cassette directory."""
+    from .runtime.drive import Driver
+
+    driver = Driver(base=netplay_cassette_dir)
+    try:
+        yield driver
+    finally:
+        driver.close()
+
+
+@pytest.fixture
 def netplay(request: pytest.FixtureRequest, netplay_config, netplay_cassette_dir, netplay_cassette_name):
     """This test's sandbox, started in the session's mode; closed when the test function returns."""
     from .runtime.sandbox import Sandbox

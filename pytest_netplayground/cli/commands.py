@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from ..core.noise import check_hosts
+from .drive import cmd_drive
 from .recording import cmd_record, failed_path_for, numbered_partial_path
 from .setup import EXIT_ERROR, make_sandbox, prepare, run, say, say_tls
 from .tunnel_decode import cmd_tunnel_decode
@@ -110,4 +111,5 @@ COMMANDS = {
     "export": cmd_export,
     "tunnel-decode": cmd_tunnel_decode,
     "import": cmd_import,
+    "drive": cmd_drive,
 }

@@ -224,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_tunnel_decode_command(sub)
     _add_import(sub)
+    from .drive import add_drive_parser
+
+    add_drive_parser(sub)
     return parser
 
 

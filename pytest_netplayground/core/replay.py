@@ -143,7 +143,10 @@ class ConnectionReplay:
     the sending and once per direction to compare live bytes, so the
     recording is streamed rather than held. With ``server_live`` False the
     cassette stands in for the server: client-to-server steps are passed
-    over. ``start`` is the shell clock's reading when the live connection
+    over. With ``client_live`` False the cassette plays the client (a drive):
+    client-to-server steps are written to the live server, paced by its
+    answers, and server-to-client steps only count what it should answer.
+    ``start`` is the shell clock's reading when the live connection
     opened; ``ordinal`` (from :meth:`Matcher.ordinal_of`) only labels reports.
     ``checked`` names the live directions whose bytes are compared (the
     others still pace the replay); ``comparator_for(direction, turn)`` gives
@@ -160,6 +163,7 @@ class ConnectionReplay:
     steps: Callable[[], Iterator[Event]]
     config: ReplayConfig = attrs.field(factory=ReplayConfig, kw_only=True)
     server_live: bool = attrs.field(default=True, kw_only=True)
+    client_live: bool = attrs.field(default=True, kw_only=True)
     start: float = attrs.field(kw_only=True)
     ordinal: int = attrs.field(default=1, kw_only=True)
     checked: frozenset[Direction] = attrs.field(default=frozenset(_DIRECTIONS), kw_only=True, converter=frozenset)
@@ -310,7 +314,14 @@ class ConnectionReplay:
     # -- internals ----------------------------------------------------------
 
     def _live_directions(self) -> tuple[Direction, ...]:
-        return (Direction.C2S, Direction.S2C) if self.server_live else (Direction.C2S,)
+        live = ((Direction.C2S, self.client_live), (Direction.S2C, self.server_live))
+        return tuple(direction for direction, sender_live in live if sender_live)
+
+    def _unheard(self, direction: object) -> bool:
+        """Whether steps of ``direction`` have no live receiver: they are passed over, not written."""
+        if direction is Direction.C2S:
+            return not self.server_live
+        return direction is Direction.S2C and not self.client_live
 
     def _peek(self) -> object:
         if self._head is _UNPULLED:
@@ -327,7 +338,7 @@ class ConnectionReplay:
         """Steps that go at once whatever the pacing."""
         if self.config.pacing is Pacing.FLOOD or self._flushing:
             return True
-        return not self.server_live and getattr(step, "direction", None) is Direction.C2S
+        return self._unheard(getattr(step, "direction", None))
 
     def _waits_on(self, step: Event) -> tuple[Direction, ...]:
         """The live senders whose turn must be over before ``step`` (causal pacing)."""
@@ -380,7 +391,7 @@ class ConnectionReplay:
         direction = step.direction  # type: ignore[union-attr]
         other = direction.reverse
         self._stretches.played(direction, len(step.data) if isinstance(step, Data) else 0, not isinstance(step, Data))
-        skip = not self.server_live and direction is Direction.C2S
+        skip = self._unheard(direction)
         if isinstance(step, Data):
             if direction is not self._last_data:
                 self._last_data = direction

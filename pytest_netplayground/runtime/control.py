@@ -26,6 +26,7 @@ import attrs
 
 from ..core import defaults
 from ..errors import SandboxError
+from .drive_request import DRIVE_REQUESTS
 from .fault_control import FAULT_REQUESTS
 
 MAX_MESSAGE = 1 << 20
@@ -184,6 +185,7 @@ REQUESTS: dict[str, type] = {
     kind.op: kind for kind in (AddHost, Spawn, MakeSocket, Listening, Signal, Namespaces, Stats, Close)
 }
 REQUESTS.update(FAULT_REQUESTS)
+REQUESTS.update(DRIVE_REQUESTS)
 
 
 def parse(op: str, args: dict, fds: list[int]) -> Request:

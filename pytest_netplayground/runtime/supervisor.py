@@ -27,6 +27,8 @@ from ..core.router import Router, Verdict
 from ..core.router6 import Router6
 from ..errors import NetplayError, SandboxError
 from . import control, hostfs, netns, sessions, tls_interceptor
+from .drive_request import DriveRequest, Later
+from .driver import Drive
 from .faults import FaultStage, Never, make_forwarder
 from .loop import Loop
 from .network import Network
@@ -122,6 +124,7 @@ class Supervisor:
             control.Namespaces: self._namespaces,
             control.Stats: self._stats,
             control.Close: self._close,
+            DriveRequest: self._drive,
             **self.faults.handlers(),
         }
         self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -270,6 +273,9 @@ class Supervisor:
             err = SandboxError(f"supervisor failed on {op!r}: {exc!r}\n{traceback.format_exc()}")
             self.outbox.post(("reply", request_id, False, err))
             return
+        if isinstance(result, Later):
+            result.bind(lambda value: self.outbox.post(("reply", request_id, True, value)))
+            return
         self.outbox.post(("reply", request_id, True, result), sent)
 
     def _dispatch(self, op: str, args: dict, fds: list[int]) -> tuple[object, list[int]]:
@@ -300,6 +306,12 @@ class Supervisor:
     def _stats(self, request: control.Stats) -> tuple[object, list[int]]:
         dropped = {**self.router.dropped, **self.faults.table.dropped}
         return {"dropped": dropped, "pipes": len(self.proxy.pipes), "faults": self.faults.state()}, []
+
+    def _drive(self, request: DriveRequest) -> tuple[object, list[int]]:
+        """Start playing the request's clients; the reply (their results) comes when the last ends."""
+        later = Later()
+        Drive(self.loop, self.plan, request, self.proxy.read_buffer, later.resolve)
+        return later, []
 
     def _close(self, request: control.Close) -> tuple[object, list[int]]:
         self.stopping = True
