@@ -27,6 +27,7 @@ import attrs
 from ..core import defaults
 from ..errors import SandboxError
 from .fault_control import FAULT_REQUESTS
+from .shadow_control import SHADOW_REQUESTS
 
 MAX_MESSAGE = 1 << 20
 MAX_FDS = 16
@@ -184,6 +185,7 @@ REQUESTS: dict[str, type] = {
     kind.op: kind for kind in (AddHost, Spawn, MakeSocket, Listening, Signal, Namespaces, Stats, Close)
 }
 REQUESTS.update(FAULT_REQUESTS)
+REQUESTS.update(SHADOW_REQUESTS)
 
 
 def parse(op: str, args: dict, fds: list[int]) -> Request:
