@@ -1,0 +1,205 @@
+"""Shadowing live connections: a candidate server gets every client's bytes, its answers are compared."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+import time
+
+import pytest
+
+from pytest_netplayground.cassette import Cassette
+from pytest_netplayground.core.divergence import ByteMismatch, Stall
+from pytest_netplayground.core.events import ConnectionOpened
+from pytest_netplayground.core.shadow_report import ShadowFailed, ShadowOutcome
+from tests.support import leaks, servers
+
+pytestmark = pytest.mark.root
+
+PORT = servers.HTTP_SERVER_PORT
+DATE = "s2c:Date: [^\r]*"  # the two servers' clocks may tick between their answers
+PATHS = ["/index.txt", "/i.txt", "/index.txt", "/missing", "/i.txt"]
+# Generous: the shadow's own deadlines end it well before; this only keeps a broken one from hanging.
+GIVE_UP = 30.0
+
+
+def _get(host, path: str) -> bytes:
+    """What a python client in ``host`` receives for one request on a connection of its own."""
+    sock = host.connect(("10.0.0.1", PORT), timeout=10)
+    try:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n".encode())
+        got = bytearray()
+        while chunk := sock.recv(65536):
+            got += chunk
+        return bytes(got)
+    finally:
+        sock.close()
+
+
+def _without_date(response: bytes) -> bytes:
+    return re.sub(rb"Date: [^\r]*", b"Date: -", response)
+
+
+def _web(sb, tmp_path, changed: dict[str, bytes] | None = None):
+    """Primary http.server in h1, the client host h2, a candidate http.server in h3 (with
+    ``changed`` files) or, with ``changed`` None, an empty candidate host."""
+    web, client, candidate = sb.add_host("web"), sb.add_host("client"), sb.add_host("candidate")
+    servers.start_http_server(web, tmp_path / "primary")
+    if changed is not None:
+        servers.start_http_server(candidate, tmp_path / "candidate")
+        for name, body in changed.items():  # served as they are on each request
+            path = tmp_path / "candidate" / "www" / name
+            path.write_bytes(body)
+            os.utime(path, (servers.FIXED_MTIME, servers.FIXED_MTIME))
+    return web, client, candidate
+
+
+def _settled(shadow, give_up: float = GIVE_UP):
+    """The shadow's report once no connection is in flight (or after ``give_up`` seconds)."""
+    deadline = time.monotonic() + give_up
+    report = shadow.report
+    while report.in_flight and time.monotonic() < deadline:
+        time.sleep(0.05)
+        report = shadow.report
+    return report
+
+
+def test_a_candidate_that_answers_one_path_differently_is_reported_for_that_connection_only(tmp_path):
+    with leaks.running() as sb:
+        web, client, _ = _web(sb, tmp_path, changed={"i.txt": b"I\n"})
+        shadow = sb.shadow("web:8000", to="candidate", ignore=[DATE])
+        answers = [_get(client, path) for path in PATHS]
+        report = shadow.stop()
+    assert all(answer.startswith(b"HTTP/1.") for answer in answers)
+    assert b"\r\n\r\ni\n" in answers[1], "the client got the primary's answer"
+    assert (report.mirrored, report.identical, report.differing, report.failed) == (5, 3, 2, 0), report.format()
+    differing = report.by_outcome("differing")
+    assert [c.conn for c in differing] == [2, 5]
+    for connection, answer in zip(differing, (answers[1], answers[4])):
+        (finding,) = connection.items
+        assert isinstance(finding, ByteMismatch)
+        assert finding.offset == answer.index(b"\r\n\r\n") + 4  # the body's first byte
+        assert finding.expected.endswith(b"i\n") and finding.actual.endswith(b"I\n")
+        assert connection.client.host == "10.0.0.2"
+    assert "s2c: bytes differ at offset" in report.format()
+
+
+def test_an_identical_candidate_leaves_the_client_s_bytes_as_they_were(tmp_path):
+    with leaks.running() as sb:
+        web, client, _ = _web(sb, tmp_path, changed={})
+        before = [_get(client, path) for path in PATHS]
+        shadow = sb.shadow(("10.0.0.1", PORT), to=("10.0.0.3", PORT), ignore=[DATE])
+        during = [_get(client, path) for path in PATHS]
+        report = shadow.stop()
+        after = [_get(client, path) for path in PATHS]
+    assert [_without_date(a) for a in during] == [_without_date(b) for b in before] == [
+        _without_date(a) for a in after
+    ]
+    assert (report.mirrored, report.identical) == (len(PATHS), len(PATHS)), report.format()
+    assert report.ok and report.stopped
+    assert all(c.primary_bytes == c.candidate_bytes == len(a) for c, a in zip(report.connections, during))
+
+
+def test_without_the_ignore_rule_a_differing_date_would_count(tmp_path):
+    """The ignore rule is what makes the identical test pass when the seconds tick: a rule that
+    cannot match leaves a Date difference visible (forced here by a candidate of another clock)."""
+    with leaks.running() as sb:
+        web, client, candidate = _web(sb, tmp_path)
+        listener = candidate.listen(PORT)
+        shadow = sb.shadow("web:8000", to="candidate:8000", ignore=["s2c:no such text"], patience=2)
+        answer = _get(client, "/i.txt")
+        conn, _ = listener.accept()
+        conn.settimeout(10)
+        request = conn.recv(65536)
+        conn.sendall(_without_date(answer).replace(b"Date: -", b"Date: Thu, 01 Jan 1970 00:00:00 GMT"))
+        conn.close()
+        report = _settled(shadow)
+    assert request.startswith(b"GET /i.txt HTTP/1.1\r\n")
+    (connection,) = report.connections
+    assert connection.outcome is ShadowOutcome.DIFFERING
+    assert connection.items[0].offset == answer.index(b"Date: ") + 6
+
+
+def test_an_absent_candidate_fails_the_shadow_and_not_the_primary(tmp_path):
+    with leaks.running() as sb:
+        web, client, _ = _web(sb, tmp_path)  # nothing listens in the candidate's host
+        shadow = sb.shadow("web:8000", to="candidate:8000", patience=2)
+        answers = [_get(client, path) for path in PATHS[:2]]
+        report = _settled(shadow)
+    assert all(b"200 OK" in answer for answer in answers)
+    assert (report.mirrored, report.failed, report.in_flight) == (2, 2, 0), report.format()
+    for connection in report.connections:
+        (failure,) = connection.items
+        assert isinstance(failure, ShadowFailed) and "refused" in failure.reason
+
+
+def test_a_stalling_candidate_is_given_up_after_its_patience(tmp_path):
+    with leaks.running() as sb:
+        web, client, candidate = _web(sb, tmp_path)
+        listener = candidate.listen(PORT)  # its kernel accepts; nobody ever reads or answers
+        shadow = sb.shadow("web:8000", to="candidate:8000", patience=1)
+        answer = _get(client, "/index.txt")
+        report = _settled(shadow)
+        listener.close()
+    assert answer.endswith(servers.WEB_FILES["index.txt"])
+    (connection,) = report.connections
+    (stall,) = connection.items
+    assert isinstance(stall, Stall) and stall.waited == 1
+    assert connection.outcome is ShadowOutcome.FAILED and connection.candidate_bytes == 0
+
+
+def _serve_sink(listener, size: int, got: list) -> None:
+    """A primary that reads ``size`` bytes, then answers ``ok`` and closes."""
+    conn, _ = listener.accept()
+    conn.settimeout(20)
+    total = 0
+    while total < size:
+        chunk = conn.recv(1 << 20)
+        if not chunk:
+            break
+        total += len(chunk)
+    got.append(total)
+    conn.sendall(b"ok")
+    conn.close()
+
+
+def test_a_candidate_falling_behind_its_buffer_is_dropped_and_the_primary_goes_on():
+    size = 32 << 20
+    with leaks.running() as sb:
+        web, client, candidate = sb.add_host("web"), sb.add_host("client"), sb.add_host("candidate")
+        primary, stuck = web.listen(9000), candidate.listen(9000)  # the candidate never reads
+        shadow = sb.shadow("web:9000", to="candidate", buffer=64 * 1024)
+        got: list = []
+        server = threading.Thread(target=_serve_sink, args=(primary, size, got), daemon=True)
+        server.start()
+        sock = client.connect(("10.0.0.1", 9000), timeout=20)
+        sock.sendall(b"x" * size)
+        sock.shutdown(socket.SHUT_WR)
+        answer = sock.recv(100)
+        sock.close()
+        server.join(20)
+        report = _settled(shadow)
+        stuck.close()
+    assert got == [size] and answer == b"ok"
+    (connection,) = report.connections
+    (failure,) = connection.items
+    assert isinstance(failure, ShadowFailed) and "fell behind" in failure.reason
+
+
+def test_the_cassette_records_only_the_primary_s_conversation(tmp_path):
+    cassette = tmp_path / "shadowed.netplay"
+    with leaks.running("record", cassette) as sb:
+        web, client, _ = _web(sb, tmp_path, changed={})
+        shadow = sb.shadow("web:8000", to="candidate:8000", ignore=[DATE])
+        answers = [_get(client, path) for path in PATHS[:3]]
+        report = shadow.stop()
+    assert report.identical == 3, report.format()
+    recorded = Cassette(str(cassette))
+    try:
+        opened = [event for event in recorded.events() if isinstance(event, ConnectionOpened)]
+    finally:
+        recorded.close()
+    assert [(o.client.host, str(o.server)) for o in opened] == [("10.0.0.2", "10.0.0.1:8000")] * 3
+    assert len(answers) == 3
