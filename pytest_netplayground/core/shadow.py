@@ -24,7 +24,7 @@ from .noise import IgnoreRule, compare, ignore_rules
 from .prefix import common_prefix
 from .validation import positive_number
 
-__all__ = ["AnswerDiff", "ShadowSpec", "endpoint_parts", "parse_shadow_flag", "PATIENCE", "BUFFER"]
+__all__ = ["AnswerDiff", "ShadowSpec", "endpoint_parts", "parse_shadow_flag", "shadow_pairs", "PATIENCE", "BUFFER"]
 
 S2C = Direction.S2C
 
@@ -58,6 +58,31 @@ def parse_shadow_flag(text: str) -> tuple[str, str]:
     endpoint_parts(primary)
     endpoint_parts(candidate)
     return primary.strip(), candidate.strip()
+
+
+def shadow_pairs(value: object) -> tuple[tuple[str, str], ...]:
+    """Shadows from ``"PRIMARY=CANDIDATE"``, a list of those or of ``(primary, candidate)`` pairs,
+    or a dict ``{primary: candidate}``; each side ``HOST:PORT`` (the candidate's port may be left out)."""
+    if isinstance(value, str):
+        value = [value]
+    elif isinstance(value, dict):
+        value = list(value.items())
+    try:
+        items = list(value)  # type: ignore[call-overload]
+    except TypeError:
+        raise ConfigError(f"shadow takes 'PRIMARY=CANDIDATE' strings, e.g. ['10.0.0.1:80=10.0.0.3:80'], got {value!r}")
+    pairs = []
+    for item in items:
+        if isinstance(item, str):
+            pairs.append(parse_shadow_flag(item))
+        elif isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, str) for x in item):
+            pairs.append(parse_shadow_flag(f"{item[0]}={item[1]}"))
+        else:
+            raise ConfigError(f"a shadow is 'PRIMARY=CANDIDATE' or a (primary, candidate) pair, got {item!r}")
+    for primary, _ in pairs:
+        if endpoint_parts(primary)[1] is None:
+            raise ConfigError(f"a shadow's primary needs its port: HOST:PORT, got {primary!r}")
+    return tuple(pairs)
 
 
 def _buffer(value: object) -> int:

@@ -9,9 +9,10 @@ import pytest
 from pytest_netplayground.core.addressing import ConnectionKey, Endpoint
 from pytest_netplayground.core.divergence import ByteMismatch, ExtraBytes, MissingBytes, Stall
 from pytest_netplayground.core.noise import IgnoreRule
-from pytest_netplayground.core.shadow import AnswerDiff, ShadowSpec, endpoint_parts, parse_shadow_flag
+from pytest_netplayground.core.shadow import AnswerDiff, ShadowSpec, endpoint_parts, parse_shadow_flag, shadow_pairs
 from pytest_netplayground.core.shadow_report import ShadowFailed, ShadowOutcome, ShadowReport, verdict
 from pytest_netplayground.errors import ConfigError
+from pytest_netplayground.settings import merge
 
 KEY = ConnectionKey("10.0.0.2", "10.0.0.1", 80)
 ANSWER = b"HTTP/1.0 200 OK\r\nDate: Mon, 30 Nov 2026 15:00:00 GMT\r\nContent-Length: 5\r\n\r\nhello" * 3
@@ -155,3 +156,14 @@ def test_the_report_counts_outcomes_and_shows_the_difference():
     assert "shadow failed: the candidate refused the connection" in text
     assert "HELLO" in text and "hello" in text
     assert ShadowReport(Endpoint("10.0.0.1", 80), Endpoint("10.0.0.3", 80), [same]).ok
+
+
+def test_the_shadow_setting_takes_strings_pairs_or_a_dict_and_refuses_the_rest():
+    want = (("10.0.0.1:80", "10.0.0.3:8080"),)
+    assert shadow_pairs("10.0.0.1:80=10.0.0.3:8080") == want
+    assert shadow_pairs([("10.0.0.1:80", "10.0.0.3:8080")]) == want
+    assert shadow_pairs({"10.0.0.1:80": "10.0.0.3:8080"}) == want
+    assert merge([("marker", {"shadow": ["10.0.0.1:80=10.0.0.3"]})]).shadow == (("10.0.0.1:80", "10.0.0.3"),)
+    for bad, problem in ((["10.0.0.1=10.0.0.3"], "needs its port"), ([1], "PRIMARY=CANDIDATE"), (5, "shadow takes")):
+        with pytest.raises(ConfigError, match=problem):
+            merge([("marker", {"shadow": bad})])
