@@ -203,3 +203,38 @@ def test_the_cassette_records_only_the_primary_s_conversation(tmp_path):
         recorded.close()
     assert [(o.client.host, str(o.server)) for o in opened] == [("10.0.0.2", "10.0.0.1:8000")] * 3
     assert len(answers) == 3
+
+
+def _shadow_rootless() -> dict:
+    from pytest_netplayground import Sandbox
+
+    with Sandbox() as sb:
+        web, client, candidate = sb.add_host("web"), sb.add_host("client"), sb.add_host("candidate")
+        primary, other = web.listen(9000), candidate.listen(9000)
+        shadow = sb.shadow("web:9000", to="candidate")
+        sock = client.connect(("10.0.0.1", 9000))
+        sock.sendall(b"question")
+        served = []
+        for listener, answer in ((primary, b"answer"), (other, b"ANSWER")):
+            listener.settimeout(10)
+            conn, peer = listener.accept()
+            conn.settimeout(10)
+            served.append((conn.recv(100), peer[0]))
+            conn.sendall(answer)
+            conn.close()
+        sock.settimeout(10)
+        got = sock.recv(100)
+        sock.close()
+        report = shadow.stop()
+    return {"served": served, "got": got, "counts": (report.mirrored, report.differing),
+            "offset": report.connections[0].items[0].offset}
+
+
+def test_shadowing_works_for_an_unprivileged_user():
+    import pytest_netplayground.runtime.supervisor  # noqa: F401  (the child cannot read the files)
+    from tests.support.unprivileged import run_unprivileged
+
+    result = run_unprivileged(_shadow_rootless)
+    assert result["served"] == [(b"question", "10.0.0.2")] * 2
+    assert result["got"] == b"answer"
+    assert result["counts"] == (1, 1) and result["offset"] == 0
