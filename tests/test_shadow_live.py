@@ -238,3 +238,27 @@ def test_shadowing_works_for_an_unprivileged_user():
     assert result["served"] == [(b"question", "10.0.0.2")] * 2
     assert result["got"] == b"answer"
     assert result["counts"] == (1, 1) and result["offset"] == 0
+
+
+def test_a_connection_still_open_when_the_sandbox_closes_is_judged_by_what_was_answered():
+    with leaks.running() as sb:
+        web, client, candidate = sb.add_host("web"), sb.add_host("client"), sb.add_host("candidate")
+        primary, other = web.listen(9000), candidate.listen(9000)
+        shadow = sb.shadow("web:9000", to="candidate")
+        sock = client.connect(("10.0.0.1", 9000))
+        sock.sendall(b"question")
+        kept = []
+        for listener, answer in ((primary, b"answer"), (other, b"answer")):
+            listener.settimeout(10)
+            conn, _ = listener.accept()
+            conn.settimeout(10)
+            assert conn.recv(100) == b"question"
+            conn.sendall(answer)
+            kept.append(conn)  # both servers keep the connection open
+        sock.settimeout(10)
+        assert sock.recv(100) == b"answer"
+        assert shadow.report.in_flight == 1
+    report = shadow.report
+    for held in (sock, *kept):
+        held.close()
+    assert (report.mirrored, report.identical, report.in_flight) == (1, 1, 0), report.format()

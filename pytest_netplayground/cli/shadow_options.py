@@ -75,10 +75,10 @@ def start_shadows(sandbox, args) -> None:
 
 
 def drain_shadows(sandbox) -> None:
-    """Before the servers are stopped: let the connections in flight end (a bounded time)."""
-    from ..runtime.shadows import stop_all
+    """Before the servers are stopped: let the candidates finish answering (a bounded time)."""
+    from ..runtime.shadows import settle_all
 
-    stop_all(sandbox)
+    settle_all(sandbox)
 
 
 def say_shadows(sandbox, code: int, out=None) -> int:

@@ -88,6 +88,8 @@ class ShadowReport:
     in_flight: int = 0
     #: No new connection is mirrored (stopped, or the sandbox closed).
     stopped: bool = False
+    #: Of ``in_flight``, those whose primary connection has ended: the candidate is finishing.
+    settling: int = 0
 
     def _count(self, outcome: ShadowOutcome) -> int:
         return sum(1 for c in self.connections if c.outcome is outcome)

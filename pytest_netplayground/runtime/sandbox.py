@@ -259,7 +259,7 @@ class Sandbox:
         channel = self._channel
         if channel is None:
             return
-        shadows.stop_all(self)
+        shadows.settle_all(self)
         info = channel.close(signal=self.kill_signal, grace=self.grace, cassette=cassette)
         self.dropped = info.get("dropped", {})
         self.divergences = info.get("divergences", self.divergences)

@@ -219,6 +219,7 @@ class Mirror:
 
     def primary_closed(self, now: float) -> None:
         self.primary_over = True
+        self.times["end"] = now
         if self.candidate_eof:
             self.finish()
         else:
@@ -251,6 +252,8 @@ class Mirror:
                     pass
             self.sock.close()
         self.out = bytearray()
+        if not self.waited and "end" in self.times:
+            self.waited = self.loop.now() - self.times["end"]
         if self.failure:
             findings = self.diff.findings(self.conn, self.key, self.ordinal, complete=True, cut=True, waited=0)
             findings = findings if self.diff.differs else []

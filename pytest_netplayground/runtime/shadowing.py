@@ -39,8 +39,14 @@ class Shadowing:
     ordinals: collections.Counter = attrs.field(factory=collections.Counter)
 
     def report(self) -> ShadowReport:
+        settling = sum(1 for mirror in self.mirrors if mirror.primary_over)
         return ShadowReport(
-            self.spec.primary, self.spec.candidate, self.verdicts, len(self.mirrors), stopped=not self.running
+            self.spec.primary,
+            self.spec.candidate,
+            self.verdicts,
+            len(self.mirrors),
+            stopped=not self.running,
+            settling=settling,
         )
 
     def mirror(self, loop, pipe, alias: str, buf: bytearray) -> Mirror:

@@ -110,6 +110,21 @@ class Shadow:
             return self.report
         return self._final
 
+    def settle(self, wait: float | None = None) -> None:
+        """Mirror no new connection, and give those whose primary connection has ended up to
+        ``wait`` seconds (default: the patience and a second) to end; the others end with the
+        sandbox, which ends their primaries."""
+        if self._final is not None:
+            return
+        try:
+            report = self._ask("stop_shadow")
+            deadline = time.monotonic() + (self.spec.patience + 1.0 if wait is None else wait)
+            while report.settling and time.monotonic() < deadline:
+                time.sleep(_POLL)
+                report = self._ask("shadow_state")
+        except SandboxClosed:
+            pass
+
     def __enter__(self) -> "Shadow":
         return self
 
@@ -127,10 +142,11 @@ def start(sandbox: "Sandbox", primary: object, to: object, **options) -> Shadow:
     return shadow
 
 
-def stop_all(sandbox: "Sandbox", wait: float | None = None) -> None:
-    """Before a sandbox closes: let every shadow's connections in flight end (a bounded time)."""
+def settle_all(sandbox: "Sandbox", wait: float | None = None) -> None:
+    """Before a sandbox closes or its servers are stopped: let every shadow's candidates finish
+    answering for connections that have ended (a bounded time)."""
     for shadow in sandbox.shadows:
         try:
-            shadow.stop(wait)
+            shadow.settle(wait)
         except NetplayError:
             pass  # the sandbox closes anyway; the report then holds what the supervisor found
