@@ -262,3 +262,91 @@ def test_a_connection_still_open_when_the_sandbox_closes_is_judged_by_what_was_a
     for held in (sock, *kept):
         held.close()
     assert (report.mirrored, report.identical, report.in_flight) == (1, 1, 0), report.format()
+
+
+
+def test_a_candidate_that_resets_fails_its_shadow_beside_an_identical_one():
+    question, answer = b"Q" * 100_000, b"A" * 300_000  # more than one read each way
+    with leaks.running() as sb:
+        web, client, one, two = (sb.add_host(name) for name in ("web", "client", "one", "two"))
+        listeners = [host.listen(9000) for host in (web, one, two)]
+        same, resets = sb.shadow("web:9000", to="one"), sb.shadow("web:9000", to="two")
+        sock = client.connect(("10.0.0.1", 9000))
+        sock.sendall(question)
+        sock.shutdown(socket.SHUT_WR)
+        for index, listener in enumerate(listeners):
+            listener.settimeout(10)
+            conn, _ = listener.accept()
+            conn.settimeout(10)
+            got = b""
+            while chunk := conn.recv(65536):
+                got += chunk
+            assert got == question, index
+            if index == 2:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+            else:
+                conn.sendall(answer)
+            conn.close()
+        sock.settimeout(10)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        sock.close()
+        same_report, reset_report = same.stop(), resets.stop()
+    assert received == answer
+    assert (same_report.mirrored, same_report.identical) == (1, 1), same_report.format()
+    assert (reset_report.mirrored, reset_report.failed) == (1, 1), reset_report.format()
+    (failure,) = reset_report.connections[0].items
+    assert isinstance(failure, ShadowFailed) and "reset" in failure.reason
+
+
+def test_a_candidate_that_never_accepts_is_given_up_after_its_patience():
+    with leaks.running() as sb:
+        web, client, candidate = sb.add_host("web"), sb.add_host("client"), sb.add_host("candidate")
+        primary = web.listen(9000)
+        candidate.listen(9000)
+        sb.partition([client], [candidate])  # the candidate's answers to the client's address are lost
+        shadow = sb.shadow("web:9000", to="candidate", patience=1)
+        sock = client.connect(("10.0.0.1", 9000))
+        primary.settimeout(10)
+        conn, _ = primary.accept()
+        conn.sendall(b"hello")
+        conn.close()
+        sock.settimeout(10)
+        assert sock.recv(100) == b"hello"
+        sock.close()
+        report = _settled(shadow)
+    (connection,) = report.connections
+    (failure,) = connection.items
+    assert isinstance(failure, ShadowFailed) and "did not accept the connection within 1 s" in failure.reason
+
+
+def test_a_client_that_resets_cuts_the_candidate_too_without_failing_it():
+    with leaks.running() as sb:
+        web, client, candidate = sb.add_host("web"), sb.add_host("client"), sb.add_host("candidate")
+        primary, other = web.listen(9000), candidate.listen(9000)
+        shadow = sb.shadow("web:9000", to="candidate")
+        sock = client.connect(("10.0.0.1", 9000))
+        sock.sendall(b"question")
+        served = []
+        for listener in (primary, other):
+            listener.settimeout(10)
+            conn, _ = listener.accept()
+            conn.settimeout(10)
+            assert conn.recv(100) == b"question"
+            conn.sendall(b"part of an answer")
+            served.append(conn)
+        sock.settimeout(10)
+        assert sock.recv(100) == b"part of an answer"
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        sock.close()
+        ends = []
+        for conn in served:
+            try:
+                ends.append(conn.recv(100))
+            except ConnectionResetError:
+                ends.append("reset")
+            conn.close()
+        report = _settled(shadow)
+    assert ends == ["reset", "reset"], "the primary and the candidate both saw the client's reset"
+    assert (report.mirrored, report.identical) == (1, 1), report.format()

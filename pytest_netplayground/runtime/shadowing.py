@@ -43,7 +43,7 @@ class Shadowing:
         return ShadowReport(
             self.spec.primary,
             self.spec.candidate,
-            self.verdicts,
+            sorted(self.verdicts, key=lambda verdict: verdict.conn),
             len(self.mirrors),
             stopped=not self.running,
             settling=settling,
