@@ -10,6 +10,7 @@ differ is *differing*; the rest are *identical*.
 from __future__ import annotations
 
 import enum
+import statistics
 
 import attrs
 
@@ -135,6 +136,11 @@ class ShadowReport:
         )
         if self.in_flight:
             text += f" ({self.in_flight} still in flight)"
+        timed = [(c.primary_first, c.candidate_first) for c in self.connections]
+        timed = [pair for pair in timed if None not in pair]
+        if timed:
+            primary, candidate = (statistics.median(side) * 1000 for side in zip(*timed))
+            text += f"; first answer byte, median: primary {primary:.1f} ms, candidate {candidate:.1f} ms"
         return text
 
     def format(self) -> str:

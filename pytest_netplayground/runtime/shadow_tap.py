@@ -186,7 +186,9 @@ class Mirror:
 
     def _answer(self, side: str, data) -> None:
         self.diff.feed(side, data)
-        if self.diff.overflow == "primary":
+        if self.diff.overflow and self.diff.rules:
+            self.fail(f"an answer went over {self.spec.buffer} bytes, more than ignore rules compare (see buffer)")
+        elif self.diff.overflow == "primary":
             self.fail(f"the candidate fell behind: the primary answered over {self.spec.buffer} bytes it had not")
         elif self.diff.overflow:
             self.fail(f"the candidate answered over {self.spec.buffer} bytes more than the primary had")

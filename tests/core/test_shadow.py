@@ -136,7 +136,7 @@ def test_the_report_counts_outcomes_and_shows_the_difference():
     client = Endpoint("10.0.0.2", 40000)
     at = ANSWER.index(b"hello")
     changed = ANSWER[:at] + b"HELLO" + ANSWER[at + 5 :]
-    same = verdict(1, KEY, 1, client, [], "")
+    same = verdict(1, KEY, 1, client, [], "", primary_first=0.002, candidate_first=0.004)
     differing = verdict(2, KEY, 2, client, findings(diff_of(ANSWER, changed)), "")
     failed = verdict(3, KEY, 3, client, [], "the candidate refused the connection")
     stalled = verdict(4, KEY, 4, client, findings(diff_of(ANSWER, b""), complete=False), "")
@@ -150,7 +150,7 @@ def test_the_report_counts_outcomes_and_shows_the_difference():
     text = report.format()
     assert text.splitlines()[0] == (
         "shadow 10.0.0.1:80 -> 10.0.0.3:80: 4 connections mirrored, 1 identical, 1 differing, 2 failed "
-        "(1 still in flight)"
+        "(1 still in flight); first answer byte, median: primary 2.0 ms, candidate 4.0 ms"
     )
     assert f"s2c: bytes differ at offset {at}" in text
     assert "shadow failed: the candidate refused the connection" in text
