@@ -350,3 +350,50 @@ def test_a_client_that_resets_cuts_the_candidate_too_without_failing_it():
         report = _settled(shadow)
     assert ends == ["reset", "reset"], "the primary and the candidate both saw the client's reset"
     assert (report.mirrored, report.identical) == (1, 1), report.format()
+
+
+def _tls_primary(listener, context, answer: bytes, got: list) -> None:
+    raw, _ = listener.accept()
+    raw.settimeout(10)
+    conn = context.wrap_socket(raw, server_side=True)
+    got.append(conn.recv(100))
+    conn.sendall(answer)
+    conn.close()
+
+
+def test_with_tls_interception_the_candidate_gets_the_plaintext(tmp_path):
+    import ssl
+
+    from pytest_netplayground.runtime.tls_authority import CertificateAuthority
+
+    own = CertificateAuthority.load_or_create(str(tmp_path / "server-ca")).leaf("web")
+    (tmp_path / "server.pem").write_bytes(own.chain_pem)
+    (tmp_path / "server-key.pem").write_bytes(own.key_pem)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(tmp_path / "server.pem"), str(tmp_path / "server-key.pem"))
+    with leaks.running(tls="intercept", tls_ca_dir=str(tmp_path / "ca")) as sb:
+        web, client, candidate = sb.add_host("web"), sb.add_host("client"), sb.add_host("candidate")
+        primary, other = web.listen(9443), candidate.listen(9443)
+        shadow = sb.shadow("web:9443", to="candidate")
+        got: list = []
+        args = (primary, context, b"secret answer", got)
+        server = threading.Thread(target=_tls_primary, args=args, daemon=True)
+        server.start()
+        raw = client.connect(("10.0.0.1", 9443), timeout=10)
+        sock = sb.tls_client_context().wrap_socket(raw, server_hostname="web")
+        sock.sendall(b"secret question")
+        other.settimeout(10)
+        conn, _ = other.accept()
+        conn.settimeout(10)
+        mirrored = conn.recv(100)
+        conn.sendall(b"secret ANSWER")
+        conn.close()
+        answer = sock.recv(100)
+        sock.close()
+        server.join(10)
+        report = _settled(shadow)
+    assert got == [b"secret question"] and answer == b"secret answer"
+    assert mirrored == b"secret question", "the candidate got the plaintext"
+    (connection,) = report.connections
+    (finding,) = connection.items
+    assert isinstance(finding, ByteMismatch) and finding.offset == len(b"secret ")
