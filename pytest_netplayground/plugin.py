@@ -142,7 +142,7 @@ def netplay_config() -> dict:
     """Defaults for every sandboxed test; override (at any scope) to change them.
 
     Keys as for the marker: subnet, subnet6, pace, speed, strict, stall_timeout, settle, match, ignore, check,
-    tls, tls_ca_dir.
+    tls, tls_ca_dir, faults, seed, shadow.
     """
     return {}
 
@@ -241,6 +241,12 @@ def netplay(request: pytest.FixtureRequest, netplay_config, netplay_cassette_dir
             sandbox.start()
         except NetplayError as exc:
             failure = f"cannot start the sandbox: {exc}"
+        try:
+            for primary, candidate in settings.shadow if failure is None else ():
+                sandbox.shadow(primary, to=candidate, ignore=settings.ignore)
+        except NetplayError as exc:
+            sandbox.close("discard")
+            failure = f"{request.node.nodeid}: bad shadow setting: {exc}"
     if failure is not None:
         shutil.rmtree(output_dir, ignore_errors=True)
         _remove_if_empty(created)
@@ -343,6 +349,12 @@ def _finish(item: pytest.Item, state: NetplayState, passed: bool, skipped: bool 
     if not passed and sandbox.faults_used:
         # The drops of a failing run can be repeated with its seed.
         item.add_report_section("call", "netplay faults", f"seed {sandbox.seed}: rerun with --netplay-seed={sandbox.seed}\n")
+    shadows = [shadow.report for shadow in sandbox.shadows]
+    if not all(shadows):
+        text = "\n".join(report.format() for report in shadows if not report.ok)
+        item.add_report_section("call", "netplay shadow", text + "\n")
+        if passed and state.settings.strict:
+            note = f"a shadow's candidate answered otherwise than its primary:\n{text}"
     if state.mode == "replay":
         report = sandbox.divergences
         item.user_properties.append(("netplay", "replayed" if report.ok else "divergent"))
@@ -351,7 +363,7 @@ def _finish(item: pytest.Item, state: NetplayState, passed: bool, skipped: bool 
             if not passed:
                 item.add_report_section("call", "netplay divergence", text + "\n")
             elif state.settings.strict:
-                note = text
+                note = text if note is None else f"{note}\n{text}"
             else:
                 warnings.warn(NetplayDivergenceWarning(text), stacklevel=1)
     return note

@@ -19,6 +19,7 @@ from .core.exchange import match_mode
 from .core.fault_spec import FaultSpec, fault_specs, seed
 from .core.noise import IgnoreRule, check_hosts, ignore_rules
 from .core.replay import pacing
+from .core.shadow import shadow_pairs
 from .core.validation import positive_number, record_runs, tls_mode
 from .errors import ConfigError
 
@@ -40,6 +41,7 @@ MARKER_KEYS = (
     "tls_ca_dir",
     "faults",
     "seed",
+    "shadow",
 )
 CASSETTE_SUFFIX = ".netplay"
 
@@ -108,6 +110,7 @@ CONVERTERS = {
     "tls_ca_dir": _directory,
     "faults": fault_specs,
     "seed": seed,
+    "shadow": shadow_pairs,
 }
 
 
@@ -132,6 +135,8 @@ class Settings:
     tls_ca_dir: str | None = None  # None: $NETPLAY_CA_DIR, else the user's data directory
     faults: tuple[FaultSpec, ...] = ()  # faults on the wire for the whole test (docs/faults.rst)
     seed: int | None = None  # of the faults' random choices; None: chosen and reported
+    # (primary, candidate) HOST:PORT pairs whose connections are mirrored (docs/shadow.rst)
+    shadow: tuple[tuple[str, str], ...] = ()
 
 
 def merge(layers: list[tuple[str, Mapping]]) -> Settings:

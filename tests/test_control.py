@@ -68,7 +68,7 @@ def test_every_operation_the_caller_sends_has_a_request_and_unknown_ones_are_ref
     assert set(control.REQUESTS) == {
         "add_host", "spawn", "socket", "listening", "signal", "namespaces", "stats", "close",
         "set_link", "clear_faults", "partition", "heal", "connections", "reset_connection", "fault_state",
-        "set_toxics", "half_close", "set_link_toxics", "drive",
+        "set_toxics", "half_close", "set_link_toxics", "drive", "start_shadow", "shadow_state", "stop_shadow",
     }
     assert control.parse("socket", {"host": 0, "family": 2, "type": 1}, []) == control.MakeSocket(0, 2, 1)
     assert control.parse("signal", {"pid": 5, "signal": 15, "group": None}, []).group is False

@@ -8,6 +8,7 @@ from ..core.noise import check_hosts
 from .drive import cmd_drive
 from .recording import cmd_record, failed_path_for, numbered_partial_path
 from .setup import EXIT_ERROR, make_sandbox, prepare, run, say, say_tls
+from .shadow_options import say_shadows
 from .tunnel_decode import cmd_tunnel_decode
 
 __all__ = ["COMMANDS", "EXIT_ERROR", "cmd_record", "failed_path_for", "numbered_partial_path"]
@@ -17,10 +18,11 @@ def cmd_run(args) -> int:
     names = prepare(args)
     sandbox = make_sandbox(args)
     try:
-        return run(sandbox, args, names).code
+        code = run(sandbox, args, names).code
     finally:
         sandbox.close()
         say_tls(sandbox)
+    return say_shadows(sandbox, code)
 
 
 def _pacing(args) -> dict:
@@ -51,6 +53,7 @@ def cmd_replay(args) -> int:
     finally:
         sandbox.close()
     say_tls(sandbox)
+    code = say_shadows(sandbox, code)
     report = sandbox.divergences
     if sandbox.truncated_at is not None:
         say(f"{args.file} was cut short at byte {sandbox.truncated_at}: replayed what came before")

@@ -12,6 +12,7 @@ from ..core.exchange import Match
 from ..core.validation import TLS_MODES, non_negative_number, positive_number, record_runs
 from ..errors import ConfigError
 from .fault_options import add_fault_options
+from .shadow_options import add_shadow_options
 
 DEFAULT_FILE = "test.traffic"
 #: A command given as this makes its host but runs nothing in it.
@@ -101,6 +102,7 @@ def _add_sandbox_options(parser: argparse.ArgumentParser) -> None:
         f"'{NO_COMMAND}' makes the host but runs nothing in it",
     )
     add_fault_options(parser)
+    add_shadow_options(parser)
 
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:

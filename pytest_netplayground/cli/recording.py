@@ -19,6 +19,7 @@ from ..errors import NetplayError
 from ..learning import RunSpacing, commit_with_noise, run_path
 from .runner import RunOutcome
 from .setup import make_sandbox, prepare, run_set_up, say, say_tls, setup
+from .shadow_options import EXIT_SHADOW, say_shadows
 
 
 def failed_path_for(cassette: Path) -> Path:
@@ -77,6 +78,8 @@ class _Plan:
     paths: tuple[Path, ...]
     old: str
     keep_going: bool
+    # Per run: whether every shadow's candidate answered as the primary did.
+    shadows_ok: list = attrs.field(factory=list)
 
     @classmethod
     def of(cls, args) -> "_Plan":
@@ -135,6 +138,7 @@ def _record_once(args, names, plan: _Plan, index: int) -> tuple[RunOutcome, str 
     else:
         sandbox.close("commit")
     say_tls(sandbox)
+    plan.shadows_ok.append(say_shadows(sandbox, 0) == 0)
     return outcome, failed
 
 
@@ -173,4 +177,4 @@ def cmd_record(args) -> int:
             f"region{'s' if regions != 1 else ''} in {len(noise)} turn{'s' if len(noise) != 1 else ''}){note}"
         )
     # The first run that failed decides, as the first command that failed does within a run.
-    return next((code for code in codes if code != 0), 0)
+    return next((code for code in codes if code != 0), 0 if all(plan.shadows_ok) else EXIT_SHADOW)

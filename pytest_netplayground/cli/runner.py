@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import attrs
 
@@ -50,6 +50,8 @@ class Lifecycle:
 
     target: int | None = None
     abort_on_exit: bool = False
+    # Called once before the commands still running are stopped at the run's end (not on Ctrl-C).
+    before_stop: Callable[[], None] | None = None
 
 
 @attrs.frozen
@@ -153,6 +155,8 @@ class _Run:
     def stop_others(self, why: str, again: bool = False) -> None:
         """Send the kill signal to every command still running; SIGKILL follows after the grace period."""
         self.stopping = True
+        if self.lifecycle.before_stop is not None and not again and self.running:
+            self.lifecycle.before_stop()
         self.kill_at = time.monotonic() + self.sandbox.grace
         if self.running:
             sig = _signal_name(self.sandbox.kill_signal)

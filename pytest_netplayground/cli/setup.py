@@ -8,6 +8,7 @@ from ..core.addressing6 import Subnet6
 from .fault_options import fault_settings
 from .hosts import check_capacity, make_hosts, parse_names, resolve_host
 from .runner import Lifecycle, RunOutcome, run_commands
+from .shadow_options import drain_shadows, start_shadows
 
 EXIT_ERROR = 1
 
@@ -62,7 +63,9 @@ def setup(sandbox, args, names) -> tuple[list, Lifecycle]:
     sandbox.start()
     hosts = make_hosts(sandbox, len(args.commands), names)
     target = None if args.exit_code_from is None else resolve_host(args.exit_code_from, hosts, args.commands)
-    return hosts, Lifecycle(target=target, abort_on_exit=args.abort_on_exit)
+    start_shadows(sandbox, args)
+    before_stop = (lambda: drain_shadows(sandbox)) if sandbox.shadows else None
+    return hosts, Lifecycle(target=target, abort_on_exit=args.abort_on_exit, before_stop=before_stop)
 
 
 def run_set_up(sandbox, args, hosts, lifecycle, quiet: bool = False) -> RunOutcome:

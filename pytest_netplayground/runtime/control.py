@@ -28,6 +28,7 @@ from ..core import defaults
 from ..errors import SandboxError
 from .drive_request import DRIVE_REQUESTS
 from .fault_control import FAULT_REQUESTS
+from .shadow_control import SHADOW_REQUESTS
 
 MAX_MESSAGE = 1 << 20
 MAX_FDS = 16
@@ -186,6 +187,7 @@ REQUESTS: dict[str, type] = {
 }
 REQUESTS.update(FAULT_REQUESTS)
 REQUESTS.update(DRIVE_REQUESTS)
+REQUESTS.update(SHADOW_REQUESTS)
 
 
 def parse(op: str, args: dict, fds: list[int]) -> Request:

@@ -70,6 +70,8 @@ class Proxy:
     tls: object = None
     # The :class:`~.toxic_tap.ToxicBox` that wraps every connection's tap, inside TLS (toxics act on plaintext).
     toxics: object = None
+    # The :class:`~.shadowing.ShadowBox` that mirrors connections to shadowed primaries, inside TLS.
+    shadows: object = None
     pipes: dict[bytes, Pipe] = attrs.field(init=False, factory=dict)
     connecting: dict[int, Pipe] = attrs.field(init=False, factory=dict)
     listeners: dict[tuple[str, int], socket.socket] = attrs.field(init=False, factory=dict)
@@ -202,6 +204,8 @@ class Proxy:
         tap = self.session.tap_for(pipe, server_live=server_live)
         if self.toxics is not None:
             tap = self.toxics.wrap(tap, pipe)
+        if self.shadows is not None:
+            tap = self.shadows.wrap(tap, pipe)
         pipe.tap = tap if self.tls is None else self.tls.wrap(tap, pipe, self.session)
 
     def _ensure_listener(self, address: str, port: int) -> None:

@@ -31,7 +31,7 @@ from ..errors import (
     SandboxClosed,
     SandboxError,
 )
-from . import launch, links
+from . import launch, links, shadows
 from .channel import Channel
 from .host import Host
 from .process import DEVNULL, PIPE, STDOUT, Process, Spawned
@@ -85,6 +85,7 @@ class Sandbox:
     cassette_written: str | None
     truncated_at: int | None
     dropped: dict[str, int]
+    shadows: list  # the Shadow handles of sb.shadow(), stopped before the sandbox closes
     # TLS: "off" or "intercept" as asked, the CA directory (None: the default one), a CA file
     # the real servers' certificates must verify against (None: not verified), and what the
     # run had to say about TLS (clients that refused the sandbox CA, failed handshakes).
@@ -160,6 +161,7 @@ class Sandbox:
         self.cassette_written = None
         self.truncated_at = None
         self.dropped = {}
+        self.shadows = []
         # Where output of processes spawned without stdout/stderr goes, one
         # file per process and stream, so it can be shown per host.
         self._spawned = Spawned(None if output_dir is None else os.fspath(output_dir))
@@ -257,6 +259,7 @@ class Sandbox:
         channel = self._channel
         if channel is None:
             return
+        shadows.settle_all(self)
         info = channel.close(signal=self.kill_signal, grace=self.grace, cassette=cassette)
         self.dropped = info.get("dropped", {})
         self.divergences = info.get("divergences", self.divergences)
@@ -348,6 +351,10 @@ class Sandbox:
     def connections(self, hosts: object = ()) -> list[links.Connection]:
         """The live proxied TCP connections (with a host of ``hosts`` at one end, if given)."""
         return links.connections(self, hosts)
+
+    def shadow(self, primary: object, to: object, **options) -> shadows.Shadow:
+        """Mirror every later connection to ``primary`` to the candidate ``to`` (see docs/shadow.rst)."""
+        return shadows.start(self, primary, to, **options)
 
     def clear_faults(self) -> None:
         """Every link a perfect wire again and every partition healed."""

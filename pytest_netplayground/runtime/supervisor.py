@@ -35,9 +35,12 @@ from .network import Network
 from .outbox import Outbox
 from .processes import Processes
 from .proxy import Proxy
+from .shadowing import ShadowBox
 
 HOST_TUN = "eth0"
 PROXY_TUN = "netplay0"
+# Seconds the shadows' candidates still have to answer once the sandbox closes.
+SHADOW_SETTLE = 0.5
 _VERDICTS = {value: name for name, value in vars(Verdict).items() if not name.startswith("_")}
 
 
@@ -108,6 +111,7 @@ class Supervisor:
         self.session.send_packet = _packet_sender(self.router, self.network.host_tun)
         self.faults.proxy = self.proxy
         self.proxy.toxics = self.faults.toxics
+        self.proxy.shadows = self.shadows = ShadowBox(self.loop, self.plan)
         self.session.fault_state = lambda: (self.faults.table.seed, tuple(self.faults.applied))
         self.faults.forward = make_forwarder(
             self.router, self.network, self.proxy.open_server_leg, self.session.on_datagram, time.monotonic
@@ -126,6 +130,7 @@ class Supervisor:
             control.Close: self._close,
             DriveRequest: self._drive,
             **self.faults.handlers(),
+            **self.shadows.handlers(),
         }
         self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wakeup_w)
@@ -351,7 +356,8 @@ class Supervisor:
         self.processes.stop(self.kill_signal, self.grace)
         self._settle()
         self.proxy.close()
-        self.result = {**self.session.finish(self.cassette_action), **tls_interceptor.report(self.proxy.tls)}
+        shadows = self.shadows.finish(SHADOW_SETTLE)
+        self.result = {**self.session.finish(self.cassette_action), **tls_interceptor.report(self.proxy.tls), **shadows}
         self.host_files.close()
 
 
