@@ -24,7 +24,15 @@ from .noise import IgnoreRule, compare, ignore_rules
 from .prefix import common_prefix
 from .validation import positive_number
 
-__all__ = ["AnswerDiff", "ShadowSpec", "endpoint_parts", "parse_shadow_flag", "shadow_pairs", "PATIENCE", "BUFFER"]
+__all__ = [
+    "AnswerDiff",
+    "ShadowSpec",
+    "endpoint_parts",
+    "parse_shadow_flag",
+    "shadow_pairs",
+    "PATIENCE",
+    "BUFFER",
+]
 
 S2C = Direction.S2C
 
@@ -70,7 +78,9 @@ def shadow_pairs(value: object) -> tuple[tuple[str, str], ...]:
     try:
         items = list(value)  # type: ignore[call-overload]
     except TypeError:
-        raise ConfigError(f"shadow takes 'PRIMARY=CANDIDATE' strings, e.g. ['10.0.0.1:80=10.0.0.3:80'], got {value!r}") from None
+        raise ConfigError(
+            f"shadow takes 'PRIMARY=CANDIDATE' strings, e.g. ['10.0.0.1:80=10.0.0.3:80'], got {value!r}"
+        ) from None
     pairs = []
     for item in items:
         if isinstance(item, str):
@@ -173,7 +183,9 @@ class AnswerDiff:
         """Whether a difference is already certain (without rules, before either side ends)."""
         return self.parted_at is not None
 
-    def findings(self, conn: int, key: ConnectionKey, ordinal: int, *, complete: bool, cut: bool, waited: float):
+    def findings(
+        self, conn: int, key: ConnectionKey, ordinal: int, *, complete: bool, cut: bool, waited: float
+    ):
         """What differs, once the connection is over.
 
         ``complete``: the candidate ended its answer (else it was still silent after ``waited``
@@ -229,14 +241,24 @@ class AnswerDiff:
         sent = self.sent["candidate"]
         start, primary, candidate = self._snippets(sent)
         return MissingBytes(
-            *where, sent=sent, recorded=self.sent["primary"], expected=primary, actual=candidate, snippet_offset=start
+            *where,
+            sent=sent,
+            recorded=self.sent["primary"],
+            expected=primary,
+            actual=candidate,
+            snippet_offset=start,
         )
 
     def _extra(self, where) -> ExtraBytes:
         at = self.sent["primary"]
         start, primary, candidate = self._snippets(at)
         return ExtraBytes(
-            *where, offset=at, sent=self.sent["candidate"], expected=primary, actual=candidate, snippet_offset=start
+            *where,
+            offset=at,
+            sent=self.sent["candidate"],
+            expected=primary,
+            actual=candidate,
+            snippet_offset=start,
         )
 
     def _stall(self, where, waited: float) -> Stall:
