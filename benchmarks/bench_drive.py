@@ -51,7 +51,7 @@ from common import (  # noqa: E402
 
 PORT = 8080
 SERVER = "10.0.0.1"
-FULL = {"connections": 3000, "rates": [100, 200, 400, 800, 1200, 1600], "seconds": 2.0}
+FULL = {"connections": 5000, "rates": [200, 400, 800, 1200, 1600, 2000, 2400], "seconds": 2.0}
 QUICK = {"connections": 400, "rates": [100, 300], "seconds": 1.0}
 HOLDS = 0.95
 NETPLAY = [sys.executable, "-m", "pytest_netplayground"]
@@ -167,11 +167,18 @@ def run_drive(cassette: Path, rate: int, share: float, workdir: Path) -> dict:
         raise RuntimeError(
             f"netplay drive wrote no report (exit {result.returncode}): {result.stderr[-2000:]!r}"
         )
-    summary = json.loads(report.read_text())["summary"]
+    data = json.loads(report.read_text())
+    summary = data["summary"]
+    reasons: dict[str, int] = {}
+    for connection in data["connections"]:
+        if connection["verdict"] != "identical":
+            reason = connection["failure"] or connection["verdict"]
+            reasons[reason] = reasons.get(reason, 0) + 1
     return {
         "connections": summary["connections"],
         "failed": summary["connections"] - summary["identical"],
         "achieved_rate": summary["achieved_rate"],
+        "reasons": reasons,
     }
 
 
@@ -217,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
                 ]
             )
     print_table(["rate", "setup", "connections", "achieved", "failed", "holds"], rows, "lllrrl")
+    for rate, by_setup in results.items():
+        for reason, count in by_setup["drive"].get("reasons", {}).items():
+            print(f"  drive at {rate}/s: {count} x {reason}")
     best = {
         setup: max((rate for rate, r in results.items() if holds(r[setup], rate)), default=0)
         for setup in ("veth", "drive")
