@@ -54,3 +54,18 @@ def test_a_cassette_recorded_inside_tls_is_refused_before_any_sandbox_starts(tmp
     with pytest.raises(ConfigError, match="recorded with TLS interception"):
         drive(sandbox, path)
     assert sandbox.closed is False and sandbox.hosts == []
+
+
+def test_only_naming_no_recorded_server_is_a_usage_error_listing_the_servers(tmp_path):
+    from pytest_netplayground.cassette import CassetteWriter
+    from pytest_netplayground.core.events import ConnectionOpened, Header
+
+    path = tmp_path / "one.traffic"
+    with CassetteWriter(path, Header("10.0.0.0/24", started=0.0, tool_version="0.1.0")) as w:
+        w.write(ConnectionOpened(0.0, 0, ("10.0.0.2", 40000), ("10.0.0.1", 80)))
+        w.commit(0.1)
+    result = drive("-f", str(path), "--only", "10.0.0.9:80", "true")
+    assert result.returncode == 2, result.stderr
+    assert "only 10.0.0.9:80 matches no recorded connection; the recorded servers are 10.0.0.1:80" in result.stderr
+    result = drive("-f", str(path), "--only", "web", "true")
+    assert result.returncode == 2 and "only takes servers as ADDR:PORT" in result.stderr

@@ -67,6 +67,13 @@ def add_drive_parser(sub) -> None:
         metavar="OLD=NEW",
         help="run the recorded server OLD at address NEW (repeatable)",
     )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="SERVER",
+        help="play only the connections to this recorded server: ADDR:PORT, ADDR or PORT (repeatable)",
+    )
     parser.add_argument("--json", metavar="FILE", help="write the report as JSON to FILE")
     parser.add_argument(
         "--ignore",
@@ -126,6 +133,7 @@ def _options(args) -> DriveOptions:
         multiply=args.multiply,
         sample=args.sample,
         mapping=list(args.map),
+        only=list(args.only),
     )
 
 

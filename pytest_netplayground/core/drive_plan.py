@@ -1,7 +1,9 @@
 """Which recorded connections a drive plays, from where, and when.
 
 Driving plays a cassette's clients against live servers. Before any socket
-opens, the recorded connections become a plan: the share chosen by
+opens, the recorded connections become a plan: those to the servers named by
+``only`` (all by default: a recorded server's own connections, to its
+database say, are left out with it), the share chosen by
 ``sample`` (by a hash of each connection's identity, so the same connections
 are chosen on every run and on every machine), each repeated ``multiply``
 times from distinct client ports (the first copy keeps the recorded port, so
@@ -65,6 +67,27 @@ def _mapping(value: object) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(parse_mappings(value).items()))
 
 
+def _only(value: object) -> tuple[str, ...]:
+    """Servers as ``ADDR:PORT``, ``ADDR`` or ``PORT`` (``[ADDR]:PORT`` for IPv6), canonical."""
+    items = [value] if isinstance(value, (str, int)) else list(value)  # type: ignore[call-overload]
+    out = []
+    for item in items:
+        text = str(item).strip()
+        try:
+            if text.isdigit():
+                out.append(str(Endpoint("0.0.0.0", int(text)).port))
+            elif text.startswith("[") and "]:" in text or text.count(":") == 1:
+                host, port = text.rsplit(":", 1)
+                out.append(str(Endpoint(host.strip("[]"), int(port))))
+            else:
+                out.append(Endpoint(text.strip("[]"), 1).host)
+        except (ValueError, TypeError, ConfigError):
+            raise ConfigError(
+                f"only takes servers as ADDR:PORT, ADDR or PORT (like 10.0.0.1:80, 10.0.0.1 or 80), not {item!r}"
+            ) from None
+    return tuple(out)
+
+
 @attrs.frozen
 class DriveOptions:
     """How a drive plays the recorded clients; see the module docstring."""
@@ -77,6 +100,15 @@ class DriveOptions:
     multiply: int = attrs.field(default=1, converter=_multiply)
     sample: float = attrs.field(default=1.0, converter=_sample)
     mapping: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_mapping)
+    #: The recorded servers whose connections are played (empty: every one).
+    only: tuple[str, ...] = attrs.field(default=(), converter=_only)
+
+    def plays(self, opened: ConnectionOpened) -> bool:
+        """Whether ``only`` lets the recorded connection ``opened`` go."""
+        if not self.only:
+            return True
+        server = opened.server
+        return any(item in (str(server), server.host, str(server.port)) for item in self.only)
 
     def moved(self, address: str) -> str:
         """Where ``address`` of the recording lives in the drive."""
@@ -144,7 +176,14 @@ def _starts(opened: Sequence[ConnectionOpened], options: DriveOptions) -> list[f
 
 def plan_drive(opened: Sequence[ConnectionOpened], options: DriveOptions) -> list[PlannedConnection]:
     """The connections to open, sorted by start (then recorded order, then copy)."""
-    played = sorted((o for o in opened if chosen(o, options.sample)), key=lambda o: (o.t, o.conn))
+    named = [o for o in opened if options.plays(o)]
+    if opened and not named:
+        servers = ", ".join(sorted({str(o.server) for o in opened}))
+        raise ConfigError(
+            f"only {', '.join(options.only)} matches no recorded connection; the recorded servers are {servers}"
+        )
+    played = [o for o in named if chosen(o, options.sample)]
+    played.sort(key=lambda o: (o.t, o.conn))
     clients = [Endpoint(options.moved(o.client.host), o.client.port) for o in played]
     ports = _Ports(clients)
     plan = []

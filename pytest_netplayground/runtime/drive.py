@@ -43,7 +43,9 @@ def recorded_servers(
     ``options.mapping``, in address order."""
     options = options or DriveOptions()
     with _open(cassette) as index:
-        ends = [(entry.opened.server, entry.opened.client) for entry in index.connections.values()]
+        opened = [entry.opened for entry in index.connections.values()]
+    plan_drive(opened, options)  # options naming nothing recorded fail here, before any sandbox starts
+    ends = [(o.server, o.client) for o in opened]
     hosts = {options.moved(end.host) for pair in ends for end in (pair if clients else pair[:1])}
     return sorted(hosts, key=lambda address: (":" in address, _sort_key(address)))
 

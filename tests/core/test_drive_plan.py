@@ -76,6 +76,25 @@ def test_mapping_moves_servers_and_clients():
     assert plan[0].client.host == "10.0.0.2"
 
 
+def test_only_plays_the_connections_to_the_servers_it_names():
+    opened = [
+        ConnectionOpened(0.0, 0, ("10.0.0.2", 40000), ("10.0.0.1", 80)),
+        ConnectionOpened(0.1, 1, ("10.0.0.1", 40001), ("10.0.0.3", 5432)),  # the server's own, to its database
+        ConnectionOpened(0.2, 2, ("10.0.0.2", 40002), ("fd00::1", 80)),
+    ]
+
+    def conns(only):
+        return [p.opened.conn for p in plan_drive(opened, DriveOptions(only=only))]
+
+    assert conns(()) == [0, 1, 2]
+    assert conns(["10.0.0.1:80"]) == [0]
+    assert conns("80") == [0, 2]
+    assert conns(["10.0.0.3"]) == [1]
+    assert conns(["[fd00::1]:80", "10.0.0.3:5432"]) == [1, 2]
+    with pytest.raises(ConfigError, match=r"only 10.0.0.9 matches no recorded connection; .* 10.0.0.1:80"):
+        conns(["10.0.0.9"])
+
+
 def test_refused_connections_are_planned_too():
     opened = [ConnectionOpened(0.0, 0, ("10.0.0.2", 40000), SERVER, Outcome.REFUSED)]
     assert [p.opened.outcome for p in plan_drive(opened, DriveOptions())] == [Outcome.REFUSED]
@@ -92,6 +111,8 @@ def test_refused_connections_are_planned_too():
         ({"speed": 0}, "speed"),
         ({"mapping": ["10.0.0.1"]}, "OLD=NEW"),
         ({"pacing": "fast"}, "pacing"),
+        ({"only": ["10.0.0.1:http"]}, "only"),
+        ({"only": ["nowhere"]}, "only"),
     ],
 )
 def test_bad_options_are_clear_errors_naming_the_option(options, named):
