@@ -117,3 +117,25 @@ def test_a_server_that_stops_reading_is_given_up(sandbox, tmp_path):
     (result,) = report.results
     assert result.verdict is Verdict.FAILED
     assert result.failure.startswith("no progress for 0.9 s: the server read none of")
+
+
+def test_connections_recorded_over_ipv6_are_driven_from_their_recorded_ipv6_peers(sandbox, tmp_path):
+    server, client = sandbox.add_host(), sandbox.add_host()
+    path = tmp_path / "pings6.traffic"
+    header = Header("10.0.0.0/24", subnet6=str(sandbox.subnet6), started=1732170000.0, tool_version="0.1.0")
+    with CassetteWriter(path, header) as writer:
+        writer.write(ConnectionOpened(0.01, 0, (client.address6, 40000), (server.address6, 7000)))
+        writer.write(Data(0.011, 0, C2S, b"ping 0\n"))
+        writer.write(Data(0.012, 0, S2C, b"pong 0\n"))
+        writer.write(HalfClosed(0.013, 0, C2S))
+        writer.write(HalfClosed(0.014, 0, S2C))
+        writer.write(Closed(0.015, 0))
+        writer.commit(1.0)
+    listener = server.listen(7000, "::")
+    peers: list = []
+    thread = serve(listener, 1, lambda request: request.replace(b"ping", b"pong"), peers)
+    report = drive(sandbox, str(path), stall_timeout=5)
+    thread.join(5)
+    listener.close()
+    assert [r.verdict for r in report.results] == [Verdict.IDENTICAL], report.format()
+    assert [peer[:2] for peer in peers] == [(client.address6, 40000)]
