@@ -107,3 +107,14 @@ class CaptureError(NetplayError):
 
     The message names the file and, where it is known, the byte offset.
     """
+
+
+class AgentError(SandboxError):
+    """A remote host's agent cannot be reached, refuses a request, or went away.
+
+    The message names the agent and its address, and says what to do.
+    """
+
+
+class AgentLost(AgentError):
+    """An agent (or its machine) went away while its hosts were running."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from ..core.noise import check_hosts
+from .remote import cmd_agent
 from .recording import cmd_record, failed_path_for, numbered_partial_path
 from .setup import EXIT_ERROR, make_sandbox, prepare, run, say, say_tls
 
@@ -108,4 +109,5 @@ COMMANDS = {
     "show": cmd_show,
     "export": cmd_export,
     "import": cmd_import,
+    "agent": cmd_agent,
 }

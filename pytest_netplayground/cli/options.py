@@ -12,6 +12,7 @@ from ..core.exchange import Match
 from ..core.validation import TLS_MODES, non_negative_number, positive_number, record_runs
 from ..errors import ConfigError
 from .fault_options import add_fault_options
+from .remote import add_agent_command, add_remote_options
 
 DEFAULT_FILE = "test.traffic"
 #: A command given as this makes its host but runs nothing in it.
@@ -36,6 +37,7 @@ _NON_NEGATIVE = _checked(non_negative_number, "non-negative number")
 
 
 def _add_sandbox_options(parser: argparse.ArgumentParser) -> None:
+    add_remote_options(parser)
     parser.add_argument(
         "-s",
         "--subnet",
@@ -221,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("cassette")
     export.add_argument("-o", "--output", required=True, help="pcap file to write")
     _add_import(sub)
+    add_agent_command(sub)
     return parser
 
 

@@ -97,6 +97,7 @@ class Sandbox:
     faults: tuple[FaultSpec, ...]
     seed: int
     faults_used: bool
+    _agents: dict | None
     _spawned: Spawned
     _channel: Channel | None
     _supervisor_pid: int | None
@@ -125,6 +126,8 @@ class Sandbox:
         tls_server_ca: str | os.PathLike | None = None,
         faults: object = (),
         seed: int | str | None = None,
+        agents: object = None,
+        key_file: str | os.PathLike | None = None,
     ):
         self.subnet = Subnet.parse(subnet)
         self.subnet6 = Subnet6.parse(subnet6, self.subnet)
@@ -154,6 +157,8 @@ class Sandbox:
         self.faults = fault_specs(faults or ())
         self.seed = new_seed() if seed is None else named("seed", to_seed)(seed)
         self.faults_used = bool(self.faults)
+        # Agents whose machines may hold hosts (docs/remote.rst): addresses and key, checked now.
+        self._agents = _agent_options(agents, key_file) if agents else None
         self.hosts = []
         self.closed = False
         self.divergences = DivergenceReport((), mode=mode)
@@ -218,6 +223,7 @@ class Sandbox:
             **self._supervisor_options(),
             "subnet6": str(self.subnet6),
             "faults": {"seed": self.seed, "specs": self.faults},
+            "agents": self._agents,
         }
         ours, pid = launch.fork_supervisor(str(self.subnet), self.verbose, options)
         self._supervisor_pid = pid
@@ -286,8 +292,8 @@ class Sandbox:
 
     # -- hosts ----------------------------------------------------------------------
 
-    def add_host(self, name: str | None = None) -> Host:
-        """A new host with the next address of the subnet (.1, .2, ... in order).
+    def add_host(self, name: str | None = None, on: str | None = None) -> Host:
+        """A new host with the next address of the subnet (.1, .2, ... in order), on agent ``on``'s machine if given.
 
         Every host resolves ``name`` (a DNS label, unique in the sandbox) and
         the default name ``hN`` (N = 1, 2, ... in order) of every host, through
@@ -298,7 +304,7 @@ class Sandbox:
             __tracebackhide__ = True
             raise self.subnet.full(len(self.hosts))
         self.start()
-        info, _ = self._channel.call("add_host", name=name)
+        info, _ = self._channel.call("add_host", name=name, on=on)
         host = Host(info["index"], info["address"], info["name"], self._channel, self._spawned, info["address6"])
         self.hosts.append(host)
         return host
@@ -356,6 +362,12 @@ class Sandbox:
     def fault_state(self) -> dict:
         """The seed, the faulty link directions, the faults applied so far and the packets they dropped."""
         return self._call("fault_state")
+
+
+def _agent_options(agents: object, key_file: object) -> dict | None:
+    from .tunnel import agent_options  # the crypto is imported only by sandboxes with agents
+
+    return agent_options(agents, key_file)
 
 
 def tls_of_cassette(path: str, asked: str) -> str:
