@@ -118,3 +118,39 @@ class AgentError(SandboxError):
 
 class AgentLost(AgentError):
     """An agent (or its machine) went away while its hosts were running."""
+
+
+class TunnelError(NetplayError):
+    """The tunnel to a remote agent failed: its key, its handshake or a message on it.
+
+    ``reply`` holds bytes to write to the peer before closing the control stream
+    (a rejection the peer turns into the same clear error); it is empty when there
+    is nothing to tell.
+    """
+
+    def __init__(self, message: str, *, reply: bytes = b""):
+        super().__init__(message)
+        self.reply = reply
+
+    def __reduce__(self):
+        return (_restore_tunnel_error, (type(self), str(self), self.reply))
+
+
+def _restore_tunnel_error(cls: type, message: str, reply: bytes) -> "TunnelError":
+    return cls(message, reply=reply)
+
+
+class TunnelKeyError(TunnelError, ConfigError):
+    """A tunnel key file is missing, unreadable, malformed or readable by others."""
+
+
+class TunnelKeyMismatch(TunnelError):
+    """The two ends of a tunnel hold different keys (found during the handshake, on both ends)."""
+
+
+class TunnelAuthError(TunnelError):
+    """A control message failed authentication: forged, damaged or out of order; the stream must close."""
+
+
+class TunnelProtocolError(TunnelError):
+    """The peer does not speak the tunnel protocol (garbage, another version, an unexpected message)."""
