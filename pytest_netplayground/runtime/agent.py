@@ -22,7 +22,7 @@ from ..errors import ConfigError, NetplayError
 from . import netns
 from .agent_session import AgentSession, say
 from .agent_stream import handshake
-from .tunnel import Handshake, load_key
+from .tunnel import Handshake, TunnelError, read_key_file, write_key_file
 
 #: Seconds a supervisor gets to prove the key after connecting.
 HANDSHAKE_TIMEOUT = 10.0
@@ -55,7 +55,7 @@ class Agent:
     """The listening agent: accepts supervisors, runs one session child at a time."""
 
     def __init__(self, listen: str, key_file: str) -> None:
-        self.key = load_key(key_file)
+        self.key = read_key_file(key_file)
         self.address = proto.AgentAddress.parse("agent", listen)
         self.tcp, self.udp = _sockets(self.address)
         self.child: int | None = None
@@ -151,10 +151,10 @@ def _run_session(conn: socket.socket, udp: socket.socket, key: bytes, who: str) 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    shake = Handshake.agent(key)
+    shake = Handshake.agent(key, peer=who)
     try:
         handshake(conn, shake, time.monotonic() + HANDSHAKE_TIMEOUT, f"supervisor {who}")
-    except (NetplayError, EOFError, OSError) as exc:
+    except (NetplayError, OSError) as exc:
         say(f"refused {who}: {exc}")
         conn.close()
         return 1
@@ -185,12 +185,5 @@ def _refuse(conn: socket.socket, shake, why: str) -> None:
 
 def make_key(path: str) -> None:
     """Write a new key file (mode 0600) for ``--key-file`` on both machines."""
-    from .tunnel import make_key_text
-
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError as exc:
-        raise ConfigError(f"cannot create key file {path} ({exc.strerror}): give a new file's path") from exc
-    with os.fdopen(fd, "wb") as f:
-        f.write(make_key_text())
-
+    write_key_file(path)
+    say(f"wrote a new key to {path}: copy it to the other machine (scp, keeping it private)")

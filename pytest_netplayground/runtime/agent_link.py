@@ -22,11 +22,11 @@ import time
 from typing import Callable
 
 from ..core import agent_protocol as proto
-from ..errors import AgentError, AgentLost, CommandNotFound, NetplayError, NetplayTimeout
+from ..errors import AgentError, AgentLost, CommandNotFound, NetplayError, NetplayTimeout, TunnelProtocolError
 from .agent_stream import BufferedWriter, ControlStream, handshake
 from .control import Spawn, StdioMode
 from .loop import Loop
-from .tunnel import Handshake, TunnelKeyMismatch
+from .tunnel import Handshake
 
 HANDSHAKE_TIMEOUT = 10.0
 IP_MTU = 14
@@ -71,7 +71,7 @@ class AgentLink:
         self.on_exit: Callable[[int, int], None] = lambda pid, code: None
         sock = self._connect()
         try:
-            shake = Handshake.supervisor(key)
+            shake = Handshake.supervisor(key, peer=f"{address.name}={address.host}:{address.port}")
             self._prove(sock, shake)
             family = socket.AF_INET6 if address.ipv6 else socket.AF_INET
             self.udp = socket.socket(family, socket.SOCK_DGRAM)
@@ -101,12 +101,9 @@ class AgentLink:
     def _prove(self, sock: socket.socket, shake) -> None:
         try:
             handshake(sock, shake, time.monotonic() + HANDSHAKE_TIMEOUT, f"agent {self.address}")
-        except TunnelKeyMismatch as exc:
-            raise TunnelKeyMismatch(f"agent {self.address}: {exc}") from exc
-        except EOFError as exc:
+        except TunnelProtocolError as exc:
             raise AgentError(
-                f"agent {self.address} hung up during the handshake: its key file differs from this one "
-                "(its log says so), or it serves another sandbox"
+                f"agent {self.address}: {exc} (an agent serving another sandbox hangs up at once)"
             ) from exc
         except NetplayTimeout as exc:
             raise AgentError(f"agent {self.address} did not answer the handshake in {HANDSHAKE_TIMEOUT:.0f} s") from exc

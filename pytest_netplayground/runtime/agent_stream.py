@@ -17,7 +17,7 @@ import time
 from typing import Callable
 
 from ..core import agent_protocol as proto
-from ..errors import NetplayError, NetplayTimeout
+from ..errors import NetplayError, NetplayTimeout, TunnelError
 from .loop import Loop
 
 MessageHandler = Callable[[dict, bytes], None]
@@ -26,8 +26,8 @@ MessageHandler = Callable[[dict, bytes], None]
 def handshake(sock: socket.socket, shake, deadline: float, peer: str) -> None:
     """Run ``shake`` (a :class:`Handshake`) over ``sock`` until both sides proved the key.
 
-    Raises the handshake's own errors, :class:`NetplayTimeout` past ``deadline``, and
-    ``EOFError`` if the peer closed the stream first.
+    Raises the handshake's own errors (having told the peer why, when the crypto says
+    what to tell it), :class:`NetplayTimeout` past ``deadline``.
     """
     first = shake.initial()
     if first:
@@ -41,8 +41,16 @@ def handshake(sock: socket.socket, shake, deadline: float, peer: str) -> None:
         except ConnectionResetError:
             data = b""
         if not data:
-            raise EOFError(f"{peer} closed the connection during the handshake")
-        answer = shake.receive(data)
+            shake.eof()
+        try:
+            answer = shake.receive(data)
+        except TunnelError as exc:
+            if exc.reply:
+                try:
+                    _send_all(sock, exc.reply, time.monotonic() + 1.0)
+                except (OSError, NetplayTimeout):
+                    pass
+            raise
         if answer:
             _send_all(sock, answer, deadline)
 

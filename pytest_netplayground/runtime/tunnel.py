@@ -1,4 +1,4 @@
-"""The tunnel's crypto as the runtime uses it, and reading a key file.
+"""The tunnel's crypto as the runtime uses it, and what a sandbox needs to reach its agents.
 
 The one place the runtime imports the sans-io crypto from, so the agent and
 the supervisor always agree on it.
@@ -6,27 +6,11 @@ the supervisor always agree on it.
 
 from __future__ import annotations
 
-from ..core.tunnel_standin import (  # noqa: F401
-    DatagramChannel,
-    Handshake,
-    TunnelKeyError,
-    TunnelKeyMismatch,
-    make_key_text,
-    parse_key,
-)
+import os
 
-
-def load_key(path: str) -> bytes:
-    """The 32-byte key in ``path``; a :class:`TunnelKeyError` naming the file otherwise."""
-    try:
-        with open(path, "rb") as f:
-            text = f.read()
-    except OSError as exc:
-        raise TunnelKeyError(
-            f"cannot read the tunnel key file {path} ({exc.strerror}): make one with "
-            f"'netplay agent --make-key {path}' and copy it to both machines"
-        ) from exc
-    return parse_key(text, path)
+from ..core.tunnel_crypto import Handshake  # noqa: F401
+from ..errors import TunnelError, TunnelKeyMismatch  # noqa: F401
+from .keyfile import read_key_file, write_key_file  # noqa: F401
 
 
 def agent_options(agents: object, key_file: object) -> dict | None:
@@ -34,8 +18,6 @@ def agent_options(agents: object, key_file: object) -> dict | None:
 
     Checked in the caller, so a bad address or key file fails before any sandbox is built.
     """
-    import os
-
     from ..core.agent_protocol import parse_agents
     from ..errors import ConfigError
 
@@ -46,4 +28,4 @@ def agent_options(agents: object, key_file: object) -> dict | None:
         raise ConfigError(
             "remote hosts need the tunnel's shared key: give key_file (--key-file), the file the agent uses"
         )
-    return {"addresses": addresses, "key": load_key(os.fspath(key_file))}
+    return {"addresses": addresses, "key": read_key_file(os.fspath(key_file))}

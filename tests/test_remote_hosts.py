@@ -1,0 +1,234 @@
+"""Hosts on a second machine: two network namespaces joined by a veth pair play the two machines,
+``netplay agent`` runs in one, the sandbox's command line in the other."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_netplayground.cassette import Cassette
+from pytest_netplayground.core.events import ConnectionOpened, Data, Datagram, UdpFlow
+from tests.support import machines as m
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(shutil.which("ip") is None, reason="needs the ip command (iproute2) to make the machines"),
+]
+
+SERVER = f"{sys.executable} -m pytest_netplayground.examples.echo_server 7000"
+CLIENT = f"sleep 1; {sys.executable} -m pytest_netplayground.examples.echo_client 10.0.0.2:7000 ping 'net playground'"
+ANSWERS = ["10.0.0.1 | hello from echo server", "10.0.0.1 | PING", "10.0.0.1 | NET PLAYGROUND"]
+
+
+@pytest.fixture
+def machines(tmp_path):
+    two = m.make_machines(tmp_path)
+    try:
+        yield two
+    finally:
+        two.stop_agent(signal.SIGKILL)
+        m.remove(two.a, two.b)
+
+
+@pytest.fixture
+def agent(machines):
+    machines.start_agent()
+    yield machines
+    code = machines.stop_agent()
+    assert code == 0, machines.log()
+    assert m.pids_in(machines.b) == [], "the agent left processes on its machine"
+
+
+def answers(result: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in result.stdout.splitlines() if line.startswith("10.0.0.1 | ") and "connected" not in line]
+
+
+def conversation(path: Path) -> list[tuple]:
+    """What a cassette says was said, without what differs from run to run (times, client ports)."""
+    said = []
+    servers = {}
+    for event in Cassette(path, tolerate_truncation=True).events():
+        if isinstance(event, ConnectionOpened):
+            servers[event.conn] = (event.client.host, str(event.server))
+            said.append(("open", *servers[event.conn], event.outcome.value))
+        elif isinstance(event, Data):
+            said.append(("data", servers[event.conn], event.direction.value, event.data))
+        elif isinstance(event, UdpFlow):
+            said.append(("udp", event.client.host, str(event.server)))
+        elif isinstance(event, Datagram):
+            said.append(("datagram", event.direction.value, event.data))
+    return said
+
+
+def merged(said: list[tuple]) -> list[tuple]:
+    """Data of one direction run together (how TCP cut it into reads may differ)."""
+    out: list[tuple] = []
+    for item in said:
+        if item[0] == "data" and out and out[-1][:3] == item[:3]:
+            out[-1] = (*item[:3], out[-1][3] + item[3])
+        else:
+            out.append(item)
+    return out
+
+
+def test_a_remote_server_is_recorded_and_replayed_as_on_one_machine(agent, tmp_path):
+    remote = tmp_path / "remote.traffic"
+    local = tmp_path / "local.traffic"
+    recorded = agent.netplay("record", "-f", str(remote), "--on", "2=b", CLIENT, SERVER)
+    assert recorded.returncode == 0, recorded.stderr
+    assert answers(recorded) == ANSWERS
+    alone = subprocess.run(
+        [m.PYTHON, "-m", "pytest_netplayground", "record", "-f", str(local), CLIENT, SERVER],
+        capture_output=True, text=True, timeout=60, cwd=m.ROOT,
+    )
+    assert alone.returncode == 0, alone.stderr
+    assert merged(conversation(remote)) == merged(conversation(local))
+    assert any(item[0] == "data" for item in conversation(remote))
+    # Replay with the server running on the agent's machine, then with the cassette playing it.
+    for server in (SERVER, "-"):
+        replayed = agent.netplay("replay", "-f", str(remote), "--on", "2=b", CLIENT, server)
+        assert replayed.returncode == 0, replayed.stderr
+        assert answers(replayed) == ANSWERS
+        assert "diverged" not in replayed.stderr
+
+
+UDP_ECHO = (
+    f"{sys.executable} -c \"import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+    "s.bind(('', 5353)); d, a = s.recvfrom(70000); s.sendto(d[::-1], a)\""
+)
+UDP_ASK = (
+    f"{sys.executable} -c \"import socket,time; time.sleep(1); s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+    "s.settimeout(5); s.sendto(b'x' * 4000 + b'end', ('10.0.0.4', 5353)); print('udp', s.recv(70000)[:3])\""
+)
+
+
+@pytest.mark.needs("ping")
+def test_ping_udp_and_a_bulk_transfer_cross_the_tunnel_whatever_their_size(agent, tmp_path):
+    # 3 MB each way through TCP: segments sized for the tunnel's path (veth MTU 1500), none black-holed;
+    # ping and UDP larger than that path: the tunnel datagram is fragmented between the machines.
+    bulk_server = (
+        f"{sys.executable} -c \"import socket; l=socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+        "l.bind(('', 9000)); l.listen(); c,_=l.accept(); n=0\nwhile True:\n d=c.recv(1<<16)\n if not d: break\n n+=len(d)\n"
+        "c.sendall(b'y'*n); c.close(); print('got', n)\""
+    )
+    bulk_client = (
+        f"sleep 1; {sys.executable} -c \"import socket; s=socket.create_connection(('10.0.0.2', 9000), timeout=20); "
+        "s.sendall(b'x'*3000000); s.shutdown(socket.SHUT_WR); n=0\nwhile True:\n d=s.recv(1<<16)\n if not d: break\n n+=len(d)\n"
+        "print('back', n)\""
+    )
+    result = agent.netplay(
+        "run", "--on", "2=b", "--on", "4=b", "--exit-code-from", "1",
+        f"{bulk_client}; ping -c 2 -s 3000 -W 2 10.0.0.4 && {UDP_ASK}", bulk_server, "-", UDP_ECHO,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "10.0.0.1 | back 3000000" in result.stdout
+    assert "10.0.0.2 | got 3000000" in result.stdout
+    assert "10.0.0.1 | 2 packets transmitted, 2 received" in result.stdout
+    assert "10.0.0.1 | udp b'dne'" in result.stdout
+
+
+def test_the_remote_host_gets_a_tun_sized_for_the_path_and_its_own_names(agent):
+    result = agent.netplay(
+        "run", "--on", "2=b", "--names", "client,db", "--exit-code-from", "2",
+        "-", "cat /sys/class/net/eth0/mtu; hostname; getent hosts client db",
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line.split(" | ", 1)[1] for line in result.stdout.splitlines() if line.startswith("10.0.0.2 | ")]
+    # 1500 on the veth, less 20 (IPv4) + 8 (UDP) + the sealing's overhead.
+    assert lines[0] == str(1500 - 28 - 40)
+    assert lines[1] == "db"
+    assert "10.0.0.1" in lines[2] and "client" in lines[2] and "10.0.0.2" in lines[3] and "db" in lines[3]
+
+
+def test_a_wrong_key_is_one_clear_error_on_both_ends(agent, tmp_path):
+    other = tmp_path / "other.key"
+    subprocess.run(
+        [m.PYTHON, "-m", "pytest_netplayground", "agent", "--make-key", str(other)],
+        check=True, capture_output=True, cwd=m.ROOT,
+    )
+    result = agent.netplay("run", "--on", "1=b", "true", key=other)
+    assert result.returncode == 1
+    assert "b=192.0.2.2:50000" in result.stderr and "different tunnel key" in result.stderr
+    time.sleep(0.3)
+    assert "different tunnel key" in agent.log()
+    # And the agent still serves the right key.
+    ok = agent.netplay("run", "--on", "1=b", "hostname")
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_no_agent_listening_is_a_clear_error(machines):
+    result = machines.netplay("run", "--on", "1=b", "true")
+    assert result.returncode == 1
+    assert "cannot reach agent b (192.0.2.2:50000)" in result.stderr
+    assert "netplay agent --listen" in result.stderr
+
+
+def test_an_agent_killed_mid_recording_ends_its_hosts_and_keeps_a_partial_cassette(machines, tmp_path):
+    machines.start_agent()
+    cassette = tmp_path / "cut.traffic"
+    talker = (
+        f"{sys.executable} -c \"import socket,time; s=socket.create_connection(('10.0.0.2', 7000), timeout=5); "
+        "print(s.recv(100), flush=True)\nfor i in range(200):\n s.sendall(b'line %d\\n' % i); s.recv(100); time.sleep(0.05)\""
+    )
+    cli = subprocess.Popen(
+        machines.command(
+            machines.a, m.PYTHON, "-m", "pytest_netplayground", "record", "-f", str(cassette),
+            "--agent", f"b={machines.agent_address}", "--key-file", str(machines.key), "--on", "2=b",
+            f"sleep 1; {talker}", f"{SERVER} --connections 1",
+        ),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=machines.environment(), cwd=m.ROOT,
+    )
+    time.sleep(4)
+    assert cli.poll() is None, cli.communicate()
+    machines.agent.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    out, err = cli.communicate(timeout=30)
+    took = time.monotonic() - killed
+    assert cli.returncode != 0
+    assert "agent b (192.0.2.2:50000) went away" in err, err
+    assert took < 20, f"the sandbox took {took:.1f} s to see its agent gone"
+    machines.stop_agent()
+    # The agent's session child dies with it (parent-death signal), and its hosts with that.
+    deadline = time.monotonic() + 10
+    while m.pids_in(machines.b) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert m.pids_in(machines.b) == []
+    partials = sorted(tmp_path.glob("cut.traffic*partial*"))
+    assert partials, sorted(p.name for p in tmp_path.iterdir())
+    said = conversation(partials[0])
+    assert any(item[0] == "data" and b"LINE 0" in item[3] for item in said), said
+    # The partial cassette replays on one machine: its server is played by the cassette.
+    replay = subprocess.run(
+        [m.PYTHON, "-m", "pytest_netplayground", "replay", "-f", str(partials[0]), "--exit-code-from", "1",
+         f"{sys.executable} -c \"import socket; s=socket.create_connection(('10.0.0.2', 7000), timeout=5); "
+         "print(s.recv(100)); s.sendall(b'line 0\\n'); print(s.recv(100))\"", "-"],
+        capture_output=True, text=True, timeout=60, cwd=m.ROOT,
+    )
+    assert replay.returncode == 0, replay.stderr
+    assert "LINE 0" in replay.stdout
+
+
+def test_the_agent_ends_a_running_session_on_sigterm_and_leaves_nothing(machines):
+    machines.start_agent()
+    cli = subprocess.Popen(
+        machines.command(
+            machines.a, m.PYTHON, "-m", "pytest_netplayground", "run",
+            "--agent", f"b={machines.agent_address}", "--key-file", str(machines.key), "--on", "1=b",
+            "sleep 60",
+        ),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=machines.environment(), cwd=m.ROOT,
+    )
+    deadline = time.monotonic() + 15
+    while "serving" not in machines.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert machines.stop_agent(signal.SIGTERM) == 0
+    assert m.pids_in(machines.b) == []
+    out, err = cli.communicate(timeout=30)
+    assert "agent b (192.0.2.2:50000) went away" in err, err
