@@ -35,14 +35,13 @@ _ids = itertools.count(proto.REMOTE_PID_BASE + 1)
 
 
 class RemoteChild:
-    """A process in a remote host: its id, host, where its output goes and where its input comes from."""
+    """A process in a remote host: its id, its host, and where its input comes from."""
 
-    __slots__ = ("pid", "host", "sinks", "stdin")
+    __slots__ = ("pid", "host", "stdin")
 
     def __init__(self, pid: int, host: int) -> None:
         self.pid = pid
         self.host = host
-        self.sinks: dict[str, BufferedWriter] = {}
         self.stdin = -1
 
 
@@ -65,6 +64,10 @@ class AgentLink:
         self.closed = False
         self.report: dict = {}
         self.children: dict[int, RemoteChild] = {}
+        # Where each remote process's output goes, by (id, stream): until its end of stream
+        # arrives, which may be after its exit (a daemon it started may hold the pipe).
+        self.sinks: dict[tuple[int, str], BufferedWriter] = {}
+        self.asked_close = False
         self.hosts: dict[int, str] = {}
         self.pumps: dict[bytes, int] = {}
         self.loop: Loop | None = None
@@ -204,13 +207,13 @@ class AgentLink:
             elif mode is StdioMode.PIPE:
                 r, w = os.pipe2(os.O_CLOEXEC)
                 to_caller.append(r)
-                child.sinks[name] = BufferedWriter(self.loop, w, ours=True)
+                self.sinks[child.pid, name] = BufferedWriter(self.loop, w, ours=True)
                 agent_mode = StdioMode.PIPE
             elif mode is StdioMode.FD:
-                child.sinks[name] = BufferedWriter(self.loop, next(fds), ours=False)
+                self.sinks[child.pid, name] = BufferedWriter(self.loop, next(fds), ours=False)
                 agent_mode = StdioMode.PIPE
             elif mode is StdioMode.INHERIT:
-                child.sinks[name] = BufferedWriter(self.loop, os.dup(i), ours=False)
+                self.sinks[child.pid, name] = BufferedWriter(self.loop, os.dup(i), ours=False)
                 agent_mode = StdioMode.PIPE
             elif mode is StdioMode.STDOUT:
                 agent_mode = StdioMode.STDOUT
@@ -245,37 +248,45 @@ class AgentLink:
     def _message(self, fields: dict, payload: bytes) -> None:
         op = fields["op"]
         child = self.children.get(fields.get("id"))
-        if op == "output" and child is not None:
-            sink = child.sinks.get(fields.get("stream"))
+        if op == "output":
+            sink = self.sinks.get((fields.get("id"), fields.get("stream")))
             if sink is not None:
                 sink.write(payload)
-        elif op == "eof" and child is not None:
-            sink = child.sinks.pop(fields.get("stream"), None)
+        elif op == "eof":
+            sink = self.sinks.pop((fields.get("id"), fields.get("stream")), None)
             if sink is not None:
                 sink.close_when_done()
         elif op == "exit" and child is not None:
             self._end(child, int(fields["code"]))
         elif op == "closed":
             self.report = fields
+            if not self.asked_close:
+                self._gone("was stopped on its machine")
             self.closed = True
         elif op == "fatal":
             self.stream.close(f"could not serve: {fields.get('error')}")
 
     def _end(self, child: RemoteChild, code: int) -> None:
         self.children.pop(child.pid, None)
-        self._forget(child, flush=True)
+        self._forget(child, sinks=False)
         self.on_exit(child.pid, code)
 
-    def _forget(self, child: RemoteChild, flush: bool = False) -> None:
+    def _forget(self, child: RemoteChild, sinks: bool = True) -> None:
         if child.stdin >= 0:
             if self.loop is not None:
                 self.loop.unwatch(child.stdin)
             os.close(child.stdin)
             child.stdin = -1
-        if not flush:
-            for sink in child.sinks.values():
-                sink.close()
-            child.sinks.clear()
+        for key in [key for key in self.sinks if key[0] == child.pid] if sinks else ():
+            self.sinks.pop(key).close()
+
+    def _end_all(self) -> None:
+        """Every remote process ended (killed with its agent), and its output's end written."""
+        for sink in self.sinks.values():
+            sink.close_when_done()
+        self.sinks.clear()
+        for child in list(self.children.values()):
+            self._end(child, -signal.SIGKILL)
 
     def _gone(self, why: str) -> None:
         if self.closed:
@@ -287,11 +298,7 @@ class AgentLink:
         sys.stderr.write(f"netplay: {self.error}\n")
         sys.stderr.flush()
         self._shut()
-        for child in list(self.children.values()):
-            for sink in child.sinks.values():
-                sink.close_when_done()
-            child.sinks.clear()
-            self._end(child, -signal.SIGKILL)
+        self._end_all()
 
     def _shut(self) -> None:
         if self.loop is not None:
@@ -361,16 +368,13 @@ class AgentLink:
     # -- the end --------------------------------------------------------------------------------
 
     def ask_close(self, signum: int, grace: float) -> None:
+        self.asked_close = True
         if self.error is None and not self.closed:
             self.stream.send("close", signal=signum, grace=grace)
 
     def finish(self) -> None:
         """After the agent said ``closed`` (or went away, or the wait ran out): let go of everything."""
-        for child in list(self.children.values()):
-            for sink in child.sinks.values():
-                sink.close_when_done()
-            child.sinks.clear()
-            self._end(child, -signal.SIGKILL)
+        self._end_all()
         if self.error is None:
             self.closed = True
             self.stream.close("closed")
