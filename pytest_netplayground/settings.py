@@ -40,6 +40,8 @@ MARKER_KEYS = (
     "tls_ca_dir",
     "faults",
     "seed",
+    "agents",
+    "key_file",
 )
 CASSETTE_SUFFIX = ".netplay"
 
@@ -90,6 +92,12 @@ def _directory(value: object) -> str:
     return text
 
 
+def _agents(value: object) -> tuple[tuple[str, str], ...]:
+    from .core.agent_protocol import parse_agents
+
+    return tuple((name, address.text) for name, address in parse_agents(value).items())
+
+
 CONVERTERS = {
     "mode": _mode,
     "subnet": _subnet,
@@ -108,6 +116,8 @@ CONVERTERS = {
     "tls_ca_dir": _directory,
     "faults": fault_specs,
     "seed": seed,
+    "agents": _agents,
+    "key_file": _cassette,
 }
 
 
@@ -132,6 +142,8 @@ class Settings:
     tls_ca_dir: str | None = None  # None: $NETPLAY_CA_DIR, else the user's data directory
     faults: tuple[FaultSpec, ...] = ()  # faults on the wire for the whole test (docs/faults.rst)
     seed: int | None = None  # of the faults' random choices; None: chosen and reported
+    agents: tuple[tuple[str, str], ...] = ()  # (name, "ADDR:PORT") of agents holding remote hosts
+    key_file: str | None = None  # the tunnel's shared key (docs/remote.rst)
 
 
 def merge(layers: list[tuple[str, Mapping]]) -> Settings:

@@ -95,8 +95,13 @@ class AgentAddress:
     def ipv6(self) -> bool:
         return ":" in self.host
 
+    @property
+    def text(self) -> str:
+        """``ADDR:PORT`` as given (an IPv6 address in brackets)."""
+        return f"{'[%s]' % self.host if self.ipv6 else self.host}:{self.port}"
+
     def __str__(self) -> str:
-        return f"{self.name} ({'[%s]' % self.host if self.ipv6 else self.host}:{self.port})"
+        return f"{self.name} ({self.text})"
 
 
 def parse_agents(value: object) -> dict[str, AgentAddress]:
