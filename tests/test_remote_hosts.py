@@ -239,3 +239,27 @@ def test_the_agent_ends_a_running_session_on_sigterm_and_leaves_nothing(machines
     assert m.pids_in(machines.b) == []
     out, err = cli.communicate(timeout=30)
     assert "agent b (192.0.2.2:50000) went away" in err, err
+
+
+def test_a_machine_that_falls_silent_is_reported_gone_after_the_keepalives(machines):
+    machines.start_agent()
+    cli = subprocess.Popen(
+        machines.command(
+            machines.a, m.PYTHON, "-m", "pytest_netplayground", "run",
+            "--agent", f"b={machines.agent_address}", "--key-file", str(machines.key), "--on", "1=b",
+            "sleep 60",
+        ),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=machines.environment(), cwd=m.ROOT,
+    )
+    deadline = time.monotonic() + 15
+    while "serving" not in machines.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    # The cable is pulled: nothing more arrives from the agent's machine, not even a reset.
+    m.ip("-n", machines.b, "link", "set", "vb", "down")
+    cut = time.monotonic()
+    out, err = cli.communicate(timeout=60)
+    took = time.monotonic() - cut
+    assert "agent b (192.0.2.2:50000) went away" in err and "silent" in err, err
+    assert took < 20, f"{took:.1f} s"
+    assert cli.returncode != 0
