@@ -263,3 +263,63 @@ def test_a_machine_that_falls_silent_is_reported_gone_after_the_keepalives(machi
     assert "agent b (192.0.2.2:50000) went away" in err and "silent" in err, err
     assert took < 20, f"{took:.1f} s"
     assert cli.returncode != 0
+
+
+API_SCRIPT = '''
+import os, signal, subprocess, sys, time
+from subprocess import PIPE
+from pytest_netplayground import Sandbox
+from pytest_netplayground.errors import SandboxError, CommandNotFound
+
+with Sandbox(agents={"b": sys.argv[1]}, key_file=sys.argv[2], output_dir=sys.argv[3]) as sb:
+    local = sb.add_host("here")
+    remote = sb.add_host("there", on="b")
+    assert (remote.address, remote.name) == ("10.0.0.2", "there")
+    # stdin and stdout through pipes, and an exit code
+    p = remote.spawn(["sh", "-c", "tr a-z A-Z; exit 3"], stdin=PIPE, stdout=PIPE)
+    out, _ = p.communicate(b"shouted" * 20000)
+    print("pipe", out[:14], len(out), p.returncode)
+    # output to the sandbox's per-process files
+    q = remote.spawn("echo to-file; echo err >&2")
+    q.wait(10)
+    # a signal to a process group, seen in its exit code
+    r = remote.spawn(["sleep", "30"])
+    time.sleep(0.2)
+    r.send_signal(signal.SIGINT, group=True)
+    print("signal", r.wait(10))
+    # wait_for_port and a local client through the proxy
+    s = remote.spawn(["sh", "-c", "echo served | socat - TCP-LISTEN:7001,reuseaddr"])
+    remote.wait_for_port(7001, timeout=10)
+    with local.connect(("10.0.0.2", 7001), timeout=5) as conn:
+        print("tcp", conn.recv(100))
+    s.wait(10)
+    try:
+        remote.spawn(["no-such-command-here"])
+    except CommandNotFound as exc:
+        print("missing", "there" in str(exc) or "b (" in str(exc))
+    try:
+        remote.socket()
+    except SandboxError as exc:
+        print("socket", "spawn a process in it instead" in str(exc))
+    print("files", sorted(sb.host_output(remote).items()))
+'''
+
+
+@pytest.mark.needs("socat")
+def test_the_python_api_treats_a_remote_host_like_a_local_one(agent, tmp_path):
+    script = tmp_path / "api.py"
+    script.write_text(API_SCRIPT)
+    output = tmp_path / "out"
+    output.mkdir()
+    result = subprocess.run(
+        agent.command(agent.a, m.PYTHON, str(script), agent.agent_address, str(agent.key), str(output)),
+        capture_output=True, text=True, timeout=90, env=agent.environment(), cwd=m.ROOT,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert "pipe b'SHOUTEDSHOUTED' 140000 3" in lines
+    assert "signal -2" in lines
+    assert "tcp b'served\\n'" in lines
+    assert "missing True" in lines and "socket True" in lines
+    files = next(line for line in lines if line.startswith("files"))
+    assert "b'to-file\\n'" in files and "b'err\\n'" in files
