@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ast
 import shutil
 import signal
 import subprocess
@@ -323,3 +324,41 @@ def test_the_python_api_treats_a_remote_host_like_a_local_one(agent, tmp_path):
     assert "missing True" in lines and "socket True" in lines
     files = next(line for line in lines if line.startswith("files"))
     assert "b'to-file\\n'" in files and "b'err\\n'" in files
+
+
+GARBAGE = '''
+import os, random, socket, sys
+rng = random.Random(7)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for n in range(2000):
+    size = rng.choice([0, 1, 10, 24, 40, 41, 100, 1400])
+    s.sendto(bytes(rng.getrandbits(8) for _ in range(size)), (sys.argv[1], int(sys.argv[2])))
+'''
+
+
+def test_garbage_datagrams_at_the_agent_are_dropped_counted_and_the_agent_keeps_serving(agent, tmp_path):
+    script = tmp_path / "garbage.py"
+    script.write_text(GARBAGE)
+    talker = (
+        f"sleep 1; {sys.executable} -m pytest_netplayground.examples.echo_client 10.0.0.2:7000 ping; sleep 4; "
+        f"{sys.executable} -m pytest_netplayground.examples.echo_client 10.0.0.2:7000 pong"
+    )
+    cli = subprocess.Popen(
+        agent.command(
+            agent.a, m.PYTHON, "-m", "pytest_netplayground", "run",
+            "--agent", f"b={agent.agent_address}", "--key-file", str(agent.key), "--on", "2=b",
+            "--exit-code-from", "1", talker, f"{SERVER} --connections 2",
+        ),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=agent.environment(), cwd=m.ROOT,
+    )
+    time.sleep(2.5)
+    # From machine A itself (a sandbox host could not even reach the agent's address).
+    subprocess.run(agent.command(agent.a, m.PYTHON, str(script), m.B_ADDRESS, str(m.PORT)), check=True, timeout=60)
+    out, err = cli.communicate(timeout=60)
+    assert cli.returncode == 0, err
+    assert "10.0.0.1 | PING" in out and "10.0.0.1 | PONG" in out
+    time.sleep(0.5)
+    ended = [line for line in agent.log().splitlines() if "ended; dropped" in line]
+    assert ended, agent.log()
+    counts = ast.literal_eval(ended[-1].split("dropped: ", 1)[1])  # a dict of reasons and counts
+    assert sum(counts.values()) == 2000, counts

@@ -264,7 +264,7 @@ class Sandbox:
         if channel is None:
             return
         info = channel.close(signal=self.kill_signal, grace=self.grace, cassette=cassette)
-        self.dropped = info.get("dropped", {})
+        self.dropped = {**info.get("dropped", {}), **info.get("tunnel_dropped", {})}
         self.divergences = info.get("divergences", self.divergences)
         self.cassette_written = info.get("cassette")
         self.truncated_at = info.get("truncated_at")
