@@ -104,7 +104,8 @@ def netns_exec(ns: str, *argv: str) -> list[str]:
 
 
 def iperf(client_cmd: list[str], server: str, seconds: float) -> float:
-    result = subprocess.run([*client_cmd, "iperf3", "-c", server, "-t", str(seconds), "-J"], capture_output=True, timeout=seconds + 30)
+    argv = [*client_cmd, "iperf3", "-c", server, "-t", str(seconds), "-J"]
+    result = subprocess.run(argv, capture_output=True, timeout=seconds + 30)
     return json.loads(result.stdout)["end"]["sum_received"]["bits_per_second"] / 8
 
 
@@ -119,8 +120,10 @@ def measure_veth(a: str, b: str, rounds: int, seconds: float, use_iperf: bool) -
         else:
             servers.append(subprocess.Popen(netns_exec(b, "sh", "-c", worker("sink", 9002)), stdout=subprocess.PIPE))
             servers[1].stdout.readline()
-            rate = json.loads(subprocess.run(netns_exec(a, "sh", "-c", worker("blast", B_ADDR, 9002, seconds)), capture_output=True).stdout)
-        times = json.loads(subprocess.run(netns_exec(a, "sh", "-c", worker("ping", B_ADDR, 9001, rounds)), capture_output=True).stdout)
+            blast = netns_exec(a, "sh", "-c", worker("blast", B_ADDR, 9002, seconds))
+            rate = json.loads(subprocess.run(blast, capture_output=True).stdout)
+        ping = netns_exec(a, "sh", "-c", worker("ping", B_ADDR, 9001, rounds))
+        times = json.loads(subprocess.run(ping, capture_output=True).stdout)
     finally:
         for server in servers:
             server.kill()
@@ -131,9 +134,12 @@ def measure_veth(a: str, b: str, rounds: int, seconds: float, use_iperf: bool) -
 def measure_sandbox(a: str, key: str | None, rounds: int, seconds: float, use_iperf: bool) -> dict:
     """The client on host 1 (machine A), the server on host 2: on agent b if ``key``, else in A too."""
     remote = ["--agent", f"b={B_ADDR}:{PORT}", "--key-file", key, "--on", "2=b"] if key else []
-    throughput = f"sleep 1; iperf3 -c 10.0.0.2 -t {seconds} -J" if use_iperf else f"sleep 1; {worker('blast', '10.0.0.2', 9002, seconds)}"
+    blast = f"iperf3 -c 10.0.0.2 -t {seconds} -J" if use_iperf else worker("blast", "10.0.0.2", 9002, seconds)
+    throughput = f"sleep 1; {blast}"
     server = (
-        f"({worker('pong', 9001)}) & exec iperf3 -s -1" if use_iperf else f"({worker('pong', 9001)}) & {worker('sink', 9002)}"
+        f"({worker('pong', 9001)}) & exec iperf3 -s -1"
+        if use_iperf
+        else f"({worker('pong', 9001)}) & {worker('sink', 9002)}"
     )
     client = f"{throughput}; echo RTT $({worker('ping', '10.0.0.2', 9001, rounds)})"
     argv = [sys.executable, "-m", "pytest_netplayground", "run", *remote, "--exit-code-from", "1", client, server]
@@ -184,17 +190,24 @@ def main() -> int:
     try:
         ip("netns", "add", a)
         ip("netns", "add", b)
-        ip("-n", a, "link", "add", "va", "mtu", str(args.mtu), "type", "veth", "peer", "name", "vb", "mtu", str(args.mtu), "netns", b)
+        mtu = str(args.mtu)
+        ip("-n", a, "link", "add", "va", "mtu", mtu, "type", "veth", "peer", "name", "vb", "mtu", mtu, "netns", b)
         ip("-n", a, "addr", "add", f"{A_ADDR}/24", "dev", "va")
         ip("-n", b, "addr", "add", f"{B_ADDR}/24", "dev", "vb")
         for ns, dev in ((a, "va"), (b, "vb")):
             ip("-n", ns, "link", "set", dev, "up")
             ip("-n", ns, "link", "set", "lo", "up")
         env = {**os.environ, "PYTHONPATH": REPO}
-        subprocess.run([sys.executable, "-m", "pytest_netplayground", "agent", "--make-key", key], check=True, env=env, cwd=REPO, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "pytest_netplayground", "agent", "--make-key", key],
+            check=True, env=env, cwd=REPO, capture_output=True,
+        )
         log = open(os.path.join(workdir, "agent.log"), "wb")
         agent = subprocess.Popen(
-            netns_exec(b, sys.executable, "-m", "pytest_netplayground", "agent", "--listen", f"{B_ADDR}:{PORT}", "--key-file", key),
+            netns_exec(
+                b, sys.executable, "-m", "pytest_netplayground", "agent",
+                "--listen", f"{B_ADDR}:{PORT}", "--key-file", key,
+            ),
             stdout=log, stderr=log, env=env, cwd=REPO,
         )
         time.sleep(1.5)
@@ -218,10 +231,16 @@ def main() -> int:
         print(json.dumps(figures, indent=2))
     else:
         tool = "iperf3" if use_iperf else "Python"
-        print(f"veth MTU {args.mtu}; throughput: one TCP stream ({tool}), {seconds:.0f} s; round trip: 64 B TCP, {rounds} times")
+        print(
+            f"veth MTU {args.mtu}; throughput: one TCP stream ({tool}), {seconds:.0f} s; "
+            f"round trip: 64 B TCP, {rounds} times"
+        )
         print(f"{'path':<10}{'Gbit/s':>9}{'x veth':>9}{'RTT p50 us':>12}{'x veth':>9}{'RTT p99 us':>12}")
         for name, f in figures.items():
-            print(f"{name:<10}{f['gbit_per_s']:>9.3f}{f['throughput_vs_veth']:>9.3f}{f['rtt_p50_us']:>12.0f}{f['rtt_p50_vs_veth']:>9.2f}{f['rtt_p99_us']:>12.0f}")
+            print(
+                f"{name:<10}{f['gbit_per_s']:>9.3f}{f['throughput_vs_veth']:>9.3f}"
+                f"{f['rtt_p50_us']:>12.0f}{f['rtt_p50_vs_veth']:>9.2f}{f['rtt_p99_us']:>12.0f}"
+            )
     return 0
 
 

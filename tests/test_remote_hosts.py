@@ -120,7 +120,8 @@ def test_ping_udp_and_a_bulk_transfer_cross_the_tunnel_whatever_their_size(agent
     )
     bulk_client = (
         f"sleep 1; {sys.executable} -c \"import socket; s=socket.create_connection(('10.0.0.2', 9000), timeout=20); "
-        "s.sendall(b'x'*3000000); s.shutdown(socket.SHUT_WR); n=0\nwhile True:\n d=s.recv(1<<16)\n if not d: break\n n+=len(d)\n"
+        "s.sendall(b'x'*3000000); s.shutdown(socket.SHUT_WR); n=0\n"
+        "while True:\n d=s.recv(1<<16)\n if not d: break\n n+=len(d)\n"
         "print('back', n)\""
     )
     result = agent.netplay(
@@ -175,7 +176,8 @@ def test_an_agent_killed_mid_recording_ends_its_hosts_and_keeps_a_partial_casset
     cassette = tmp_path / "cut.traffic"
     talker = (
         f"{sys.executable} -c \"import socket,time; s=socket.create_connection(('10.0.0.2', 7000), timeout=5); "
-        "print(s.recv(100), flush=True)\nfor i in range(200):\n s.sendall(b'line %d\\n' % i); s.recv(100); time.sleep(0.05)\""
+        "print(s.recv(100), flush=True)\n"
+        "for i in range(200):\n s.sendall(b'line %d\\n' % i); s.recv(100); time.sleep(0.05)\""
     )
     cli = subprocess.Popen(
         machines.command(
@@ -214,7 +216,8 @@ def test_an_agent_killed_mid_recording_ends_its_hosts_and_keeps_a_partial_casset
     replay = subprocess.run(
         [m.PYTHON, "-m", "pytest_netplayground", "replay", "-f", str(partials[0]), "--exit-code-from", "1",
          f"{sys.executable} -c \"import socket; s=socket.create_connection(('10.0.0.2', 7000), timeout=5); "
-         f"print(s.recv(100))\nfor i in range({asked}):\n s.sendall(b'line %d\\n' % i)\n if i < {lines}: print(s.recv(100))\"",
+         f"print(s.recv(100))\nfor i in range({asked}):\n"
+         f" s.sendall(b'line %d\\n' % i)\n if i < {lines}: print(s.recv(100))\"",
          "-"],
         capture_output=True, text=True, timeout=60, cwd=m.ROOT,
     )

@@ -28,7 +28,9 @@ def add_agent_command(sub) -> None:
     parser = sub.add_parser(
         "agent", help="serve remote hosts to a sandbox on another machine, over an authenticated UDP tunnel"
     )
-    parser.add_argument("--listen", metavar="ADDR:PORT", help="where to listen (TCP and UDP, one port number)")
+    parser.add_argument(
+        "--listen", metavar="ADDR:PORT", help="where to listen (TCP and UDP, one port number)"
+    )
     parser.add_argument("--key-file", metavar="FILE", help="the shared key (64 hex digits; see --make-key)")
     parser.add_argument("--make-key", metavar="FILE", help="write a new key file (mode 0600) and exit")
 
@@ -57,4 +59,5 @@ def placements(args, count: int) -> dict[int, str]:
     """Which commands' hosts live on which agent, from ``--on``."""
     from ..core.agent_protocol import parse_agents, parse_placements
 
-    return parse_placements(getattr(args, "on", ()), count, parse_agents(list(getattr(args, "agent", None) or ())))
+    agents = parse_agents(list(getattr(args, "agent", None) or ()))
+    return parse_placements(getattr(args, "on", ()), count, agents)

@@ -22,7 +22,7 @@ from ..errors import ConfigError, NetplayError
 from . import netns
 from .agent_session import AgentSession, say
 from .agent_stream import handshake
-from .tunnel import Handshake, TunnelError, read_key_file, write_key_file
+from .tunnel import Handshake, read_key_file, write_key_file
 
 #: Seconds a supervisor gets to prove the key after connecting.
 HANDSHAKE_TIMEOUT = 10.0

@@ -1,12 +1,11 @@
 """One agent as the supervisor sees it: the control stream, the tunnel, the remote processes.
 
-Packets for a remote host are written by the router to one end of a
-socketpair, as if it were the host's TUN; the link reads the other end, seals
-each packet and sends it to the agent in one UDP datagram. Datagrams from the
-agent are opened and written the other way, so the router reads them as it
-reads a local host's TUN. Processes in remote hosts get ids above every local
-pid; their output comes over the control stream and is written where the
-caller asked (a pipe passed back, a file, the supervisor's own stdout).
+The link proves the key, sizes the remote hosts' MTU for the path, carries
+requests (new hosts, spawn, signals, listening ports) and notices the agent
+going away (end of the stream, or silence past the keepalives). Packets go
+through :class:`TunnelEnds`. Processes in remote hosts get ids above every
+local pid; their output comes over the control stream and is written where
+the caller asked (a pipe passed back, a file, the supervisor's own stdout).
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from .agent_stream import BufferedWriter, ControlStream, handshake
 from .control import Spawn, StdioMode
 from .loop import Loop
 from .tunnel import Handshake
+from .tunnel_ends import TunnelEnds
 
 HANDSHAKE_TIMEOUT = 10.0
 IP_MTU = 14
@@ -69,24 +69,18 @@ class AgentLink:
         self.sinks: dict[tuple[int, str], BufferedWriter] = {}
         self.asked_close = False
         self.hosts: dict[int, str] = {}
-        self.pumps: dict[bytes, int] = {}
         self.loop: Loop | None = None
         self.on_exit: Callable[[int, int], None] = lambda pid, code: None
         sock = self._connect()
         try:
             shake = Handshake.supervisor(key, peer=f"{address.name}={address.host}:{address.port}")
             self._prove(sock, shake)
-            family = socket.AF_INET6 if address.ipv6 else socket.AF_INET
-            self.udp = socket.socket(family, socket.SOCK_DGRAM)
-            self.udp.connect((address.host, address.port))
-            self.udp.setblocking(False)
-            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                self.udp.setsockopt(socket.SOL_SOCKET, option, 4 << 20)
             self.datagrams = shake.keys.datagrams()
+            self.tunnel = TunnelEnds(address.host, address.port, address.ipv6, self.datagrams)
             self.path_mtu = _path_mtu(sock, address.ipv6)
             self.mtu = proto.tun_mtu(self.path_mtu, self.datagrams.overhead, address.ipv6)
             self.stream = ControlStream(sock, shake.keys.control(), shake.rest, self._message, self._gone)
-            self._call("hello", version=proto.VERSION, udp_port=self.udp.getsockname()[1])
+            self._call("hello", version=proto.VERSION, udp_port=self.tunnel.port)
         except BaseException:
             sock.close()
             raise
@@ -109,9 +103,13 @@ class AgentLink:
                 f"agent {self.address}: {exc} (an agent serving another sandbox hangs up at once)"
             ) from exc
         except NetplayTimeout as exc:
-            raise AgentError(f"agent {self.address} did not answer the handshake in {HANDSHAKE_TIMEOUT:.0f} s") from exc
+            raise AgentError(
+                f"agent {self.address} did not answer the handshake in {HANDSHAKE_TIMEOUT:.0f} s"
+            ) from exc
         except OSError as exc:
-            raise AgentError(f"the connection to agent {self.address} failed ({exc.strerror or exc})") from exc
+            raise AgentError(
+                f"the connection to agent {self.address} failed ({exc.strerror or exc})"
+            ) from exc
 
     # -- requests -----------------------------------------------------------------------
 
@@ -123,7 +121,9 @@ class AgentLink:
             self._check()
             raise AgentLost(f"agent {self.address} went away during {op!r}") from None
         except NetplayTimeout:
-            raise AgentError(f"agent {self.address} did not answer {op!r} in {proto.REQUEST_TIMEOUT:.0f} s") from None
+            raise AgentError(
+                f"agent {self.address} did not answer {op!r} in {proto.REQUEST_TIMEOUT:.0f} s"
+            ) from None
         if not reply.get("ok"):
             message = f"agent {self.address}: {reply.get('error')}"
             raise CommandNotFound(message) if reply.get("kind") == "not_found" else AgentError(message)
@@ -137,26 +137,20 @@ class AgentLink:
         self.loop = loop
         self.on_exit = on_exit
         self.stream.attach(loop)
-        loop.watch(self.udp.fileno(), select.EPOLLIN, self._udp_readable)
+        self.tunnel.attach(loop)
         loop.call_at(time.monotonic() + proto.KEEPALIVE, self._keepalive)
 
-    def add_host(self, index: int, name: str, address: str, prefixlen: int, address6, prefixlen6: int, hosts: str) -> int:
-        """Make the host on the agent; the descriptor the router uses as its TUN."""
+    def add_host(
+        self, index: int, name: str, address: str, address6: str | None, prefixes: tuple, hosts: str
+    ) -> int:
+        """Make the host on the agent (``prefixes``: of the IPv4 and IPv6 subnets); the descriptor the
+        router uses as its TUN."""
         self._call(
-            "add_host", index=index, name=name, address=address, prefixlen=prefixlen,
-            address6=address6, prefixlen6=prefixlen6, hosts=hosts, mtu=self.mtu,
+            "add_host", index=index, name=name, address=address, prefixlen=prefixes[0],
+            address6=address6, prefixlen6=prefixes[1], hosts=hosts, mtu=self.mtu,
         )
-        ours, router_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        for end in (ours, router_end):
-            end.setblocking(False)
-            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-        fd = ours.detach()
-        self.pumps[socket.inet_aton(address)] = fd
-        if address6:
-            self.pumps[socket.inet_pton(socket.AF_INET6, address6)] = fd
         self.hosts[index] = name
-        self.loop.watch(fd, select.EPOLLIN, self._pump_out(fd))
-        return router_end.detach()
+        return self.tunnel.add(address, address6)
 
     def hosts_changed(self, text: str) -> None:
         if self.hosts and self.error is None:
@@ -165,7 +159,7 @@ class AgentLink:
     def spawn(self, request: Spawn) -> tuple[RemoteChild, list[int]]:
         self._check()
         child = RemoteChild(next(_ids), request.host)
-        modes, to_caller, data = self._stdio(request, child)
+        modes, to_caller, data = remote_stdio(self.loop, request, child, self.sinks)
         try:
             self._call(
                 "spawn", id=child.pid, host=request.host, argv=list(request.argv), env=request.env,
@@ -182,43 +176,6 @@ class AgentLink:
         elif child.stdin >= 0:
             self.loop.watch(child.stdin, select.EPOLLIN, lambda ev, c=child: self._read_stdin(c))
         return child, to_caller
-
-    def _stdio(self, request: Spawn, child: RemoteChild) -> tuple[dict, list[int], bytes | None]:
-        """What the agent does with the process's three streams; the caller's new pipe ends; stdin's bytes
-        when they come from a file (sent at once)."""
-        fds = iter(request.fds)
-        modes: dict[str, str] = {}
-        to_caller: list[int] = []
-        data = None
-        for i, (name, mode) in enumerate(zip(("stdin", "stdout", "stderr"), request.stdio)):
-            agent_mode = StdioMode.DEVNULL
-            if name == "stdin":
-                if mode is StdioMode.PIPE:
-                    r, w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-                    to_caller.append(w)
-                    child.stdin = r
-                    agent_mode = StdioMode.PIPE
-                elif mode is StdioMode.FD:
-                    fd = next(fds)
-                    if stat.S_ISREG(os.fstat(fd).st_mode):
-                        data = _read_file(fd)
-                        agent_mode = StdioMode.PIPE
-                    os.close(fd)
-            elif mode is StdioMode.PIPE:
-                r, w = os.pipe2(os.O_CLOEXEC)
-                to_caller.append(r)
-                self.sinks[child.pid, name] = BufferedWriter(self.loop, w, ours=True)
-                agent_mode = StdioMode.PIPE
-            elif mode is StdioMode.FD:
-                self.sinks[child.pid, name] = BufferedWriter(self.loop, next(fds), ours=False)
-                agent_mode = StdioMode.PIPE
-            elif mode is StdioMode.INHERIT:
-                self.sinks[child.pid, name] = BufferedWriter(self.loop, os.dup(i), ours=False)
-                agent_mode = StdioMode.PIPE
-            elif mode is StdioMode.STDOUT:
-                agent_mode = StdioMode.STDOUT
-            modes[name] = agent_mode.value
-        return modes, to_caller, data
 
     def _read_stdin(self, child: RemoteChild) -> None:
         try:
@@ -301,69 +258,18 @@ class AgentLink:
         self._end_all()
 
     def _shut(self) -> None:
-        if self.loop is not None:
-            self.loop.unwatch(self.udp.fileno())
-            for fd in set(self.pumps.values()):
-                self.loop.unwatch(fd)
-        self.udp.close()
-        for fd in set(self.pumps.values()):
-            os.close(fd)
-        self.pumps.clear()
+        self.tunnel.close()
 
     def _keepalive(self) -> None:
         if self.error is not None or self.closed or self.stream.closed:
             return
         if time.monotonic() - self.stream.last_heard > proto.DEAD_AFTER:
-            self.stream.close(f"was silent for {proto.DEAD_AFTER:.0f} s (its machine or the network between is down)")
+            self.stream.close(
+                f"was silent for {proto.DEAD_AFTER:.0f} s (its machine or the network between is down)"
+            )
             return
         self.stream.send("ping")
         self.loop.call_at(time.monotonic() + proto.KEEPALIVE, self._keepalive)
-
-    # -- the tunnel -------------------------------------------------------------------------
-
-    def _pump_out(self, fd: int):
-        buf = bytearray(65536)
-        view = memoryview(buf)
-        readv, seal, send = os.readv, self.datagrams.seal, self.udp.send
-        dropped = self.datagrams.dropped
-
-        def readable(events: int) -> None:
-            for _ in range(64):
-                try:
-                    n = readv(fd, [buf])
-                except BlockingIOError:
-                    return
-                try:
-                    send(seal(view[:n]))
-                except OSError:
-                    dropped["send failed"] += 1
-
-        return readable
-
-    def _udp_readable(self, events: int) -> None:
-        open_, recv, pumps, write = self.datagrams.open, self.udp.recv, self.pumps, os.write
-        dropped = self.datagrams.dropped
-        for _ in range(64):
-            try:
-                data = recv(70000)
-            except BlockingIOError:
-                return
-            except OSError:
-                dropped["receive failed"] += 1
-                return
-            packet = open_(data)
-            if packet is None:
-                continue
-            version = packet[0] >> 4 if packet else 0
-            src = packet[12:16] if version == 4 else packet[8:24] if version == 6 else b""
-            fd = pumps.get(bytes(src))
-            if fd is None:
-                dropped["not from a host of this agent"] += 1
-                continue
-            try:
-                write(fd, packet)
-            except OSError:
-                dropped["write failed"] += 1
 
     # -- the end --------------------------------------------------------------------------------
 
@@ -379,6 +285,47 @@ class AgentLink:
             self.closed = True
             self.stream.close("closed")
             self._shut()
+
+
+def remote_stdio(
+    loop: Loop, request: Spawn, child: RemoteChild, sinks: dict
+) -> tuple[dict, list[int], bytes | None]:
+    """What the agent does with a remote process's three streams (its output goes to ``sinks``), the
+    caller's ends of the new pipes, and stdin's bytes when they come from a file (sent at once)."""
+    fds = iter(request.fds)
+    modes: dict[str, str] = {}
+    to_caller: list[int] = []
+    data = None
+    for i, (name, mode) in enumerate(zip(("stdin", "stdout", "stderr"), request.stdio)):
+        agent_mode = StdioMode.DEVNULL
+        if name == "stdin":
+            if mode is StdioMode.PIPE:
+                r, w = os.pipe2(os.O_CLOEXEC)
+                os.set_blocking(r, False)  # ours only: the caller's end stays as pipes are
+                to_caller.append(w)
+                child.stdin = r
+                agent_mode = StdioMode.PIPE
+            elif mode is StdioMode.FD:
+                fd = next(fds)
+                if stat.S_ISREG(os.fstat(fd).st_mode):
+                    data = _read_file(fd)
+                    agent_mode = StdioMode.PIPE
+                os.close(fd)
+        elif mode is StdioMode.PIPE:
+            r, w = os.pipe2(os.O_CLOEXEC)
+            to_caller.append(r)
+            sinks[child.pid, name] = BufferedWriter(loop, w, ours=True)
+            agent_mode = StdioMode.PIPE
+        elif mode is StdioMode.FD:
+            sinks[child.pid, name] = BufferedWriter(loop, next(fds), ours=False)
+            agent_mode = StdioMode.PIPE
+        elif mode is StdioMode.INHERIT:
+            sinks[child.pid, name] = BufferedWriter(loop, os.dup(i), ours=False)
+            agent_mode = StdioMode.PIPE
+        elif mode is StdioMode.STDOUT:
+            agent_mode = StdioMode.STDOUT
+        modes[name] = agent_mode.value
+    return modes, to_caller, data
 
 
 def _read_file(fd: int) -> bytes:

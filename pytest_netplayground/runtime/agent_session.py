@@ -198,7 +198,9 @@ class AgentSession:
 
     def _op_hello(self, fields: dict, payload: bytes) -> dict:
         if fields.get("version") != proto.VERSION:
-            raise ValueError(f"control protocol version {fields.get('version')}; this agent speaks {proto.VERSION}")
+            raise ValueError(
+                f"control protocol version {fields.get('version')}; this agent speaks {proto.VERSION}"
+            )
         self.udp_peer = (self.peer_ip, int(fields["udp_port"]))
         return {"pid": os.getpid()}
 

@@ -70,7 +70,9 @@ def _send_all(sock: socket.socket, data: bytes, deadline: float) -> None:
 class ControlStream:
     """Sealed messages over a TCP socket, read and written from an event loop without blocking it."""
 
-    def __init__(self, sock: socket.socket, channel, rest: bytes, on_message: MessageHandler, on_gone) -> None:
+    def __init__(
+        self, sock: socket.socket, channel, rest: bytes, on_message: MessageHandler, on_gone
+    ) -> None:
         self.sock = sock
         self.channel = channel
         self.on_message = on_message

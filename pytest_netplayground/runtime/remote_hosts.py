@@ -43,9 +43,9 @@ class Agents:
             known = ", ".join(sorted(self.links)) or "none"
             raise ConfigError(f"no agent {name!r} in this sandbox (agents: {known})") from None
 
-    def add_host(self, on: str, index: int, name: str, address: str, prefixlen: int, address6, prefixlen6, hosts: str) -> int:
+    def add_host(self, on: str, index: int, name: str, address: str, address6, prefixes, hosts: str) -> int:
         link = self.link(on)
-        fd = link.add_host(index, name, address, prefixlen, address6, prefixlen6, hosts)
+        fd = link.add_host(index, name, address, address6, prefixes, hosts)
         self.by_host[index] = link
         return fd
 
@@ -153,4 +153,5 @@ class RemoteProcesses(Processes):
         )
 
     def stop(self, kill_signal: int, grace: float) -> None:
-        self.agents.stop(self.loop, kill_signal, grace, lambda: super(RemoteProcesses, self).stop(kill_signal, grace))
+        local = super().stop
+        self.agents.stop(self.loop, kill_signal, grace, lambda: local(kill_signal, grace))

@@ -174,7 +174,7 @@ class Supervisor:
         prefixes = (self.plan.subnet.network.prefixlen, self.subnet6.network.prefixlen)
         try:
             if on is not None:
-                tun = self.agents.add_host(on, index, name, address, prefixes[0], address6, prefixes[1], self.names.text())
+                tun = self.agents.add_host(on, index, name, address, address6, prefixes, self.names.text())
             else:
                 ns = netns.new_netns()
                 try:
