@@ -365,3 +365,29 @@ def test_garbage_datagrams_at_the_agent_are_dropped_counted_and_the_agent_keeps_
     assert ended, agent.log()
     counts = ast.literal_eval(ended[-1].split("dropped: ", 1)[1])  # a dict of reasons and counts
     assert sum(counts.values()) == 2000, counts
+
+
+@pytest.mark.needs("tshark")
+def test_insecure_plaintext_tunnel_reads_in_tshark_as_geneve(agent, tmp_path):
+    capture = tmp_path / "tunnel.pcap"
+    tshark = subprocess.Popen(
+        agent.command(agent.a, "tshark", "-q", "-i", "va", "-f", "udp port 50000", "-w", str(capture)),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not (capture.exists() and capture.stat().st_size > 0) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        result = agent.netplay("run", "--insecure-plaintext", "--on", "2=b", CLIENT, f"{SERVER} --connections 1")
+        assert result.returncode == 0, result.stderr
+        time.sleep(1)
+    finally:
+        tshark.terminate()
+        tshark.wait(10)
+    decoded = subprocess.run(
+        ["tshark", "-r", str(capture), "-d", "udp.port==50000,geneve", "-Y", "tcp.port == 7000"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert "10.0.0.1" in decoded.stdout and "7000" in decoded.stdout and "SYN" in decoded.stdout, decoded.stdout
+    assert "plaintext" in agent.log()

@@ -22,6 +22,11 @@ def add_remote_options(parser: argparse.ArgumentParser) -> None:
         metavar="INDEX=AGENT",
         help="run the INDEX-th command (from 1) in a host on AGENT's machine (repeatable)",
     )
+    group.add_argument(
+        "--insecure-plaintext",
+        action="store_true",
+        help="carry the tunnel's packets in clear (still authenticated), for tshark; debugging only",
+    )
 
 
 def add_agent_command(sub) -> None:
@@ -33,6 +38,9 @@ def add_agent_command(sub) -> None:
     )
     parser.add_argument("--key-file", metavar="FILE", help="the shared key (64 hex digits; see --make-key)")
     parser.add_argument("--make-key", metavar="FILE", help="write a new key file (mode 0600) and exit")
+    parser.add_argument(
+        "--refuse-plaintext", action="store_true", help="turn away supervisors that ask for --insecure-plaintext"
+    )
 
 
 def cmd_agent(args) -> int:
@@ -44,7 +52,7 @@ def cmd_agent(args) -> int:
         return 0
     if not args.listen or not args.key_file:
         raise ConfigError("netplay agent needs --listen ADDR:PORT and --key-file FILE (or --make-key FILE)")
-    return Agent(args.listen, args.key_file).serve()
+    return Agent(args.listen, args.key_file, allow_plaintext=not args.refuse_plaintext).serve()
 
 
 def sandbox_options(args) -> dict:
@@ -52,7 +60,7 @@ def sandbox_options(args) -> dict:
     agents = getattr(args, "agent", None)
     if not agents:
         return {}
-    return {"agents": list(agents), "key_file": args.key_file}
+    return {"agents": list(agents), "key_file": args.key_file, "insecure_plaintext": args.insecure_plaintext}
 
 
 def placements(args, count: int) -> dict[int, str]:

@@ -54,8 +54,9 @@ def _sockets(address: proto.AgentAddress) -> tuple[socket.socket, socket.socket]
 class Agent:
     """The listening agent: accepts supervisors, runs one session child at a time."""
 
-    def __init__(self, listen: str, key_file: str) -> None:
+    def __init__(self, listen: str, key_file: str, allow_plaintext: bool = True) -> None:
         self.key = read_key_file(key_file)
+        self.allow_plaintext = allow_plaintext
         self.address = proto.AgentAddress.parse("agent", listen)
         self.tcp, self.udp = _sockets(self.address)
         self.child: int | None = None
@@ -111,7 +112,7 @@ class Agent:
             code = 1
             try:
                 self.tcp.close()
-                code = _run_session(conn, self.udp, self.key, who)
+                code = _run_session(conn, self.udp, self.key, who, self.allow_plaintext)
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -145,13 +146,13 @@ class Agent:
             self._reap(block=True)
 
 
-def _run_session(conn: socket.socket, udp: socket.socket, key: bytes, who: str) -> int:
+def _run_session(conn: socket.socket, udp: socket.socket, key: bytes, who: str, allow_plaintext: bool) -> int:
     """The session child: prove the key, build the hosts, serve until the supervisor is done."""
     netns.set_parent_death_signal(signal.SIGTERM)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    shake = Handshake.agent(key, peer=who)
+    shake = Handshake.agent(key, allow_insecure_plaintext=allow_plaintext, peer=who)
     try:
         handshake(conn, shake, time.monotonic() + HANDSHAKE_TIMEOUT, f"supervisor {who}")
     except (NetplayError, OSError) as exc:
@@ -167,7 +168,7 @@ def _run_session(conn: socket.socket, udp: socket.socket, key: bytes, who: str) 
         say(f"cannot serve {who}: {exc}")
         _refuse(conn, shake, str(exc))
         return 1
-    say(f"serving {who}")
+    say(f"serving {who}" + (" (--insecure-plaintext: packets in clear)" if shake.insecure_plaintext else ""))
     session.serve()
     return 0
 

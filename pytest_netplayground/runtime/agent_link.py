@@ -58,7 +58,7 @@ class AgentLink:
     """See the module docstring. Connects and proves the key when made (before the supervisor
     leaves the machine's network namespace); :meth:`attach` then joins the supervisor's loop."""
 
-    def __init__(self, address: proto.AgentAddress, key: bytes) -> None:
+    def __init__(self, address: proto.AgentAddress, key: bytes, plaintext: bool = False) -> None:
         self.address = address
         self.error: NetplayError | None = None
         self.closed = False
@@ -73,7 +73,8 @@ class AgentLink:
         self.on_exit: Callable[[int, int], None] = lambda pid, code: None
         sock = self._connect()
         try:
-            shake = Handshake.supervisor(key, peer=f"{address.name}={address.host}:{address.port}")
+            peer = f"{address.name}={address.text}"
+            shake = Handshake.supervisor(key, insecure_plaintext=plaintext, peer=peer)
             self._prove(sock, shake)
             self.datagrams = shake.keys.datagrams()
             self.tunnel = TunnelEnds(address.host, address.port, address.ipv6, self.datagrams)

@@ -91,13 +91,14 @@ class Agents:
 
 
 def connect(options: dict | None) -> Agents:
-    """Connect to the agents of ``options`` (``{"addresses": {name: AgentAddress}, "key": bytes}``)."""
+    """Connect to the agents of ``options`` (``{"addresses": {name: AgentAddress}, "key": bytes,
+    "plaintext": bool}``)."""
     agents = Agents()
     if not options:
         return agents
     try:
         for name, address in options["addresses"].items():
-            agents.links[name] = AgentLink(address, options["key"])
+            agents.links[name] = AgentLink(address, options["key"], options.get("plaintext", False))
     except BaseException:
         for link in agents.links.values():
             link.stream.sock.close()

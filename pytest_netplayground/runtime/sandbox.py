@@ -128,6 +128,7 @@ class Sandbox:
         seed: int | str | None = None,
         agents: object = None,
         key_file: str | os.PathLike | None = None,
+        insecure_plaintext: bool = False,
     ):
         self.subnet = Subnet.parse(subnet)
         self.subnet6 = Subnet6.parse(subnet6, self.subnet)
@@ -158,7 +159,7 @@ class Sandbox:
         self.seed = new_seed() if seed is None else named("seed", to_seed)(seed)
         self.faults_used = bool(self.faults)
         # Agents whose machines may hold hosts (docs/remote.rst): addresses and key, checked now.
-        self._agents = _agent_options(agents, key_file) if agents else None
+        self._agents = _agent_options(agents, key_file, insecure_plaintext) if agents else None
         self.hosts = []
         self.closed = False
         self.divergences = DivergenceReport((), mode=mode)
@@ -364,10 +365,10 @@ class Sandbox:
         return self._call("fault_state")
 
 
-def _agent_options(agents: object, key_file: object) -> dict | None:
+def _agent_options(agents: object, key_file: object, insecure_plaintext: bool) -> dict | None:
     from .tunnel import agent_options  # the crypto is imported only by sandboxes with agents
 
-    return agent_options(agents, key_file)
+    return agent_options(agents, key_file, insecure_plaintext)
 
 
 def tls_of_cassette(path: str, asked: str) -> str:

@@ -13,8 +13,9 @@ from ..errors import TunnelError, TunnelKeyMismatch  # noqa: F401
 from .keyfile import read_key_file, write_key_file  # noqa: F401
 
 
-def agent_options(agents: object, key_file: object) -> dict | None:
-    """What the supervisor needs to reach ``agents`` (``{name: "ADDR:PORT"}``): their addresses and the key.
+def agent_options(agents: object, key_file: object, insecure_plaintext: bool = False) -> dict | None:
+    """What the supervisor needs to reach ``agents`` (``{name: "ADDR:PORT"}``): their addresses, the key,
+    and whether the tunnel carries packets in clear (authenticated still; for debugging).
 
     Checked in the caller, so a bad address or key file fails before any sandbox is built.
     """
@@ -28,4 +29,5 @@ def agent_options(agents: object, key_file: object) -> dict | None:
         raise ConfigError(
             "remote hosts need the tunnel's shared key: give key_file (--key-file), the file the agent uses"
         )
-    return {"addresses": addresses, "key": read_key_file(os.fspath(key_file))}
+    key = read_key_file(os.fspath(key_file))
+    return {"addresses": addresses, "key": key, "plaintext": bool(insecure_plaintext)}
