@@ -391,3 +391,34 @@ def test_insecure_plaintext_tunnel_reads_in_tshark_as_geneve(agent, tmp_path):
     )
     assert "10.0.0.1" in decoded.stdout and "7000" in decoded.stdout and "SYN" in decoded.stdout, decoded.stdout
     assert "plaintext" in agent.log()
+
+
+PLUGIN_SUITE = '''
+import socket
+import subprocess
+import pytest
+
+@pytest.mark.netplay(agents={"b": "%(agent)s"}, key_file=%(key)r)
+def test_remote_server(netplay):
+    db = netplay.add_host("db", on="b")
+    here = netplay.add_host("here")
+    db.spawn(["sh", "-c", "echo hello-from-b | socat - TCP-LISTEN:7002,reuseaddr"])
+    db.wait_for_port(7002, timeout=10)
+    with here.connect(("10.0.0.1", 7002), timeout=5) as conn:
+        assert conn.recv(100) == b"hello-from-b\\n"
+'''
+
+
+@pytest.mark.needs("socat")
+def test_the_pytest_marker_takes_agents_and_a_key_file(agent, tmp_path):
+    suite = tmp_path / "test_suite_remote.py"
+    suite.write_text(PLUGIN_SUITE % {"agent": agent.agent_address, "key": str(agent.key)})
+    result = subprocess.run(
+        agent.command(
+            agent.a, m.PYTHON, "-m", "pytest", "-p", "no:cacheprovider", "-q", str(suite), "--netplay=record",
+        ),
+        capture_output=True, text=True, timeout=120, env=agent.environment(), cwd=tmp_path,
+    )
+    assert "1 passed" in result.stdout, result.stdout + result.stderr
+    recorded = list((tmp_path / "cassettes").rglob("*.netplay"))
+    assert recorded and any(item[0] == "data" for item in conversation(recorded[0]))
