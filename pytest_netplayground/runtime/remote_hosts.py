@@ -11,23 +11,26 @@ the control requests need not know which is which.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import attrs
 
 from ..core import agent_protocol as proto
 from ..errors import AgentError, ConfigError, SandboxError
-from .agent_link import AgentLink
 from .control import Spawn
 from .loop import Loop
 from .processes import Processes
+
+if TYPE_CHECKING:
+    from .agent_link import AgentLink
 
 
 @attrs.define(eq=False)
 class Agents:
     """The sandbox's agents by name, and which of them holds each remote host (by index)."""
 
-    links: dict[str, AgentLink] = attrs.field(factory=dict)
-    by_host: dict[int, AgentLink] = attrs.field(factory=dict)
+    links: dict[str, "AgentLink"] = attrs.field(factory=dict)
+    by_host: dict[int, "AgentLink"] = attrs.field(factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.links)
@@ -36,7 +39,7 @@ class Agents:
         for link in self.links.values():
             link.attach(loop, on_exit)
 
-    def link(self, name: str) -> AgentLink:
+    def link(self, name: str) -> "AgentLink":
         try:
             return self.links[name]
         except KeyError:
@@ -96,6 +99,8 @@ def connect(options: dict | None) -> Agents:
     agents = Agents()
     if not options:
         return agents
+    from .agent_link import AgentLink  # the crypto is imported only by sandboxes with agents
+
     try:
         for name, address in options["addresses"].items():
             agents.links[name] = AgentLink(address, options["key"], options.get("plaintext", False))
