@@ -126,12 +126,14 @@ def test_ping_udp_and_a_bulk_transfer_cross_the_tunnel_whatever_their_size(agent
     )
     result = agent.netplay(
         "run", "--on", "2=b", "--on", "4=b", "--exit-code-from", "1",
-        f"{bulk_client}; ping -c 2 -s 3000 -W 2 10.0.0.4 && {UDP_ASK}", bulk_server, "-", UDP_ECHO,
+        f"{bulk_client}; ping -c 2 -s 3000 -W 2 10.0.0.4 && ping -6 -c 1 -s 2000 -W 2 h4 && {UDP_ASK}",
+        bulk_server, "-", UDP_ECHO,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "10.0.0.1 | back 3000000" in result.stdout
     assert "10.0.0.2 | got 3000000" in result.stdout
     assert "10.0.0.1 | 2 packets transmitted, 2 received" in result.stdout
+    assert "10.0.0.1 | 1 packets transmitted, 1 received" in result.stdout  # IPv6, between the machines
     assert "10.0.0.1 | udp b'dne'" in result.stdout
 
 
