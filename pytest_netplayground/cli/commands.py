@@ -8,6 +8,7 @@ from ..core.noise import check_hosts
 from .remote import cmd_agent
 from .recording import cmd_record, failed_path_for, numbered_partial_path
 from .setup import EXIT_ERROR, make_sandbox, prepare, run, say, say_tls
+from .tunnel_decode import cmd_tunnel_decode
 
 __all__ = ["COMMANDS", "EXIT_ERROR", "cmd_record", "failed_path_for", "numbered_partial_path"]
 
@@ -108,6 +109,7 @@ COMMANDS = {
     "replay": cmd_replay,
     "show": cmd_show,
     "export": cmd_export,
+    "tunnel-decode": cmd_tunnel_decode,
     "import": cmd_import,
     "agent": cmd_agent,
 }

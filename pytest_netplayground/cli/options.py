@@ -222,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write a cassette's connections as a pcap file")
     export.add_argument("cassette")
     export.add_argument("-o", "--output", required=True, help="pcap file to write")
+    from .tunnel_decode import add_tunnel_decode_command
+
+    add_tunnel_decode_command(sub)
     _add_import(sub)
     add_agent_command(sub)
     return parser

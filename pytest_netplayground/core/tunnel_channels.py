@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import struct
+import threading
 
 import attrs
 from cryptography.exceptions import InvalidTag
@@ -30,6 +31,7 @@ __all__ = [
     "ReplayWindow",
     "TAG_SIZE",
     "datagram_session",
+    "inner_mtu",
 ]
 
 #: Bytes of a datagram's header. It is laid out as a Geneve header (RFC 8926)
@@ -59,11 +61,17 @@ _AFTER_PROTO = MAGIC_VNI + bytes([DATAGRAM_VERSION]) + _OPTION  # bytes 4..12
 _COUNTER = struct.Struct(">Q")
 _LENGTH = struct.Struct(">I")
 _COUNTER_LIMIT = 1 << 64
+_SMALLEST = HEADER_SIZE + TAG_SIZE
 
 
 def _header_prefix(proto: int, session: bytes) -> bytes:
     """The first 16 bytes of every datagram of one session and payload kind (all but the counter)."""
     return _GENEVE_START + proto.to_bytes(2, "big") + _AFTER_PROTO + session
+
+
+def inner_mtu(path_mtu: int, *, ipv6: bool = False) -> int:
+    """The largest host packet whose datagram crosses a path of ``path_mtu`` unfragmented (IPv6 underlay or not)."""
+    return path_mtu - (40 if ipv6 else 20) - 8 - HEADER_SIZE - TAG_SIZE
 
 
 def datagram_session(datagram: bytes) -> bytes | None:
@@ -75,34 +83,55 @@ def datagram_session(datagram: bytes) -> bytes | None:
 
 @attrs.define
 class ReplayWindow:
-    """Which of the last ``size`` counters were already accepted, as a bitmap below the highest.
+    """Which of the last ``size`` counters were already accepted: one flag per counter, in a ring.
 
     ``check`` says whether a counter may be accepted without changing anything (so a
     forged datagram cannot move the window); ``accept`` records it once authenticated.
+    The ring is indexed by the counter modulo ``size`` (a power of two); moving the
+    top up clears the slots it passes, so an in-order packet costs a few small steps.
     """
 
-    size: int = REPLAY_WINDOW
+    size: int = attrs.field(default=REPLAY_WINDOW)
     highest: int = -1
-    bitmap: int = 0  # bit i set: counter highest - i was accepted
+    seen: bytearray = attrs.field(init=False, repr=False)
+    _mask: int = attrs.field(init=False, repr=False)
+
+    @size.validator
+    def _power_of_two(self, attribute, value: int) -> None:
+        if value < 1 or value & (value - 1):
+            raise ValueError(f"a replay window is a power of two, not {value}")
+
+    def __attrs_post_init__(self) -> None:
+        self.seen = bytearray(self.size)
+        self._mask = self.size - 1
 
     def check(self, counter: int) -> str | None:
         """None if ``counter`` is new and recent enough, else the reason to drop it."""
         if counter > self.highest:
             return None
-        behind = self.highest - counter
-        if behind >= self.size:
+        if self.highest - counter >= self.size:
             return "too old"
-        if (self.bitmap >> behind) & 1:
+        if self.seen[counter & self._mask]:
             return "replayed"
         return None
 
     def accept(self, counter: int) -> None:
-        if counter > self.highest:
-            ahead = counter - self.highest
-            self.bitmap = 1 if ahead >= self.size else ((self.bitmap << ahead) | 1) & ((1 << self.size) - 1)
+        ahead = counter - self.highest
+        if ahead == 1:  # in order: the slot held the counter that just left the window
+            self.seen[counter & self._mask] = 1
             self.highest = counter
-        else:
-            self.bitmap |= 1 << (self.highest - counter)
+            return
+        if ahead > 1:
+            self._clear(self.highest + 1, min(ahead - 1, self.size))
+            self.highest = counter
+        self.seen[counter & self._mask] = 1
+
+    def _clear(self, first: int, count: int) -> None:
+        """Forget the slots of ``count`` counters from ``first`` on (skipped by a jump ahead)."""
+        start = first & self._mask
+        head = min(count, self.size - start)
+        self.seen[start : start + head] = bytes(head)
+        self.seen[: count - head] = bytes(count - head)
 
 
 @attrs.define
@@ -111,7 +140,9 @@ class DatagramChannel:
 
     ``open`` never raises on what arrives: a datagram that is short, malformed, of
     another session, replayed, too old or fails authentication is dropped and
-    counted in ``dropped`` by reason. One thread may seal while another opens.
+    counted in ``dropped`` by reason. Any number of threads may seal (each
+    datagram takes the next counter under a lock: a counter used twice would
+    reuse a nonce); one thread opens.
     """
 
     send_key: bytes = attrs.field(repr=False)
@@ -125,14 +156,16 @@ class DatagramChannel:
     sent: int = 0
     _seal_aead: ChaCha20Poly1305 = attrs.field(init=False, repr=False)
     _open_aead: ChaCha20Poly1305 = attrs.field(init=False, repr=False)
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, repr=False)
     _send_prefix: bytes = attrs.field(init=False, repr=False)
-    _receive_prefix: bytes = attrs.field(init=False, repr=False)
+    _receive_prefixes: frozenset = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self._seal_aead = ChaCha20Poly1305(self.send_key)
         self._open_aead = ChaCha20Poly1305(self.receive_key)
         self._send_prefix = _header_prefix(PROTO_SEALED, self.send_session)
-        self._receive_prefix = _header_prefix(PROTO_SEALED, self.receive_session)
+        protos = (PROTO_IPV4, PROTO_IPV6) if self.insecure_plaintext else (PROTO_SEALED,)
+        self._receive_prefixes = frozenset(_header_prefix(proto, self.receive_session) for proto in protos)
 
     @property
     def overhead(self) -> int:
@@ -141,10 +174,11 @@ class DatagramChannel:
 
     def seal(self, packet: bytes) -> bytes:
         """One IP packet -> one UDP payload: header, then the sealed packet (or the packet and a tag)."""
-        counter = self.sent
-        if counter >= _COUNTER_LIMIT:
-            raise TunnelError("the tunnel sent 2**64 datagrams in one session: reconnect to start a new one")
-        self.sent = counter + 1
+        with self._lock:
+            counter = self.sent
+            if counter >= _COUNTER_LIMIT:
+                raise TunnelError("the tunnel sent 2**64 datagrams in one session: reconnect to start a new one")
+            self.sent = counter + 1
         if self.insecure_plaintext:
             proto = PROTO_IPV6 if packet[:1] and packet[0] >> 4 == 6 else PROTO_IPV4
             header = _header_prefix(proto, self.send_session) + _COUNTER.pack(counter)
@@ -155,20 +189,21 @@ class DatagramChannel:
 
     def open(self, datagram: bytes) -> bytes | None:
         """The IP packet a datagram carries, or None (dropped and counted) if it is not one to deliver."""
-        if len(datagram) < HEADER_SIZE + TAG_SIZE:
+        if len(datagram) < _SMALLEST:
             self.dropped["short"] += 1
             return None
-        datagram = bytes(datagram)
-        if self.insecure_plaintext or datagram[:16] != self._receive_prefix:
-            reason = self._misfit(datagram)
+        if type(datagram) is not bytes:
+            datagram = bytes(datagram)
+        if datagram[:16] not in self._receive_prefixes:
+            self.dropped[self._misfit(datagram)] += 1
+            return None
+        counter = _COUNTER.unpack_from(datagram, 16)[0]
+        window = self.window
+        if counter <= window.highest:
+            reason = window.check(counter)
             if reason is not None:
                 self.dropped[reason] += 1
                 return None
-        counter = _COUNTER.unpack_from(datagram, 16)[0]
-        reason = self.window.check(counter)
-        if reason is not None:
-            self.dropped[reason] += 1
-            return None
         try:
             if self.insecure_plaintext:
                 self._open_aead.decrypt(datagram[12:24], datagram[-TAG_SIZE:], datagram[:-TAG_SIZE])
@@ -178,21 +213,17 @@ class DatagramChannel:
         except InvalidTag:
             self.dropped["auth"] += 1
             return None
-        self.window.accept(counter)
+        window.accept(counter)
         self.delivered += 1
         return packet
 
-    def _misfit(self, datagram: bytes) -> str | None:
-        """Why a datagram's header is not this session's: "malformed" or "session" (None if it fits)."""
+    def _misfit(self, datagram: bytes) -> str:
+        """Why a datagram's header is not this session's: "malformed" or "session"."""
         if datagram[:2] != _GENEVE_START or datagram[4:12] != _AFTER_PROTO:
             return "malformed"
-        proto = int.from_bytes(datagram[2:4], "big")
-        allowed = (PROTO_IPV4, PROTO_IPV6) if self.insecure_plaintext else (PROTO_SEALED,)
-        if proto not in allowed:
+        if datagram[2:4] not in {prefix[2:4] for prefix in self._receive_prefixes}:
             return "malformed"
-        if datagram[12:16] != self.receive_session:
-            return "session"
-        return None
+        return "session"
 
 
 @attrs.define
@@ -203,6 +234,8 @@ class ControlChannel:
     plaintext mode, the message and a tag); the length is the associated data and
     the nonce is the frame's number in its direction. Any frame that fails makes
     ``feed`` raise TunnelAuthError, now and on every later call: the stream must close.
+    Frames must reach the stream in the order they were sealed: a writer shared by
+    threads seals and writes under one lock.
     """
 
     send_key: bytes = attrs.field(repr=False)
@@ -244,7 +277,8 @@ class ControlChannel:
         while len(self._buffer) >= _LENGTH.size:
             (size,) = _LENGTH.unpack_from(self._buffer)
             if size < TAG_SIZE or size > MAX_CONTROL_MESSAGE + TAG_SIZE:
-                self._fail(f"frame {self.received} announces {size} bytes, outside {TAG_SIZE}..{MAX_CONTROL_MESSAGE + TAG_SIZE}")
+                largest = MAX_CONTROL_MESSAGE + TAG_SIZE
+                self._fail(f"frame {self.received} announces {size} bytes, outside {TAG_SIZE}..{largest}")
             end = _LENGTH.size + size
             if len(self._buffer) < end:
                 break

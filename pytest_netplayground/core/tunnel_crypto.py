@@ -32,12 +32,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..errors import TunnelKeyError, TunnelKeyMismatch, TunnelProtocolError
-from .tunnel_channels import ControlChannel, DatagramChannel
+from .tunnel_channels import ControlChannel, DatagramChannel, datagram_session, inner_mtu
 
 __all__ = [
     "ControlChannel",
     "DatagramChannel",
     "Handshake",
+    "datagram_session",
+    "inner_mtu",
     "KEY_SIZE",
     "SessionKeys",
     "make_key_text",
@@ -53,7 +55,7 @@ MAGIC = b"NPTUNNEL"
 
 HELLO, AGENT_HELLO, PROOF, OK, REJECT = 1, 2, 3, 4, 5
 _HEAD = len(MAGIC) + 2  # magic, version, type
-_SIZES = {
+MESSAGE_SIZES = {
     HELLO: _HEAD + 1 + NONCE_SIZE,
     AGENT_HELLO: _HEAD + 1 + NONCE_SIZE + PROOF_SIZE,
     PROOF: _HEAD + PROOF_SIZE,
@@ -61,6 +63,9 @@ _SIZES = {
     REJECT: _HEAD + 1,
 }
 _NAMES = {HELLO: "HELLO", AGENT_HELLO: "AGENT_HELLO", PROOF: "PROOF", OK: "OK", REJECT: "REJECT"}
+
+#: The message each state waits for (a REJECT may always come instead).
+_DUE = {"start": HELLO, "hello sent": AGENT_HELLO, "agent hello sent": PROOF, "proof sent": OK}
 
 FLAG_PLAINTEXT = 0x01
 _KNOWN_FLAGS = FLAG_PLAINTEXT
@@ -277,7 +282,7 @@ class Handshake:
         if len(buf) < _HEAD:
             return None
         version, kind = buf[len(MAGIC)], buf[len(MAGIC) + 1]
-        if kind not in _SIZES:
+        if kind not in MESSAGE_SIZES:
             raise self._garbage(f"unknown handshake message type {kind}")
         if kind != REJECT and version != VERSION:
             raise TunnelProtocolError(
@@ -285,7 +290,10 @@ class Handshake:
                 f"speaks {VERSION}: run the same netplay release on both machines",
                 reply=_reject(REJECT_VERSION),
             )
-        size = _SIZES[kind]
+        due = _DUE[self._state]
+        if kind not in (due, REJECT):
+            raise self._garbage(f"it sent {_NAMES[kind]} where {_NAMES[due]} was due")
+        size = MESSAGE_SIZES[kind]
         if len(buf) < size:
             return None
         message = bytes(buf[:size])
@@ -296,18 +304,16 @@ class Handshake:
         kind = message[len(MAGIC) + 1]
         if kind == REJECT:
             self._rejected(message[_HEAD], message[len(MAGIC)])
-        expected = {"hello sent": AGENT_HELLO, "proof sent": OK, "start": HELLO, "agent hello sent": PROOF}
-        if kind != expected[self._state]:
-            raise self._garbage(
-                f"it sent {_NAMES[kind]} where {_NAMES[expected[self._state]]} was due"
-            )
         return getattr(self, f"_on_{_NAMES[kind].lower()}")(message)
 
     def _rejected(self, reason: int, version: int) -> None:
         other = f"the {self._other()}{self._from()}"
         if reason == REJECT_KEY:
             if self.role == "agent":
-                what = f"a supervisor{self._from()} with a different tunnel key tried to connect (it rejected this agent's proof)"
+                what = (
+                    f"a supervisor{self._from()} with a different tunnel key tried to connect "
+                    "(it rejected this agent's proof)"
+                )
             else:
                 what = f"{other} holds a different tunnel key (it rejected this supervisor's proof)"
             raise TunnelKeyMismatch(f"{what}: use the same key file on both machines; {_MAKE}")
@@ -385,8 +391,8 @@ def session_from_transcript(key: bytes, hello: bytes, agent_hello: bytes, role: 
     """
     key = _check_key(key)
     if (
-        len(hello) != _SIZES[HELLO]
-        or len(agent_hello) != _SIZES[AGENT_HELLO]
+        len(hello) != MESSAGE_SIZES[HELLO]
+        or len(agent_hello) != MESSAGE_SIZES[AGENT_HELLO]
         or hello[: len(MAGIC) + 2] != MAGIC + bytes([VERSION, HELLO])
         or agent_hello[: len(MAGIC) + 2] != MAGIC + bytes([VERSION, AGENT_HELLO])
     ):

@@ -240,3 +240,77 @@ def test_session_from_transcript_matches_the_live_keys():
         tc.session_from_transcript(key(4), hello, agent_hello, "agent")
     with pytest.raises(TunnelProtocolError):
         tc.session_from_transcript(key(3), agent_hello, hello, "agent")
+
+
+def _tampered_run(message_index: int, position: int, bit: int):
+    """A handshake where one bit of one message is flipped in flight; what each side ended with."""
+    s, a = tc.Handshake.supervisor(key(1)), tc.Handshake.agent(key(1))
+    sides = [a, s]  # who receives message 0, 1, 2, 3
+    data, index, errors = s.initial(), 0, []
+    while data:
+        receiver = sides[index % 2]
+        if index == message_index:
+            data = bytearray(data)
+            data[position] ^= bit
+            data = bytes(data)
+        try:
+            data = receiver.receive(data)
+        except TunnelProtocolError as exc:
+            errors.append(exc)
+            data = exc.reply  # the other side reads the rejection, as on a real stream
+            if data:
+                try:
+                    sides[(index + 1) % 2].receive(data)
+                except (TunnelProtocolError, TunnelKeyMismatch) as other:
+                    errors.append(other)
+            break
+        except TunnelKeyMismatch as exc:
+            errors.append(exc)
+            if exc.reply:
+                try:
+                    sides[(index + 1) % 2].receive(exc.reply)
+                except (TunnelProtocolError, TunnelKeyMismatch) as other:
+                    errors.append(other)
+            break
+        index += 1
+    for side in (s, a):
+        if not errors and not side.done:  # waiting for bytes that never come: the stream ends
+            try:
+                side.eof()
+            except TunnelProtocolError as exc:
+                errors.append(exc)
+    return s, a, errors
+
+
+def test_a_bit_flipped_anywhere_in_the_handshake_fails_it():
+    s, a = tc.Handshake.supervisor(key(1)), tc.Handshake.agent(key(1))
+    sizes = [len(m) for _, m in run_handshake(s, a)]
+    assert sizes == [43, 75, 42, 10]
+    for message_index, size in enumerate(sizes):
+        for position in range(size):
+            for bit in (0x01, 0x80):
+                s, a, errors = _tampered_run(message_index, position, bit)
+                assert errors, (message_index, position)
+                assert not s.done, (message_index, position)
+                # an agent that sent OK cannot learn that the OK was damaged; its keys are right, but the
+                # supervisor never uses them, so the session never starts
+                if a.done:
+                    assert message_index == 3
+                assert all(isinstance(e, (TunnelProtocolError, TunnelKeyMismatch)) for e in errors)
+
+
+def test_fuzzed_bytes_to_either_side_only_ever_raise_tunnel_errors():
+    import random
+
+    rng = random.Random(17)
+    for trial in range(3000):
+        side = tc.Handshake.agent(key(1)) if trial % 2 else tc.Handshake.supervisor(key(1))
+        side.initial()
+        prefix = tc.MAGIC + bytes([1, rng.choice([1, 2, 3, 4, 5, 9])]) if trial % 3 == 0 else b""
+        data = prefix + rng.randbytes(rng.randrange(0, 120))
+        try:
+            side.receive(data)
+            side.eof()
+        except (TunnelProtocolError, TunnelKeyMismatch):
+            pass
+        assert not side.done
