@@ -369,11 +369,10 @@ def test_garbage_datagrams_at_the_agent_are_dropped_counted_and_the_agent_keeps_
     assert sum(counts.values()) == 2000, counts
 
 
-@pytest.mark.needs("tshark")
-def test_insecure_plaintext_tunnel_reads_in_tshark_as_geneve(agent, tmp_path):
-    capture = tmp_path / "tunnel.pcap"
+def capture_run(agent, capture: Path, *run_args: str) -> None:
+    """``netplay run`` on machine A while tshark records the tunnel (control stream and datagrams) on A's veth."""
     tshark = subprocess.Popen(
-        agent.command(agent.a, "tshark", "-q", "-i", "va", "-f", "udp port 50000", "-w", str(capture)),
+        agent.command(agent.a, "tshark", "-q", "-i", "va", "-f", "port 50000", "-F", "pcap", "-w", str(capture)),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -381,12 +380,41 @@ def test_insecure_plaintext_tunnel_reads_in_tshark_as_geneve(agent, tmp_path):
         while not (capture.exists() and capture.stat().st_size > 0) and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(0.5)
-        result = agent.netplay("run", "--insecure-plaintext", "--on", "2=b", CLIENT, f"{SERVER} --connections 1")
+        result = agent.netplay("run", *run_args)
         assert result.returncode == 0, result.stderr
         time.sleep(1)
     finally:
-        tshark.terminate()
+        tshark.send_signal(signal.SIGINT)  # as Ctrl-C: the capture file is finished properly
         tshark.wait(10)
+
+
+@pytest.mark.needs("tshark")
+def test_a_sealed_tunnel_capture_decodes_with_the_key(agent, tmp_path):
+    capture, inner = tmp_path / "sealed.pcap", tmp_path / "inner.pcap"
+    capture_run(agent, capture, "--on", "2=b", CLIENT, f"{SERVER} --connections 1")
+    sealed = subprocess.run(
+        ["tshark", "-r", str(capture), "-d", "udp.port==50000,geneve", "-Y", "tcp.port == 7000"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert sealed.returncode == 0 and "7000" not in sealed.stdout  # nothing readable without the key
+    decoded = subprocess.run(
+        [m.PYTHON, "-m", "pytest_netplayground", "tunnel-decode", str(capture), "--key-file", str(agent.key),
+         "--port", "50000", "-o", str(inner)],
+        capture_output=True, text=True, timeout=60, cwd=m.ROOT,
+    )
+    assert decoded.returncode == 0, decoded.stderr
+    packets = subprocess.run(
+        ["tshark", "-r", str(inner), "-Y", "tcp.port == 7000 and tcp.len > 0", "-T", "fields", "-e", "tcp.payload"],
+        capture_output=True, text=True, timeout=60,
+    )
+    payload = bytes.fromhex("".join(packets.stdout.split()).replace(":", ""))
+    assert b"hello from echo server" in payload and b"PING" in payload, packets.stdout[:500]
+
+
+@pytest.mark.needs("tshark")
+def test_insecure_plaintext_tunnel_reads_in_tshark_as_geneve(agent, tmp_path):
+    capture = tmp_path / "tunnel.pcap"
+    capture_run(agent, capture, "--insecure-plaintext", "--on", "2=b", CLIENT, f"{SERVER} --connections 1")
     decoded = subprocess.run(
         ["tshark", "-r", str(capture), "-d", "udp.port==50000,geneve", "-Y", "tcp.port == 7000"],
         capture_output=True, text=True, timeout=60,
