@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import shutil
 import signal
 import subprocess
@@ -173,7 +174,15 @@ def test_no_agent_listening_is_a_clear_error(machines):
     assert "netplay agent --listen" in result.stderr
 
 
-def test_an_agent_killed_mid_recording_ends_its_hosts_and_keeps_a_partial_cassette(machines, tmp_path):
+def children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+@pytest.mark.parametrize("whom", ["agent", "agent and session"])
+def test_an_agent_killed_mid_recording_ends_its_hosts_and_keeps_a_partial_cassette(machines, tmp_path, whom):
+    """SIGKILL of the agent alone (its session then ends its hosts and says so), or of the agent and
+    its session at once (the control connection just ends)."""
     machines.start_agent()
     cassette = tmp_path / "cut.traffic"
     talker = (
@@ -191,6 +200,9 @@ def test_an_agent_killed_mid_recording_ends_its_hosts_and_keeps_a_partial_casset
     )
     time.sleep(4)
     assert cli.poll() is None, cli.communicate()
+    if whom == "agent and session":
+        for child in children(machines.agent.pid):
+            os.kill(child, signal.SIGKILL)
     machines.agent.send_signal(signal.SIGKILL)
     killed = time.monotonic()
     out, err = cli.communicate(timeout=30)
