@@ -464,3 +464,24 @@ def test_the_pytest_marker_takes_agents_and_a_key_file(agent, tmp_path):
     assert "1 passed" in result.stdout, result.stdout + result.stderr
     recorded = list((tmp_path / "cassettes").rglob("*.netplay"))
     assert recorded and any(item[0] == "data" for item in conversation(recorded[0]))
+
+
+def test_an_agent_serves_one_sandbox_at_a_time_and_turns_the_second_away(agent):
+    first = subprocess.Popen(
+        agent.command(
+            agent.a, m.PYTHON, "-m", "pytest_netplayground", "run",
+            "--agent", f"b={agent.agent_address}", "--key-file", str(agent.key), "--on", "1=b", "sleep 4",
+        ),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=agent.environment(), cwd=m.ROOT,
+    )
+    deadline = time.monotonic() + 15
+    while "serving" not in agent.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = agent.netplay("run", "--on", "1=b", "true")
+    assert second.returncode == 1
+    assert "b (192.0.2.2:50000)" in second.stderr and "another sandbox" in second.stderr, second.stderr
+    out, err = first.communicate(timeout=30)
+    assert first.returncode == 0, err
+    assert "turned away" in agent.log()
+    again = agent.netplay("run", "--on", "1=b", "true")
+    assert again.returncode == 0, again.stderr
