@@ -294,7 +294,8 @@ class Sandbox:
     # -- hosts ----------------------------------------------------------------------
 
     def add_host(self, name: str | None = None, on: str | None = None) -> Host:
-        """A new host with the next address of the subnet (.1, .2, ... in order), on agent ``on``'s machine if given.
+        """A new host with the next address of the subnet (.1, .2, ... in order); on agent
+        ``on``'s machine if given (see docs/remote.rst), else on this one.
 
         Every host resolves ``name`` (a DNS label, unique in the sandbox) and
         the default name ``hN`` (N = 1, 2, ... in order) of every host, through
