@@ -109,6 +109,17 @@ class CaptureError(NetplayError):
     """
 
 
+class AgentError(SandboxError):
+    """A remote host's agent cannot be reached, refuses a request, or went away.
+
+    The message names the agent and its address, and says what to do.
+    """
+
+
+class AgentLost(AgentError):
+    """An agent (or its machine) went away while its hosts were running."""
+
+
 class TunnelError(NetplayError):
     """The tunnel to a remote agent failed: its key, its handshake or a message on it.
 

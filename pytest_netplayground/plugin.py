@@ -232,6 +232,8 @@ def netplay(request: pytest.FixtureRequest, netplay_config, netplay_cassette_dir
             tls_ca_dir=settings.tls_ca_dir,
             faults=settings.faults,
             seed=settings.seed,
+            agents=dict(settings.agents),
+            key_file=settings.key_file,
         )
     except ConfigError as exc:
         # A safety net: the merge validates with the sandbox's own validators.

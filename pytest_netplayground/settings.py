@@ -42,6 +42,8 @@ MARKER_KEYS = (
     "faults",
     "seed",
     "shadow",
+    "agents",
+    "key_file",
 )
 CASSETTE_SUFFIX = ".netplay"
 
@@ -92,6 +94,12 @@ def _directory(value: object) -> str:
     return text
 
 
+def _agents(value: object) -> tuple[tuple[str, str], ...]:
+    from .core.agent_protocol import parse_agents
+
+    return tuple((name, address.text) for name, address in parse_agents(value).items())
+
+
 CONVERTERS = {
     "mode": _mode,
     "subnet": _subnet,
@@ -111,6 +119,8 @@ CONVERTERS = {
     "faults": fault_specs,
     "seed": seed,
     "shadow": shadow_pairs,
+    "agents": _agents,
+    "key_file": _cassette,
 }
 
 
@@ -137,6 +147,8 @@ class Settings:
     seed: int | None = None  # of the faults' random choices; None: chosen and reported
     # (primary, candidate) HOST:PORT pairs whose connections are mirrored (docs/shadow.rst)
     shadow: tuple[tuple[str, str], ...] = ()
+    agents: tuple[tuple[str, str], ...] = ()  # (name, "ADDR:PORT") of agents holding remote hosts
+    key_file: str | None = None  # the tunnel's shared key (docs/remote.rst)
 
 
 def merge(layers: list[tuple[str, Mapping]]) -> Settings:

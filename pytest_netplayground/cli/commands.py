@@ -7,6 +7,7 @@ import sys
 from ..core.noise import check_hosts
 from .drive import cmd_drive
 from .recording import cmd_record, failed_path_for, numbered_partial_path
+from .remote import cmd_agent
 from .setup import EXIT_ERROR, make_sandbox, prepare, run, say, say_tls
 from .shadow_options import say_shadows
 from .tunnel_decode import cmd_tunnel_decode
@@ -115,4 +116,5 @@ COMMANDS = {
     "tunnel-decode": cmd_tunnel_decode,
     "import": cmd_import,
     "drive": cmd_drive,
+    "agent": cmd_agent,
 }

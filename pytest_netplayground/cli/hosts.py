@@ -76,6 +76,8 @@ def resolve_host(
     return index
 
 
-def make_hosts(sandbox, count: int, names: Sequence[str] | None) -> list:
-    """One host per command, in command order, named as given (or by the sandbox's default)."""
-    return [sandbox.add_host(name=None if names is None else names[i]) for i in range(count)]
+def make_hosts(sandbox, count: int, names: Sequence[str] | None, on: dict[int, str] | None = None) -> list:
+    """One host per command, in command order, named as given (or by the sandbox's default),
+    on the agent ``on`` gives for its index (this machine if none)."""
+    on = on or {}
+    return [sandbox.add_host(name=None if names is None else names[i], on=on.get(i)) for i in range(count)]

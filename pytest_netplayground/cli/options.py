@@ -12,6 +12,7 @@ from ..core.exchange import Match
 from ..core.validation import TLS_MODES, non_negative_number, positive_number, record_runs
 from ..errors import ConfigError
 from .fault_options import add_fault_options
+from .remote import add_agent_command, add_remote_options
 from .shadow_options import add_shadow_options
 
 DEFAULT_FILE = "test.traffic"
@@ -37,6 +38,7 @@ _NON_NEGATIVE = _checked(non_negative_number, "non-negative number")
 
 
 def _add_sandbox_options(parser: argparse.ArgumentParser) -> None:
+    add_remote_options(parser)
     parser.add_argument(
         "-s",
         "--subnet",
@@ -229,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .drive import add_drive_parser
 
     add_drive_parser(sub)
+    add_agent_command(sub)
     return parser
 
 

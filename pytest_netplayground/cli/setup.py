@@ -7,6 +7,7 @@ import sys
 from ..core.addressing6 import Subnet6
 from .fault_options import fault_settings
 from .hosts import check_capacity, make_hosts, parse_names, resolve_host
+from .remote import placements, sandbox_options
 from .runner import Lifecycle, RunOutcome, run_commands
 from .shadow_options import drain_shadows, start_shadows
 
@@ -44,6 +45,7 @@ def make_sandbox(args, **mode):
         **tls,
         faults=faults,
         seed=seed,
+        **sandbox_options(args),
         **mode,
     )
     if faults and seed is None:
@@ -54,6 +56,7 @@ def make_sandbox(args, **mode):
 def prepare(args) -> list[str] | None:
     """Check what can be checked before a sandbox exists; return the host names."""
     subnet = check_capacity(args.subnet, len(args.commands))
+    placements(args, len(args.commands))
     Subnet6.parse(args.subnet6, subnet)
     return parse_names(args.names, len(args.commands))
 
@@ -61,7 +64,7 @@ def prepare(args) -> list[str] | None:
 def setup(sandbox, args, names) -> tuple[list, Lifecycle]:
     """Start the sandbox, make the hosts and settle how the run ends."""
     sandbox.start()
-    hosts = make_hosts(sandbox, len(args.commands), names)
+    hosts = make_hosts(sandbox, len(args.commands), names, placements(args, len(args.commands)))
     target = None if args.exit_code_from is None else resolve_host(args.exit_code_from, hosts, args.commands)
     start_shadows(sandbox, args)
     before_stop = (lambda: drain_shadows(sandbox)) if sandbox.shadows else None

@@ -111,6 +111,8 @@ _name = attrs.validators.optional(attrs.validators.instance_of((str, int)))
 class AddHost:
     op: ClassVar[str] = "add_host"
     name: str | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.instance_of(str)))
+    # The agent whose machine the host lives on (None: this machine).
+    on: str | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.instance_of(str)))
 
 
 @attrs.frozen

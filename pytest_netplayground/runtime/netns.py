@@ -258,12 +258,12 @@ def write_sysctl(path: str, value: str) -> None:
         pass  # an optional tuning; the sandbox works without it
 
 
-def _bring_up(ipr, tun_name: str) -> tuple[int, int]:
-    """Bring up ``lo`` and the TUN (large MTU, long queue); their interface indexes."""
+def _bring_up(ipr, tun_name: str, mtu: int = TUN_MTU) -> tuple[int, int]:
+    """Bring up ``lo`` and the TUN (large MTU unless told, long queue); their interface indexes."""
     lo = ipr.link_lookup(ifname="lo")[0]
     ipr.link("set", index=lo, state="up")
     idx = ipr.link_lookup(ifname=tun_name)[0]
-    ipr.link("set", index=idx, mtu=TUN_MTU, txqlen=TUN_QUEUE, state="up")
+    ipr.link("set", index=idx, mtu=mtu, txqlen=TUN_QUEUE, state="up")
     return lo, idx
 
 
@@ -271,7 +271,12 @@ IFA_F_NODAD = 0x02
 
 
 def configure_host(
-    tun_name: str, address: str, prefixlen: int, address6: str | None = None, prefixlen6: int = 64
+    tun_name: str,
+    address: str,
+    prefixlen: int,
+    address6: str | None = None,
+    prefixlen6: int = 64,
+    mtu: int = TUN_MTU,
 ) -> None:
     """Bring up ``lo`` and the host's TUN with its addresses (current namespace).
 
@@ -282,7 +287,7 @@ def configure_host(
     from pyroute2 import IPRoute
 
     with IPRoute() as ipr:
-        _, idx = _bring_up(ipr, tun_name)
+        _, idx = _bring_up(ipr, tun_name, mtu)
         ipr.addr("add", index=idx, address=address, prefixlen=prefixlen)
         if address6 is not None:
             ipr.addr("add", index=idx, address=address6, prefixlen=prefixlen6, flags=IFA_F_NODAD)

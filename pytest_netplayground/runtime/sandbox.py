@@ -98,6 +98,7 @@ class Sandbox:
     faults: tuple[FaultSpec, ...]
     seed: int
     faults_used: bool
+    _agents: dict | None
     _spawned: Spawned
     _channel: Channel | None
     _supervisor_pid: int | None
@@ -126,6 +127,9 @@ class Sandbox:
         tls_server_ca: str | os.PathLike | None = None,
         faults: object = (),
         seed: int | str | None = None,
+        agents: object = None,
+        key_file: str | os.PathLike | None = None,
+        insecure_plaintext: bool = False,
     ):
         self.subnet = Subnet.parse(subnet)
         self.subnet6 = Subnet6.parse(subnet6, self.subnet)
@@ -155,6 +159,8 @@ class Sandbox:
         self.faults = fault_specs(faults or ())
         self.seed = new_seed() if seed is None else named("seed", to_seed)(seed)
         self.faults_used = bool(self.faults)
+        # Agents whose machines may hold hosts (docs/remote.rst): addresses and key, checked now.
+        self._agents = _agent_options(agents, key_file, insecure_plaintext) if agents else None
         self.hosts = []
         self.closed = False
         self.divergences = DivergenceReport((), mode=mode)
@@ -220,6 +226,7 @@ class Sandbox:
             **self._supervisor_options(),
             "subnet6": str(self.subnet6),
             "faults": {"seed": self.seed, "specs": self.faults},
+            "agents": self._agents,
         }
         ours, pid = launch.fork_supervisor(str(self.subnet), self.verbose, options)
         self._supervisor_pid = pid
@@ -261,7 +268,7 @@ class Sandbox:
             return
         shadows.settle_all(self)
         info = channel.close(signal=self.kill_signal, grace=self.grace, cassette=cassette)
-        self.dropped = info.get("dropped", {})
+        self.dropped = {**info.get("dropped", {}), **info.get("tunnel_dropped", {})}
         self.divergences = info.get("divergences", self.divergences)
         self.cassette_written = info.get("cassette")
         self.truncated_at = info.get("truncated_at")
@@ -289,8 +296,9 @@ class Sandbox:
 
     # -- hosts ----------------------------------------------------------------------
 
-    def add_host(self, name: str | None = None) -> Host:
-        """A new host with the next address of the subnet (.1, .2, ... in order).
+    def add_host(self, name: str | None = None, on: str | None = None) -> Host:
+        """A new host with the next address of the subnet (.1, .2, ... in order); on agent
+        ``on``'s machine if given (see docs/remote.rst), else on this one.
 
         Every host resolves ``name`` (a DNS label, unique in the sandbox) and
         the default name ``hN`` (N = 1, 2, ... in order) of every host, through
@@ -301,7 +309,7 @@ class Sandbox:
             __tracebackhide__ = True
             raise self.subnet.full(len(self.hosts))
         self.start()
-        info, _ = self._channel.call("add_host", name=name)
+        info, _ = self._channel.call("add_host", name=name, on=on)
         host = Host(info["index"], info["address"], info["name"], self._channel, self._spawned, info["address6"])
         self.hosts.append(host)
         return host
@@ -363,6 +371,12 @@ class Sandbox:
     def fault_state(self) -> dict:
         """The seed, the faulty link directions, the faults applied so far and the packets they dropped."""
         return self._call("fault_state")
+
+
+def _agent_options(agents: object, key_file: object, insecure_plaintext: bool) -> dict | None:
+    from .tunnel import agent_options  # the crypto is imported only by sandboxes with agents
+
+    return agent_options(agents, key_file, insecure_plaintext)
 
 
 def tls_of_cassette(path: str, asked: str) -> str:

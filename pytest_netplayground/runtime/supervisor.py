@@ -26,7 +26,7 @@ from ..core.names import NameTable
 from ..core.router import Router, Verdict
 from ..core.router6 import Router6
 from ..errors import NetplayError, SandboxError
-from . import control, hostfs, netns, sessions, tls_interceptor
+from . import control, hostfs, netns, remote_hosts, sessions, tls_interceptor
 from .drive_request import DriveRequest, Later
 from .driver import Drive
 from .faults import FaultStage, Never, make_forwarder
@@ -78,6 +78,7 @@ class Supervisor:
         subnet6: str | None = None,
         tls: dict | None = None,
         faults: dict | None = None,
+        agents: dict | None = None,
     ):
         self.channel = channel
         self.plan = AddressPlan(subnet)
@@ -98,10 +99,16 @@ class Supervisor:
         self.result: dict = {}
         self.kill_signal = signal.SIGTERM
         self.grace = control.DEFAULT_GRACE
+        # Agents are reached from the machine's network namespace, before the proxy's is made.
+        self.agents = remote_hosts.connect(agents)
         self.network = self._build_proxy()
-        self.processes = Processes(
+        processes = remote_hosts.RemoteProcesses if self.agents else Processes
+        self.processes = processes(
             self.loop, self.network, self.host_files, self.session.note_command, self._exited, rootless, environment
         )
+        if self.agents:
+            self.processes.agents = self.agents
+            self.agents.attach(self.loop, self._exited)
         self.proxy = Proxy(
             self.loop, self.plan, self.router, self.network, self.session, self.processes, lambda: self.stopping
         )
@@ -120,7 +127,7 @@ class Supervisor:
         self.loop.watch(proxy_tun, select.EPOLLIN, self._tun_reader(proxy_tun, self.router.from_proxy, "proxy"))
         self.loop.watch(self.channel.fileno(), select.EPOLLIN, self._control_readable)
         self.handlers: dict[type, Callable[[Any], tuple[object, list[int]]]] = {
-            control.AddHost: lambda request: (self.add_host(request.name), []),
+            control.AddHost: lambda request: (self.add_host(request.name, request.on), []),
             control.Spawn: self._spawn,
             control.MakeSocket: self._make_socket,
             control.Listening: lambda request: (self.processes.listening(request.host, request.port), []),
@@ -165,23 +172,26 @@ class Supervisor:
         )
         return Network(proxy_ns, proxy_tun)
 
-    def add_host(self, name: str | None = None) -> dict:
+    def add_host(self, name: str | None = None, on: str | None = None) -> dict:
         network = self.network
         index = len(network.host_ns)
         address = self.plan.subnet.host_address(index)
         address6 = self.subnet6.host_address(index)
         name = self.names.add(address, name, address6)
         ns = tun = -1
+        prefixes = (self.plan.subnet.network.prefixlen, self.subnet6.network.prefixlen)
         try:
-            ns = netns.new_netns()
-            try:
-                tun = netns.open_tun(HOST_TUN)
-                netns.configure_host(
-                    HOST_TUN, address, self.plan.subnet.network.prefixlen, address6, self.subnet6.network.prefixlen
-                )
-            finally:
-                netns.setns(network.proxy_ns)
+            if on is not None:
+                tun = self.agents.add_host(on, index, name, address, address6, prefixes, self.names.text())
+            else:
+                ns = netns.new_netns()
+                try:
+                    tun = netns.open_tun(HOST_TUN)
+                    netns.configure_host(HOST_TUN, address, prefixes[0], address6, prefixes[1])
+                finally:
+                    netns.setns(network.proxy_ns)
             self.host_files.add(name, self.names.text())
+            self.agents.hosts_changed(self.names.text())
         except BaseException:
             self.names.entries.pop()
             for fd in (tun, ns):
@@ -306,7 +316,7 @@ class Supervisor:
         return None, []
 
     def _namespaces(self, request: control.Namespaces) -> tuple[object, list[int]]:
-        return [os.fstat(fd).st_ino for fd in [self.network.proxy_ns, *self.network.host_ns]], []
+        return [os.fstat(fd).st_ino for fd in [self.network.proxy_ns, *self.network.host_ns] if fd >= 0], []
 
     def _stats(self, request: control.Stats) -> tuple[object, list[int]]:
         dropped = {**self.router.dropped, **self.faults.table.dropped}
@@ -357,7 +367,8 @@ class Supervisor:
         self._settle()
         self.proxy.close()
         shadows = self.shadows.finish(SHADOW_SETTLE)
-        self.result = {**self.session.finish(self.cassette_action), **tls_interceptor.report(self.proxy.tls), **shadows}
+        result = self.session.finish(self.agents.cassette_action(self.cassette_action))
+        self.result = self.agents.report({**result, **tls_interceptor.report(self.proxy.tls), **shadows})
         self.host_files.close()
 
 
