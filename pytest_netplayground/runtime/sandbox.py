@@ -31,10 +31,11 @@ from ..errors import (
     SandboxClosed,
     SandboxError,
 )
-from . import launch, links, shadows
+from . import launch, shadows
 from .channel import Channel
 from .host import Host
 from .process import DEVNULL, PIPE, STDOUT, Process, Spawned
+from .wire_controls import WireControls
 
 SANDBOX_MODES = ("live", "record", "replay")
 
@@ -65,7 +66,7 @@ def _close_channel(sock: socket.socket) -> None:
 
 
 @attrs.define(init=False, eq=False, repr=False)
-class Sandbox:
+class Sandbox(WireControls):
     """A set of hosts joined by the userspace router. Use as a context manager."""
 
     subnet: Subnet
@@ -336,41 +337,6 @@ class Sandbox:
     def stats(self) -> dict:
         value, _ = self._channel.call("stats")
         return value
-
-    # -- faults on the wire (see docs/faults.rst) ------------------------------------------
-
-    def _call(self, op: str, **args) -> object:
-        if self._channel is None or self.closed:
-            raise SandboxClosed("the sandbox is not running: start it (or use it in a with block) first")
-        if op in ("set_link", "partition"):
-            self.faults_used = True
-        value, _ = self._channel.call(op, **args)
-        return value
-
-    def link(self, a: object, b: object = None) -> links.Link:
-        """The link between hosts ``a`` and ``b`` (Host, name or address); ``b`` None or ``"*"``:
-        between ``a`` and every other host. ``.set(...)`` and ``.clear()`` change it."""
-        return links.Link(self, links.host_index(self, a), links.host_index(self, b))
-
-    def partition(self, one: object, other: object) -> links.Partition:
-        """Cut the hosts of ``one`` off from those of ``other`` until ``.heal()`` (or the ``with`` ends)."""
-        return links.partition(self, one, other)
-
-    def connections(self, hosts: object = ()) -> list[links.Connection]:
-        """The live proxied TCP connections (with a host of ``hosts`` at one end, if given)."""
-        return links.connections(self, hosts)
-
-    def shadow(self, primary: object, to: object, **options) -> shadows.Shadow:
-        """Mirror every later connection to ``primary`` to the candidate ``to`` (see docs/shadow.rst)."""
-        return shadows.start(self, primary, to, **options)
-
-    def clear_faults(self) -> None:
-        """Every link a perfect wire again and every partition healed."""
-        self._call("clear_faults")
-
-    def fault_state(self) -> dict:
-        """The seed, the faulty link directions, the faults applied so far and the packets they dropped."""
-        return self._call("fault_state")
 
 
 def _agent_options(agents: object, key_file: object, insecure_plaintext: bool) -> dict | None:

@@ -27,14 +27,14 @@ from ..core.router import Router, Verdict
 from ..core.router6 import Router6
 from ..errors import NetplayError, SandboxError
 from . import control, hostfs, netns, remote_hosts, sessions, tls_interceptor
-from .drive_request import DriveRequest, Later
-from .driver import Drive
+from .drive_request import Later
 from .faults import FaultStage, Never, make_forwarder
 from .loop import Loop
 from .network import Network
 from .outbox import Outbox
 from .processes import Processes
 from .proxy import Proxy
+from .requests import request_handlers
 from .shadowing import ShadowBox
 
 HOST_TUN = "eth0"
@@ -127,15 +127,7 @@ class Supervisor:
         self.loop.watch(proxy_tun, select.EPOLLIN, self._tun_reader(proxy_tun, self.router.from_proxy, "proxy"))
         self.loop.watch(self.channel.fileno(), select.EPOLLIN, self._control_readable)
         self.handlers: dict[type, Callable[[Any], tuple[object, list[int]]]] = {
-            control.AddHost: lambda request: (self.add_host(request.name, request.on), []),
-            control.Spawn: self._spawn,
-            control.MakeSocket: self._make_socket,
-            control.Listening: lambda request: (self.processes.listening(request.host, request.port), []),
-            control.Signal: self._signal,
-            control.Namespaces: self._namespaces,
-            control.Stats: self._stats,
-            control.Close: self._close,
-            DriveRequest: self._drive,
+            **request_handlers(self),
             **self.faults.handlers(),
             **self.shadows.handlers(),
         }
@@ -302,38 +294,6 @@ class Supervisor:
                 os.close(fd)
             raise
         return self.handlers[type(request)](request)
-
-    def _spawn(self, request: control.Spawn) -> tuple[object, list[int]]:
-        child, to_caller = self.processes.spawn(request)
-        return {"pid": child.pid}, to_caller
-
-    def _make_socket(self, request: control.MakeSocket) -> tuple[object, list[int]]:
-        fd = self.processes.make_socket(request.host, request.family, request.type).detach()
-        return None, [fd]
-
-    def _signal(self, request: control.Signal) -> tuple[object, list[int]]:
-        self.processes.signal(request.pid, request.signal, request.group)
-        return None, []
-
-    def _namespaces(self, request: control.Namespaces) -> tuple[object, list[int]]:
-        return [os.fstat(fd).st_ino for fd in [self.network.proxy_ns, *self.network.host_ns] if fd >= 0], []
-
-    def _stats(self, request: control.Stats) -> tuple[object, list[int]]:
-        dropped = {**self.router.dropped, **self.faults.table.dropped}
-        return {"dropped": dropped, "pipes": len(self.proxy.pipes), "faults": self.faults.state()}, []
-
-    def _drive(self, request: DriveRequest) -> tuple[object, list[int]]:
-        """Start playing the request's clients; the reply (their results) comes when the last ends."""
-        later = Later()
-        Drive(self.loop, self.plan, request, self.proxy.read_buffer, later.resolve)
-        return later, []
-
-    def _close(self, request: control.Close) -> tuple[object, list[int]]:
-        self.stopping = True
-        self.kill_signal = request.signal
-        self.grace = request.grace
-        self.cassette_action = request.cassette
-        return None, []
 
     # -- the loop and teardown ----------------------------------------------------------
 
