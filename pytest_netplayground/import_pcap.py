@@ -11,6 +11,7 @@ partial file behind.
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -97,7 +98,15 @@ def _frames(path: Path, reading: _Reading, allow_truncated: bool) -> Iterator[tu
         while True:
             offset = reader.f.tell()
             try:
-                data, meta = reader._read_packet(size=_MAX_RECORD)
+                # pcapng: one block at a time, so that offset is where the block that ends the
+                # file starts (a statistics block after the last packet is not a cut).
+                found = reader._read_block(size=_MAX_RECORD) if pcapng else reader._read_packet(size=_MAX_RECORD)
+                if found is None:
+                    continue
+                data, meta = found
+            except (OverflowError, zlib.error):
+                _cut_short(path, offset, "record", reading, allow_truncated)
+                return
             except EOFError:
                 if size is not None and offset < size:
                     _cut_short(path, offset, "record", reading, allow_truncated)

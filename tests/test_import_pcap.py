@@ -86,6 +86,26 @@ def test_pcapng_and_ipv6_import_too(tmp_path):
     }
 
 
+def interface_statistics_block() -> bytes:
+    """A pcapng Interface Statistics Block (type 5): what tshark and dumpcap write after the last packet."""
+    import struct
+
+    return struct.pack("<IIIII", 5, 24, 0, 0, 0) + struct.pack("<I", 24)
+
+
+def test_a_pcapng_ending_in_a_statistics_block_imports_whole_and_a_block_cut_short_is_reported(tmp_path):
+    capture, cassette = tmp_path / "c.pcapng", tmp_path / "c.cassette"
+    write_pcap(capture, frames(http_exchange()), ng=True)
+    whole = capture.read_bytes()
+    capture.write_bytes(whole + interface_statistics_block())
+    result = import_capture(capture, cassette)
+    assert result.truncated_at is None
+    assert conversations(cassette)[0][2] == [("c2s", REQUEST), ("s2c", RESPONSE)]
+    capture.write_bytes(whole + interface_statistics_block()[:-6])
+    with pytest.raises(CaptureError, match=f"cut short or corrupt at byte {len(whole)}"):
+        import_capture(capture, cassette)
+
+
 def test_a_connection_joined_mid_way_a_gap_and_a_reset_are_imported_and_reported(tmp_path, capsys):
     mid_way = conversation([("c2s", b"A" * 120), ("s2c", b"B" * 80)], handshake=False, client=("192.0.2.5", 41000))
     mid_way = mid_way[1:]  # the capture starts after the client's first segment

@@ -382,9 +382,10 @@ def test_garbage_datagrams_at_the_agent_are_dropped_counted_and_the_agent_keeps_
 
 
 def capture_run(agent, capture: Path, *run_args: str) -> None:
-    """``netplay run`` on machine A while tshark records the tunnel (control stream and datagrams) on A's veth."""
+    """``netplay run`` on machine A while tshark records the tunnel (control stream and datagrams) on A's veth,
+    as pcapng (tshark's own format, which ends in a statistics block)."""
     tshark = subprocess.Popen(
-        agent.command(agent.a, "tshark", "-q", "-i", "va", "-f", "port 50000", "-F", "pcap", "-w", str(capture)),
+        agent.command(agent.a, "tshark", "-q", "-i", "va", "-f", "port 50000", "-w", str(capture)),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -402,7 +403,7 @@ def capture_run(agent, capture: Path, *run_args: str) -> None:
 
 @pytest.mark.needs("tshark")
 def test_a_sealed_tunnel_capture_decodes_with_the_key(agent, tmp_path):
-    capture, inner = tmp_path / "sealed.pcap", tmp_path / "inner.pcap"
+    capture, inner = tmp_path / "sealed.pcapng", tmp_path / "inner.pcap"
     capture_run(agent, capture, "--on", "2=b", CLIENT, f"{SERVER} --connections 1")
     sealed = subprocess.run(
         ["tshark", "-r", str(capture), "-d", "udp.port==50000,geneve", "-Y", "tcp.port == 7000"],
