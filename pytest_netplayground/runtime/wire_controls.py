@@ -17,6 +17,8 @@ class WireControls:
     """Faults on links, partitions, live connections and shadows of a sandbox; the sandbox
     provides ``_channel``, ``closed``, ``hosts`` and ``faults_used``."""
 
+    __slots__ = ()  # the sandbox declares all its state
+
     def _call(self, op: str, **args) -> object:
         if self._channel is None or self.closed:
             raise SandboxClosed("the sandbox is not running: start it (or use it in a with block) first")
