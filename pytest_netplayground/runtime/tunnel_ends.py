@@ -15,6 +15,7 @@ import select
 import socket
 
 from .loop import Loop
+from .udp_batch import BatchReceiver, BatchSender
 
 #: Bytes of kernel buffer for the tunnel's sockets: bursts at the tunnel's MTU without loss.
 BUFFER = 4 << 20
@@ -30,6 +31,7 @@ class TunnelEnds:
         self.udp.setblocking(False)
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             self.udp.setsockopt(socket.SOL_SOCKET, option, BUFFER)
+        self.receiver = BatchReceiver(self.udp)
         self.pumps: dict[bytes, int] = {}
         self.loop: Loop | None = None
 
@@ -69,43 +71,43 @@ class TunnelEnds:
     def _pump_out(self, fd: int):
         buf = bytearray(65536)
         view = memoryview(buf)
-        readv, seal, send = os.readv, self.datagrams.seal, self.udp.send
-        dropped = self.datagrams.dropped
+        readv, seal = os.readv, self.datagrams.seal
+        batch = BatchSender(self.udp, self.datagrams.dropped)
+        add = batch.add
 
         def readable(events: int) -> None:
-            for _ in range(64):
-                try:
+            try:
+                for _ in range(64):
                     n = readv(fd, [buf])
-                except BlockingIOError:
-                    return
-                try:
-                    send(seal(view[:n]))
-                except OSError:
-                    dropped["send failed"] += 1
+                    add(seal(view[:n]))
+            except BlockingIOError:
+                pass
+            batch.flush()
 
         return readable
 
     def _udp_readable(self, events: int) -> None:
-        open_, recv, pumps, write = self.datagrams.open, self.udp.recv, self.pumps, os.write
+        open_, receive, pumps, write = self.datagrams.open, self.receiver.receive, self.pumps, os.write
         dropped = self.datagrams.dropped
         for _ in range(64):
             try:
-                data = recv(70000)
+                datagrams = receive()
             except BlockingIOError:
                 return
             except OSError:
                 dropped["receive failed"] += 1
                 return
-            packet = open_(data)
-            if packet is None:
-                continue
-            version = packet[0] >> 4 if packet else 0
-            src = packet[12:16] if version == 4 else packet[8:24] if version == 6 else b""
-            fd = pumps.get(bytes(src))
-            if fd is None:
-                dropped["not from a host of this agent"] += 1
-                continue
-            try:
-                write(fd, packet)
-            except OSError:
-                dropped["write failed"] += 1
+            for data in datagrams:
+                packet = open_(data)
+                if packet is None:
+                    continue
+                version = packet[0] >> 4 if packet else 0
+                src = packet[12:16] if version == 4 else packet[8:24] if version == 6 else b""
+                fd = pumps.get(bytes(src))
+                if fd is None:
+                    dropped["not from a host of this agent"] += 1
+                    continue
+                try:
+                    write(fd, packet)
+                except OSError:
+                    dropped["write failed"] += 1
