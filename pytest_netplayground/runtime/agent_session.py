@@ -127,7 +127,8 @@ class AgentSession:
     # -- the tunnel -----------------------------------------------------------------
 
     def _udp_readable(self, events: int) -> None:
-        open_, receive, by_address, write = self.datagrams.open, self.receiver.receive, self.by_address, os.write
+        open_, receive, by_address = self.datagrams.open, self.receiver.receive, self.by_address
+        write = os.write
         for _ in range(64):
             try:
                 datagrams = receive()

@@ -52,6 +52,10 @@ class Agents:
         self.by_host[index] = link
         return fd
 
+    def sender(self, index: int):
+        """What takes remote host ``index``'s packets straight into its tunnel (the router's fast path)."""
+        return self.by_host[index].tunnel.send_packet
+
     def hosts_changed(self, text: str) -> None:
         for link in self.links.values():
             link.hosts_changed(text)
