@@ -101,7 +101,6 @@ class Supervisor:
         self.grace = control.DEFAULT_GRACE
         # Agents are reached from the machine's network namespace, before the proxy's is made.
         self.agents = remote_hosts.connect(agents)
-        self.to_tunnel: dict[int, Callable] = {}  # remote hosts (by index): their tunnel's send_packet
         self.network = self._build_proxy()
         processes = remote_hosts.RemoteProcesses if self.agents else Processes
         self.processes = processes(
@@ -176,7 +175,6 @@ class Supervisor:
         try:
             if on is not None:
                 tun = self.agents.add_host(on, index, name, address, address6, prefixes, self.names.text())
-                self.to_tunnel[index] = self.agents.sender(index)
             else:
                 ns = netns.new_netns()
                 try:
@@ -220,7 +218,7 @@ class Supervisor:
         open_server_leg = self.proxy.open_server_leg
         host_tun = self.network.host_tun
         proxy_tun = self.network.proxy_tun
-        to_tunnel = self.to_tunnel
+        to_tunnel = self.agents.senders
         DELIVER, TO_PROXY = Verdict.DELIVER, Verdict.TO_PROXY
         NEW_CONNECTION, REPLY, UDP = Verdict.NEW_CONNECTION, Verdict.REPLY, Verdict.UDP
         on_datagram = self.session.on_datagram
@@ -242,11 +240,10 @@ class Supervisor:
                 try:
                     if verdict == TO_PROXY:
                         write(proxy_tun, view[:n])
+                    elif verdict == DELIVER and router.target in to_tunnel:
+                        to_tunnel[router.target](view[:n])
                     elif verdict == DELIVER:
-                        if to_tunnel and router.target in to_tunnel:
-                            to_tunnel[router.target](view[:n])
-                        else:
-                            write(host_tun[router.target], view[:n])
+                        write(host_tun[router.target], view[:n])
                     elif verdict == NEW_CONNECTION:
                         open_server_leg(router.key)
                     elif verdict == REPLY:
