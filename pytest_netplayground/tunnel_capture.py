@@ -82,8 +82,7 @@ def decode_tunnel_capture(
         writer = _writer(partial)
         try:
             for packet in read_capture(capture, allow_truncated=allow_truncated):
-                inner = decoder.open(packet)
-                if inner is not None:
+                for inner in decoder.open_all(packet):
                     micros = round(packet.t * 1_000_000)
                     writer.write_packet(inner, sec=micros // 1_000_000, usec=micros % 1_000_000)
                     count += 1

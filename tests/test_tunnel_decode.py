@@ -292,3 +292,22 @@ def test_a_datagram_cut_by_the_snap_length_is_counted_as_such(tmp_path, key_file
         handle.write(data)
     result = decode_tunnel_capture(cut, key, tmp_path / "out.pcap")
     assert result.packets == 1 and result.dropped == {"cut short in the capture": 1}
+
+
+@pytest.mark.parametrize("plaintext", [False, True], ids=["sealed", "plaintext"])
+def test_a_run_of_datagrams_captured_as_one_udp_packet_decodes_to_each(tmp_path, key_file, plaintext):
+    """A capture on the sending machine may show a run sent with UDP segmentation offload uncut."""
+    key = key_of(key_file)
+    wire = Wire()
+    to_agent, _ = connect(wire, key, plaintext=plaintext)
+    rng = random.Random(5)
+    full = [bytes(IP(src="10.0.0.9", dst="10.0.0.2") / TCP(sport=80, dport=5000) / Raw(rng.randbytes(1000)))
+            for _ in range(5)]
+    last = bytes(IP(src="10.0.0.9", dst="10.0.0.2") / TCP(sport=80, dport=5000) / Raw(rng.randbytes(10)))
+    lone = inner_packets(3)[2]
+    wire.udp("s", b"".join(to_agent.seal(p) for p in [*full, last]))
+    wire.udp("s", to_agent.seal(lone))
+    output = tmp_path / "inner.pcap"
+    result = decode_tunnel_capture(write(tmp_path, wire), key, output)
+    assert [bytes(p) for p in rdpcap(str(output))] == [*full, last, lone]
+    assert result.packets == 7 and not result.dropped

@@ -81,7 +81,7 @@ def datagram_session(datagram: bytes) -> bytes | None:
     return bytes(datagram[12:16])
 
 
-@attrs.define
+@attrs.define(on_setattr=attrs.setters.NO_OP)
 class ReplayWindow:
     """Which of the last ``size`` counters were already accepted: one flag per counter, in a ring.
 
@@ -89,6 +89,7 @@ class ReplayWindow:
     forged datagram cannot move the window); ``accept`` records it once authenticated.
     The ring is indexed by the counter modulo ``size`` (a power of two); moving the
     top up clears the slots it passes, so an in-order packet costs a few small steps.
+    The size is validated once, at creation: no hook on every assignment of the hot path.
     """
 
     size: int = attrs.field(default=REPLAY_WINDOW)

@@ -9,6 +9,9 @@ right one. The control frames after the handshake are opened in stream order;
 datagrams are routed by the session id in their header and opened as the
 receiving side would, replay window included (a capture taken on several
 interfaces shows each datagram more than once; the copies count as replayed).
+A capture taken on the sending machine may show a run of datagrams the sender
+handed to the kernel in one call (UDP segmentation offload) as one UDP packet,
+before the device cut it: :func:`split_run` cuts it back into the datagrams.
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ import attrs
 from ..errors import TunnelAuthError, TunnelError, TunnelKeyMismatch
 from .capture_decode import TCP, UDP, CapturedPacket
 from .tcp_reassembly import HalfStream
-from .tunnel_channels import ControlChannel, DatagramChannel, datagram_session
+from .tunnel_channels import HEADER_SIZE, TAG_SIZE, ControlChannel, DatagramChannel, datagram_session
 from .tunnel_crypto import AGENT_HELLO, HELLO, MESSAGE_SIZES, OK, PROOF, SessionKeys, session_from_transcript
 
-__all__ = ["TO_AGENT", "TO_SUPERVISOR", "TunnelDecoder"]
+__all__ = ["TO_AGENT", "TO_SUPERVISOR", "TunnelDecoder", "split_run"]
 
 _SYN, _ACK = 0x02, 0x10
 TO_AGENT, TO_SUPERVISOR = "to agent", "to supervisor"
@@ -33,6 +36,33 @@ _HANDSHAKE = {
     TO_AGENT: _FIRST[TO_AGENT] + MESSAGE_SIZES[PROOF],
     TO_SUPERVISOR: _FIRST[TO_SUPERVISOR] + MESSAGE_SIZES[OK],
 }
+
+
+def _counter(datagram: bytes) -> int:
+    return int.from_bytes(datagram[16:24], "big")
+
+
+def split_run(payload: bytes) -> list[bytes]:
+    """The tunnel datagrams in one captured UDP payload: itself, or the run it holds.
+
+    A run is datagrams of one session and payload kind (the same first 16 bytes), of
+    one size but the last (which may be shorter), with rising counters; anything
+    else is one datagram, to be opened (or dropped) as it is.
+    """
+    smallest = HEADER_SIZE + TAG_SIZE
+    if len(payload) < 2 * smallest or datagram_session(payload) is None:
+        return [payload]
+    head = bytes(payload[:16])
+    size = payload.find(head, smallest)
+    if size < smallest:
+        return [payload]
+    pieces = [payload[start : start + size] for start in range(0, len(payload), size)]
+    counters = [_counter(piece) for piece in pieces]
+    if any(piece[:16] != head or len(piece) < smallest for piece in pieces) or any(
+        later <= earlier for earlier, later in zip(counters, counters[1:])
+    ):
+        return [payload]
+    return pieces
 
 
 @attrs.define
@@ -163,6 +193,17 @@ class TunnelDecoder:
             if channel.dropped["auth"] > before:
                 channel.dropped["auth"] -= 1  # not this session's: the last one decides
         return channels[-1].open(packet.payload)
+
+    def open_all(self, packet: CapturedPacket) -> list[bytes]:
+        """Second pass: the inner IP packets of a captured UDP packet (one datagram or a run of them)."""
+        if packet.proto != UDP or self.port not in (packet.sport, packet.dport):
+            return []
+        pieces = split_run(packet.payload) if not packet.snapped else [packet.payload]
+        if len(pieces) > 1:
+            packets = (attrs.evolve(packet, payload=piece) for piece in pieces)
+        else:
+            packets = iter((packet,))
+        return [inner for one in packets if (inner := self.open(one)) is not None]
 
     def finish(self) -> None:
         """After the first pass: count the connections whose handshake never completed, route the sessions."""

@@ -26,6 +26,7 @@ from .control import Spawn, StdioMode
 from .loop import Loop
 from .network import Network
 from .processes import Processes
+from .udp_batch import BatchReceiver, BatchSender
 
 HOST_TUN = "eth0"
 #: Silence from the supervisor after which the session ends on its own (its machine went away).
@@ -60,7 +61,9 @@ class AgentSession:
         self.datagrams = keys.datagrams()
         self.udp = udp
         udp.setblocking(False)
+        self.receiver = BatchReceiver(udp)
         self.udp_peer: tuple | None = None
+        self.batch: BatchSender | None = None  # to udp_peer, once the supervisor said hello
         self.dropped: collections.Counter = collections.Counter()
         self.stopping = False
         self.kill_signal = signal.SIGTERM
@@ -124,28 +127,30 @@ class AgentSession:
     # -- the tunnel -----------------------------------------------------------------
 
     def _udp_readable(self, events: int) -> None:
-        open_, by_address, write = self.datagrams.open, self.by_address, os.write
+        open_, receive, by_address = self.datagrams.open, self.receiver.receive, self.by_address
+        write = os.write
         for _ in range(64):
             try:
-                data = self.udp.recv(70000)
+                datagrams = receive()
             except BlockingIOError:
                 return
             except OSError:
                 self.dropped["receive failed"] += 1
                 return
-            packet = open_(data)
-            if packet is None:
-                continue
-            version = packet[0] >> 4 if packet else 0
-            dst = packet[16:20] if version == 4 else packet[24:40] if version == 6 else b""
-            tun = by_address.get(bytes(dst))
-            if tun is None:
-                self.dropped["no such host"] += 1
-                continue
-            try:
-                write(tun, packet)
-            except OSError:
-                self.dropped["write failed"] += 1
+            for data in datagrams:
+                packet = open_(data)
+                if packet is None:
+                    continue
+                version = packet[0] >> 4 if packet else 0
+                dst = packet[16:20] if version == 4 else packet[24:40] if version == 6 else b""
+                tun = by_address.get(bytes(dst))
+                if tun is None:
+                    self.dropped["no such host"] += 1
+                    continue
+                try:
+                    write(tun, packet)
+                except OSError:
+                    self.dropped["write failed"] += 1
 
     def _tun_reader(self, tun: int, own: set[bytes]):
         buf = bytearray(65536)
@@ -154,20 +159,20 @@ class AgentSession:
         seal = self.datagrams.seal
 
         def readable(events: int) -> None:
-            for _ in range(64):
-                try:
+            batch = self.batch
+            try:
+                for _ in range(64):
                     n = readv(tun, [buf])
-                except BlockingIOError:
-                    return
-                version = buf[0] >> 4
-                src = bytes(buf[12:16]) if version == 4 else bytes(buf[8:24])
-                if src not in own or self.udp_peer is None:
-                    self.dropped["not from its host"] += 1
-                    continue
-                try:
-                    self.udp.sendto(seal(view[:n]), self.udp_peer)
-                except OSError:
-                    self.dropped["send failed"] += 1
+                    version = buf[0] >> 4
+                    src = bytes(buf[12:16]) if version == 4 else bytes(buf[8:24])
+                    if src not in own or batch is None:
+                        self.dropped["not from its host"] += 1
+                        continue
+                    batch.add(seal(view[:n]))
+            except BlockingIOError:
+                pass
+            if batch is not None:
+                batch.flush()
 
         return readable
 
@@ -202,6 +207,7 @@ class AgentSession:
                 f"control protocol version {fields.get('version')}; this agent speaks {proto.VERSION}"
             )
         self.udp_peer = (self.peer_ip, int(fields["udp_port"]))
+        self.batch = BatchSender(self.udp, self.dropped, self.udp_peer)
         return {"pid": os.getpid()}
 
     def _op_add_host(self, fields: dict, payload: bytes) -> int:

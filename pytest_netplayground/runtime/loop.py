@@ -24,6 +24,8 @@ class Loop:
         self.epoll = select.epoll()
         self.handlers: dict[int, Handler] = {}
         self.timers: list[tuple[float, int, Callable[[], object]]] = []
+        #: Called after each round of handlers: to send at once what the handlers queued.
+        self.after: list[Callable[[], object]] = []
         self._seq = itertools.count()
 
     @staticmethod
@@ -70,6 +72,8 @@ class Loop:
             handler = handlers.get(fd)
             if handler is not None:
                 handler(events)
+        for hook in self.after:
+            hook()
         if self.timers:
             now = time.monotonic()
             while self.timers and self.timers[0][0] <= now:

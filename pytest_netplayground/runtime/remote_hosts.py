@@ -11,7 +11,7 @@ the control requests need not know which is which.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import attrs
 
@@ -31,6 +31,8 @@ class Agents:
 
     links: dict[str, "AgentLink"] = attrs.field(factory=dict)
     by_host: dict[int, "AgentLink"] = attrs.field(factory=dict)
+    #: What takes each remote host's packets straight into its tunnel (the router's fast path).
+    senders: dict[int, Callable] = attrs.field(factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.links)
@@ -50,6 +52,7 @@ class Agents:
         link = self.link(on)
         fd = link.add_host(index, name, address, address6, prefixes, hosts)
         self.by_host[index] = link
+        self.senders[index] = link.tunnel.send_packet
         return fd
 
     def hosts_changed(self, text: str) -> None:

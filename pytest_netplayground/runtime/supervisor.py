@@ -218,6 +218,7 @@ class Supervisor:
         open_server_leg = self.proxy.open_server_leg
         host_tun = self.network.host_tun
         proxy_tun = self.network.proxy_tun
+        to_tunnel = self.agents.senders
         DELIVER, TO_PROXY = Verdict.DELIVER, Verdict.TO_PROXY
         NEW_CONNECTION, REPLY, UDP = Verdict.NEW_CONNECTION, Verdict.REPLY, Verdict.UDP
         on_datagram = self.session.on_datagram
@@ -239,6 +240,8 @@ class Supervisor:
                 try:
                     if verdict == TO_PROXY:
                         write(proxy_tun, view[:n])
+                    elif verdict == DELIVER and router.target in to_tunnel:
+                        to_tunnel[router.target](view[:n])
                     elif verdict == DELIVER:
                         write(host_tun[router.target], view[:n])
                     elif verdict == NEW_CONNECTION:
