@@ -151,6 +151,29 @@ def test_the_remote_host_gets_a_tun_sized_for_the_path_and_its_own_names(agent):
     assert "client" in lines[2] and "db" in lines[3]
 
 
+def test_a_larger_tunnel_mtu_gives_the_remote_host_larger_packets_fragmented_between_the_machines(agent):
+    # 3 MB each way in segments larger than the 1500-byte path: each sealed datagram is
+    # fragmented by the kernel on the way and put back together on the other machine.
+    server = (
+        f"{sys.executable} -c \"import socket; l=socket.socket(); l.bind(('', 9100)); l.listen(); "
+        "c,_=l.accept(); n=0\nwhile True:\n d=c.recv(1<<16)\n if not d: break\n n+=len(d)\n"
+        "c.sendall(b'y'*n); c.close(); print('got', n)\""
+    )
+    client = (
+        f"sleep 1; {sys.executable} -c \"import socket; s=socket.create_connection(('10.0.0.2', 9100), timeout=20); "
+        "s.sendall(b'x'*3000000); s.shutdown(socket.SHUT_WR); n=0\n"
+        "while True:\n d=s.recv(1<<16)\n if not d: break\n n+=len(d)\n"
+        "print('back', n)\""
+    )
+    result = agent.netplay(
+        "run", "--tunnel-mtu", "9000", "--on", "2=b", "--exit-code-from", "1",
+        client, f"ip -o link show dev eth0 | grep -o 'mtu [0-9]*'; {server}",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"10.0.0.2 | mtu {9000 - 28 - 40}" in result.stdout
+    assert "10.0.0.1 | back 3000000" in result.stdout and "10.0.0.2 | got 3000000" in result.stdout
+
+
 def test_a_wrong_key_is_one_clear_error_on_both_ends(agent, tmp_path):
     other = tmp_path / "other.key"
     subprocess.run(

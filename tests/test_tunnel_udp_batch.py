@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import errno
 import os
 import select
 import socket
@@ -109,3 +110,32 @@ def test_an_unconnected_sender_sends_to_its_address(pair):
         assert _read_all(receiver, None, len(sent)) == sent
     finally:
         sock.close()
+
+
+class _NoLargeSegments:
+    """A connected UDP socket whose kernel refuses segmentation of datagrams over the path's MTU
+    (a tunnel MTU above it), as Linux does with EMSGSIZE; single datagrams it fragments and sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def sendmsg(self, buffers, ancillary, *rest):
+        raise OSError(errno.EMSGSIZE, "Message too long")
+
+    def send(self, datagram) -> int:
+        self.sent.append(bytes(datagram))
+        return len(datagram)
+
+
+def test_a_run_the_kernel_will_not_segment_is_sent_datagram_by_datagram_and_none_is_lost():
+    sock, dropped = _NoLargeSegments(), collections.Counter()
+    batch = BatchSender(sock, dropped)
+    sent = [os.urandom(8960) for _ in range(5)] + [os.urandom(8960) for _ in range(3)]
+    for datagram in sent[:5]:
+        batch.add(datagram)
+    batch.flush()
+    for datagram in sent[5:]:
+        batch.add(datagram)
+    batch.flush()
+    assert sock.sent == sent
+    assert not dropped and batch.offload is False

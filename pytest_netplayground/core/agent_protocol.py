@@ -51,6 +51,26 @@ def decode(message: bytes) -> tuple[dict, bytes]:
     return fields, payload
 
 
+#: Largest tunnel datagram ``tunnel_mtu`` may ask for: an IP packet's limit.
+MAX_TUNNEL_MTU = 65535
+
+
+def tunnel_mtu(value: object) -> int | None:
+    """The ``tunnel_mtu`` setting: None (the path's MTU), or the largest IP packet a sealed
+    datagram may make between the machines, fragmented there by the kernel when larger than
+    the path's MTU (fewer, larger packets through the tunnel: faster on a link that loses none)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit():
+        raise ConfigError(f"tunnel_mtu is a whole number of bytes (like 9000 or 65535), not {value!r}")
+    mtu = int(value)
+    if not MIN_TUN_MTU + IPV6_UDP + 40 <= mtu <= MAX_TUNNEL_MTU:
+        raise ConfigError(
+            f"tunnel_mtu {mtu} is out of range: between {MIN_TUN_MTU + IPV6_UDP + 40} and {MAX_TUNNEL_MTU} bytes"
+        )
+    return mtu
+
+
 def tun_mtu(path_mtu: int, overhead: int, ipv6: bool = False) -> int:
     """The MTU of a remote host's TUN: an IP packet of that size, sealed and in one
     UDP datagram, fits the path between the machines (no fragment, no black hole)."""

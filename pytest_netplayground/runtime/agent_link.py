@@ -58,7 +58,9 @@ class AgentLink:
     """See the module docstring. Connects and proves the key when made (before the supervisor
     leaves the machine's network namespace); :meth:`attach` then joins the supervisor's loop."""
 
-    def __init__(self, address: proto.AgentAddress, key: bytes, plaintext: bool = False) -> None:
+    def __init__(
+        self, address: proto.AgentAddress, key: bytes, plaintext: bool = False, tunnel_mtu: int | None = None
+    ) -> None:
         self.address = address
         self.error: NetplayError | None = None
         self.closed = False
@@ -79,7 +81,8 @@ class AgentLink:
             self.datagrams = shake.keys.datagrams()
             self.tunnel = TunnelEnds(address.host, address.port, address.ipv6, self.datagrams)
             self.path_mtu = _path_mtu(sock, address.ipv6)
-            self.mtu = proto.tun_mtu(self.path_mtu, self.datagrams.overhead, address.ipv6)
+            # ``tunnel_mtu`` over the path's own: the kernel fragments the sealed datagrams.
+            self.mtu = proto.tun_mtu(tunnel_mtu or self.path_mtu, self.datagrams.overhead, address.ipv6)
             self.stream = ControlStream(sock, shake.keys.control(), shake.rest, self._message, self._gone)
             self._call("hello", version=proto.VERSION, udp_port=self.tunnel.port)
         except BaseException:

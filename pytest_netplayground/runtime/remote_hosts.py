@@ -98,7 +98,7 @@ class Agents:
 
 def connect(options: dict | None) -> Agents:
     """Connect to the agents of ``options`` (``{"addresses": {name: AgentAddress}, "key": bytes,
-    "plaintext": bool}``)."""
+    "plaintext": bool, "tunnel_mtu": int | None}``)."""
     agents = Agents()
     if not options:
         return agents
@@ -106,7 +106,9 @@ def connect(options: dict | None) -> Agents:
 
     try:
         for name, address in options["addresses"].items():
-            agents.links[name] = AgentLink(address, options["key"], options.get("plaintext", False))
+            agents.links[name] = AgentLink(
+                address, options["key"], options.get("plaintext", False), options.get("tunnel_mtu")
+            )
     except BaseException:
         for link in agents.links.values():
             link.stream.sock.close()

@@ -131,6 +131,7 @@ class Sandbox(WireControls):
         agents: object = None,
         key_file: str | os.PathLike | None = None,
         insecure_plaintext: bool = False,
+        tunnel_mtu: int | None = None,
     ):
         self.subnet = Subnet.parse(subnet)
         self.subnet6 = Subnet6.parse(subnet6, self.subnet)
@@ -161,7 +162,7 @@ class Sandbox(WireControls):
         self.seed = new_seed() if seed is None else named("seed", to_seed)(seed)
         self.faults_used = bool(self.faults)
         # Agents whose machines may hold hosts (docs/remote.rst): addresses and key, checked now.
-        self._agents = _agent_options(agents, key_file, insecure_plaintext) if agents else None
+        self._agents = _agent_options(agents, key_file, insecure_plaintext, tunnel_mtu) if agents else None
         self.hosts = []
         self.closed = False
         self.divergences = DivergenceReport((), mode=mode)
@@ -339,10 +340,10 @@ class Sandbox(WireControls):
         return value
 
 
-def _agent_options(agents: object, key_file: object, insecure_plaintext: bool) -> dict | None:
+def _agent_options(agents: object, key_file: object, insecure_plaintext: bool, tunnel_mtu: object) -> dict | None:
     from .tunnel import agent_options  # the crypto is imported only by sandboxes with agents
 
-    return agent_options(agents, key_file, insecure_plaintext)
+    return agent_options(agents, key_file, insecure_plaintext, tunnel_mtu)
 
 
 def tls_of_cassette(path: str, asked: str) -> str:

@@ -24,7 +24,7 @@ MAX_SEGMENTS = 64
 #: Bytes of payload in one send: the IP length field's limit, with room for the headers.
 MAX_BYTES = 65000
 #: What a kernel or device without the offload answers.
-_UNOFFERED = {errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP}
+_UNOFFERED = {errno.EIO, errno.EINVAL, errno.EMSGSIZE, errno.ENOPROTOOPT, errno.EOPNOTSUPP}
 _SIZE = struct.Struct("=H")
 _ANCILLARY = socket.CMSG_SPACE(4)
 

@@ -75,3 +75,15 @@ def test_the_settings_take_agents_and_a_key_file_through_their_one_path():
     assert settings.key_file == "k"
     with pytest.raises(ConfigError, match="marker: bad value for 'agents'"):
         merge([("marker", {"agents": {"b": "nowhere"}})])
+
+
+def test_tunnel_mtu_is_none_or_a_packet_size_a_host_can_use():
+    from pytest_netplayground.core.agent_protocol import tun_mtu, tunnel_mtu
+    from pytest_netplayground.errors import ConfigError
+
+    assert tunnel_mtu(None) is None
+    assert tunnel_mtu("9000") == tunnel_mtu(9000) == 9000
+    assert tun_mtu(tunnel_mtu(65535), 40) == 65535 - 28 - 40
+    for bad in ("jumbo", 1000, 70000, True, 9000.5):
+        with pytest.raises(ConfigError, match="tunnel_mtu"):
+            tunnel_mtu(bad)
