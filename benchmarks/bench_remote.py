@@ -131,9 +131,13 @@ def measure_veth(a: str, b: str, rounds: int, seconds: float, use_iperf: bool) -
     return {"bytes_per_s": rate, "rtt_us": times}
 
 
-def measure_sandbox(a: str, key: str | None, rounds: int, seconds: float, use_iperf: bool) -> dict:
+def measure_sandbox(
+    a: str, key: str | None, rounds: int, seconds: float, use_iperf: bool, tunnel_mtu: int | None = None
+) -> dict:
     """The client on host 1 (machine A), the server on host 2: on agent b if ``key``, else in A too."""
     remote = ["--agent", f"b={B_ADDR}:{PORT}", "--key-file", key, "--on", "2=b"] if key else []
+    if key and tunnel_mtu:
+        remote += ["--tunnel-mtu", str(tunnel_mtu)]
     blast = f"iperf3 -c 10.0.0.2 -t {seconds} -J" if use_iperf else worker("blast", "10.0.0.2", 9002, seconds)
     throughput = f"sleep 1; {blast}"
     server = (
@@ -176,6 +180,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1 s transfers, 300 round trips")
     parser.add_argument("--mtu", type=int, default=1500, help="MTU of the veth between the machines (default 1500)")
+    parser.add_argument(
+        "--tunnel-mtu", type=int, help="also measure remote hosts with this --tunnel-mtu (e.g. 65535)"
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -216,6 +223,11 @@ def main() -> int:
             ("veth", lambda: measure_veth(a, b, rounds, seconds, use_iperf)),
             ("sandbox", lambda: measure_sandbox(a, None, rounds, seconds, use_iperf)),
             ("remote", lambda: measure_sandbox(a, key, rounds, seconds, use_iperf)),
+            *(
+                [("remote-big", lambda: measure_sandbox(a, key, rounds, seconds, use_iperf, args.tunnel_mtu))]
+                if args.tunnel_mtu
+                else []
+            ),
         ):
             sys.stderr.write(f"measuring {name}\n")
             runs[name] = measure()
