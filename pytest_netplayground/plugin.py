@@ -234,6 +234,7 @@ def netplay(request: pytest.FixtureRequest, netplay_config, netplay_cassette_dir
             seed=settings.seed,
             agents=dict(settings.agents),
             key_file=settings.key_file,
+            tunnel_mtu=settings.tunnel_mtu,
         )
     except ConfigError as exc:
         # A safety net: the merge validates with the sandbox's own validators.

@@ -44,6 +44,7 @@ MARKER_KEYS = (
     "shadow",
     "agents",
     "key_file",
+    "tunnel_mtu",
 )
 CASSETTE_SUFFIX = ".netplay"
 
@@ -94,6 +95,12 @@ def _directory(value: object) -> str:
     return text
 
 
+def _tunnel_mtu(value: object) -> int | None:
+    from .core.agent_protocol import tunnel_mtu
+
+    return tunnel_mtu(value)
+
+
 def _agents(value: object) -> tuple[tuple[str, str], ...]:
     from .core.agent_protocol import parse_agents
 
@@ -121,6 +128,7 @@ CONVERTERS = {
     "shadow": shadow_pairs,
     "agents": _agents,
     "key_file": _cassette,
+    "tunnel_mtu": _tunnel_mtu,
 }
 
 
@@ -149,6 +157,7 @@ class Settings:
     shadow: tuple[tuple[str, str], ...] = ()
     agents: tuple[tuple[str, str], ...] = ()  # (name, "ADDR:PORT") of agents holding remote hosts
     key_file: str | None = None  # the tunnel's shared key (docs/remote.rst)
+    tunnel_mtu: int | None = None  # None: the path's MTU (docs/remote.rst)
 
 
 def merge(layers: list[tuple[str, Mapping]]) -> Settings:

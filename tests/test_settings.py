@@ -314,3 +314,11 @@ def test_every_face_has_the_same_defaults():
     assert settings.settle == config.settle == args.settle
     assert settings.speed == config.speed
     assert settings.pace == config.pacing.value and settings.match == config.match.value == args.match
+
+
+def test_tunnel_mtu_is_a_marker_key_converted_and_checked_like_the_others():
+    assert "tunnel_mtu" in MARKER_KEYS
+    assert merge([("marker", {"tunnel_mtu": "9000"})]).tunnel_mtu == 9000
+    assert merge([]).tunnel_mtu is None
+    with pytest.raises(ConfigError, match="tunnel_mtu 100 is out of range"):
+        merge([("marker", {"tunnel_mtu": 100})])
