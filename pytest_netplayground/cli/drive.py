@@ -9,22 +9,12 @@ import threading
 
 from ..core import defaults
 from ..core.addressing import DEFAULT_SUBNET
-from ..core.drive_plan import DriveOptions
+from ..core.drive_plan import DriveOptions, noise_run_count
 from ..errors import CassetteMissing, ConfigError
 from .options import _NON_NEGATIVE, _POSITIVE, NO_COMMAND, _checked
 
 EXIT_DIFFERS = 1
 EXIT_USAGE = 2
-
-
-def _runs(text: str) -> int:
-    try:
-        number = int(text)
-    except ValueError:
-        raise ConfigError(f"--noise-runs takes a whole number, not {text!r}") from None
-    if number < 2:
-        raise ConfigError(f"--noise-runs takes at least 2 runs (two answers to compare), not {number}")
-    return number
 
 
 def add_drive_parser(sub) -> None:
@@ -84,7 +74,7 @@ def add_drive_parser(sub) -> None:
     )
     parser.add_argument(
         "--noise-runs",
-        type=_checked(_runs, "number of runs"),
+        type=_checked(noise_run_count, "number of runs"),
         default=0,
         metavar="N",
         help="first play every connection N more times and ignore what differs between those answers",

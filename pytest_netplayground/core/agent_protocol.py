@@ -15,6 +15,7 @@ import re
 import attrs
 
 from ..errors import ConfigError
+from .validation import whole_number
 
 #: Protocol version of the control messages (beside the crypto's own).
 VERSION = 1
@@ -61,9 +62,9 @@ def tunnel_mtu(value: object) -> int | None:
     the path's MTU (fewer, larger packets through the tunnel: faster on a link that loses none)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit():
+    mtu = whole_number(value)
+    if mtu is None:
         raise ConfigError(f"tunnel_mtu is a whole number of bytes (like 9000 or 65535), not {value!r}")
-    mtu = int(value)
     if not MIN_TUN_MTU + IPV6_UDP + 40 <= mtu <= MAX_TUNNEL_MTU:
         raise ConfigError(
             f"tunnel_mtu {mtu} is out of range: between {MIN_TUN_MTU + IPV6_UDP + 40} and {MAX_TUNNEL_MTU} bytes"

@@ -10,13 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .capture_flows import CaptureFlows
+from .divergence import plural
 from .events import Direction
 
 __all__ = ["format_report"]
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 def format_report(
@@ -30,8 +27,8 @@ def format_report(
     c2s, s2c = Direction.C2S, Direction.S2C
     streams = [s for s in flows.summaries if s.conn is not None]
     lines = [
-        f"read {_plural(frames, 'frame')}, {_plural(flows.packets, 'TCP/UDP packet')}; imported "
-        f"{_plural(len(streams), 'TCP connection')} and {_plural(len(flows.udp_summaries), 'UDP flow')}",
+        f"read {plural(frames, 'frame')}, {plural(flows.packets, 'TCP/UDP packet')}; imported "
+        f"{plural(len(streams), 'TCP connection')} and {plural(len(flows.udp_summaries), 'UDP flow')}",
         "  bytes client->server {}, server->client {}".format(
             sum(s.sent[c2s] for s in streams), sum(s.sent[s2c] for s in streams)
         ),
@@ -46,7 +43,7 @@ def format_report(
     if flows.snapped:
         lines.append(f"  packets cut short by the capture's snapshot length: {flows.snapped}")
     for linktype, count in sorted((skipped_link_types or {}).items()):
-        lines.append(f"  skipped {_plural(count, 'frame')} of unsupported link type {linktype}")
+        lines.append(f"  skipped {plural(count, 'frame')} of unsupported link type {linktype}")
     if truncated_at is not None:
         lines.append(f"  the capture is cut short at byte {truncated_at}: imported what came before")
     for s in streams:
@@ -65,7 +62,7 @@ def format_report(
         )
     for u in flows.udp_summaries:
         lines.append(
-            f"udp flow {u.flow}: {u.client} -> {u.server}: {_plural(u.datagrams, 'datagram')}, "
+            f"udp flow {u.flow}: {u.client} -> {u.server}: {plural(u.datagrams, 'datagram')}, "
             f"{u.sent[c2s]} bytes c2s, {u.sent[s2c]} bytes s2c"
         )
     mapping = list(mapping)

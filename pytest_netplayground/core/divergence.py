@@ -32,6 +32,7 @@ __all__ = [
     "UnrecordedConnection",
     "UnusedRecording",
     "ordinal_word",
+    "plural",
 ]
 
 #: Bytes of agreed context kept before the point where two streams part.
@@ -293,7 +294,8 @@ def ordinal_word(n: int) -> str:
     return f"{n}{suffix}"
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
+    """``1 connection``, ``2 connections``."""
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
@@ -390,11 +392,11 @@ class DivergenceReport:
             return f"no replay: the sandbox ran in {self.mode} mode, so nothing was compared with a recording"
         if self.ok:
             return "replay matched the recording: no divergences"
-        summary = f"{_plural(len(self.items), 'divergence')} in "
-        summary += _plural(self._connection_count(), "connection")
+        summary = f"{plural(len(self.items), 'divergence')} in "
+        summary += plural(self._connection_count(), "connection")
         flows = len({(i.client, i.server) for i in self.items if isinstance(i, (UdpNotReplayed, UdpDiverged))})
         if flows:
-            summary += f" and {_plural(flows, 'UDP flow')}"
+            summary += f" and {plural(flows, 'UDP flow')}"
         lines = [summary]
         for items in self.by_connection().values():
             explained = False

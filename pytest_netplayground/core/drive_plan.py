@@ -24,9 +24,9 @@ from .addressing import Endpoint
 from .capture_map import parse_mappings
 from .events import ConnectionOpened
 from .replay import Pacing, pacing
-from .validation import named, positive_number
+from .validation import named, positive_number, whole_number
 
-__all__ = ["DriveOptions", "PlannedConnection", "plan_drive", "EPHEMERAL_PORTS"]
+__all__ = ["DriveOptions", "PlannedConnection", "plan_drive", "noise_run_count", "EPHEMERAL_PORTS"]
 
 #: Where the extra copies of ``multiply`` take their client ports from: Linux's
 #: default ephemeral range, which servers expect their peers' ports in.
@@ -34,13 +34,8 @@ EPHEMERAL_PORTS = range(32768, 61000)
 
 
 def _multiply(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ConfigError(f"multiply must be a whole number of at least 1, not {value!r}")
-    try:
-        number = int(value)
-    except ValueError:
-        raise ConfigError(f"multiply must be a whole number of at least 1, not {value!r}") from None
-    if number < 1:
+    number = whole_number(value)
+    if number is None or number < 1:
         raise ConfigError(f"multiply must be a whole number of at least 1, not {value!r}")
     return number
 
@@ -86,6 +81,17 @@ def _only(value: object) -> tuple[str, ...]:
                 f"only takes servers as ADDR:PORT, ADDR or PORT (like 10.0.0.1:80, 10.0.0.1 or 80), not {item!r}"
             ) from None
     return tuple(out)
+
+
+def noise_run_count(value: object) -> int:
+    """How many more times a drive plays every connection to learn its noise: 0 (none), or
+    at least 2 (two answers to compare); the one check of the Python API and ``--noise-runs``."""
+    runs = whole_number(value)
+    if runs is None or runs < 0 or runs == 1:
+        raise ConfigError(
+            f"noise_runs is 0 (learn nothing) or at least 2 runs (two answers to compare), not {value!r}"
+        )
+    return runs
 
 
 @attrs.frozen

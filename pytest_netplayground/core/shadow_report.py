@@ -15,7 +15,7 @@ import statistics
 import attrs
 
 from .addressing import ConnectionKey, Endpoint
-from .divergence import DivergenceReport, Stall
+from .divergence import DivergenceReport, Stall, plural
 
 __all__ = ["ShadowFailed", "ShadowConnection", "ShadowOutcome", "ShadowReport", "verdict"]
 
@@ -75,10 +75,6 @@ def verdict(
     return ShadowConnection(conn, key, client, items, **sizes)
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
 @attrs.frozen
 class ShadowReport:
     """A shadow's connections so far (``in_flight`` more are being mirrored) and how they compared."""
@@ -131,7 +127,7 @@ class ShadowReport:
 
     def summary(self) -> str:
         text = (
-            f"shadow {self.primary} -> {self.candidate}: {_plural(self.mirrored, 'connection')} mirrored, "
+            f"shadow {self.primary} -> {self.candidate}: {plural(self.mirrored, 'connection')} mirrored, "
             f"{self.identical} identical, {self.differing} differing, {self.failed} failed"
         )
         if self.in_flight:

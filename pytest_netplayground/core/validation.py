@@ -56,6 +56,17 @@ def non_negative_number(value: object) -> float:
     return number
 
 
+def whole_number(value: object) -> int | None:
+    """``value`` as an int when it is a whole number (an int, or one written as text), else None:
+    booleans and fractions are not; the caller says what range it takes."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
 def one_of(enum_type: type[E]) -> Callable[[object], E]:
     """A converter to a member of ``enum_type`` from the member or its value, in any case."""
     allowed = ", ".join(str(member.value) for member in enum_type)

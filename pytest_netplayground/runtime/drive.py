@@ -10,6 +10,7 @@ differs between those answers.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import time
@@ -19,7 +20,7 @@ import attrs
 from ..cassette import Cassette
 from ..core import defaults
 from ..core.drive_noise import learn_from_answers
-from ..core.drive_plan import DriveOptions, plan_drive
+from ..core.drive_plan import DriveOptions, noise_run_count, plan_drive
 from ..core.drive_report import DriveReport
 from ..core.events import Data, Outcome
 from ..core.noise import Noise, ignore_rules
@@ -30,19 +31,13 @@ from ..learning import RunSpacing
 __all__ = ["Driver", "drive", "drive_hosts", "recorded_servers"]
 
 
-def _noise_runs(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value == 1:
-        raise ConfigError(f"noise_runs is 0 (learn nothing) or a number of runs of at least 2, not {value!r}")
-    return value
-
-
 def recorded_servers(
     cassette: str | os.PathLike, options: DriveOptions | None = None, clients: bool = False
 ) -> list:
     """The addresses of the cassette's servers (and clients, with ``clients``), moved by
     ``options.mapping``, in address order."""
     options = options or DriveOptions()
-    with _open(cassette) as index:
+    with _index(cassette) as index:
         opened = [entry.opened for entry in index.connections.values()]
     plan_drive(opened, options)  # options naming nothing recorded fail here, before any sandbox starts
     ends = [(o.server, o.client) for o in opened]
@@ -54,17 +49,11 @@ def _sort_key(address: str):
     return int(ipaddress.ip_address(address))
 
 
-class _open:
+@contextlib.contextmanager
+def _index(path):
     """A cassette's index, the file closed after."""
-
-    def __init__(self, path) -> None:
-        self.cassette = Cassette(os.fspath(path), tolerate_truncation=True)
-
-    def __enter__(self):
-        return self.cassette.index()
-
-    def __exit__(self, *exc) -> None:
-        self.cassette.close()
+    with contextlib.closing(Cassette(os.fspath(path), tolerate_truncation=True)) as cassette:
+        yield cassette.index()
 
 
 def drive_hosts(sandbox, cassette: str | os.PathLike, options: DriveOptions | None = None) -> dict:
@@ -142,9 +131,9 @@ def drive(
         options = DriveOptions(**option_values)
     elif option_values:
         raise ConfigError("give drive either options or their fields as keywords, not both")
-    noise_runs = _noise_runs(noise_runs)
+    noise_runs = noise_run_count(noise_runs)
     path = os.path.abspath(os.fspath(cassette))
-    with _open(path) as index:
+    with _index(path) as index:
         opened = {entry.opened.conn: entry.opened for entry in index.connections.values()}
         learned = tuple(index.noise)
         if index.header.tls == "intercept":
